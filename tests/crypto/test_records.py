@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.crypto.canonical import canonical_json
+from app.crypto.errors import UnknownKeyError
+from app.crypto.keys import NodeKey, VerifierKey
+from app.crypto.records import record_digest, sign_record, signing_bytes, verify_record
+from app.errors import InvalidInput, VerificationError
+
+KEY = NodeKey.from_seed(b"\x07" * 32)
+ORIGIN = "ngo.example"
+PINNED = {ORIGIN: KEY.verifier(ORIGIN)}
+
+
+def resolve(origin: str) -> VerifierKey | None:
+    return PINNED.get(origin)
+
+
+BODY = {"type": "md5", "value": "0" * 32, "categories": ["csam"], "confidence": 90}
+
+
+def test_sign_record_adds_fields_and_verifies() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    assert record["origin"] == ORIGIN
+    assert record["key_id"] == KEY.verifier(ORIGIN).key_id
+    assert len(base64.b64decode(record["signature"])) == 64
+    assert "signature" not in BODY and "origin" not in BODY  # the body is not modified
+    verify_record(record, resolve)
+    # The signature covers the canonical bytes without `signature`, origin and key_id included.
+    unsigned = {k: v for k, v in record.items() if k != "signature"}
+    assert signing_bytes(record) == canonical_json(unsigned)
+    KEY.verifier(ORIGIN).verify(canonical_json(unsigned), base64.b64decode(record["signature"]))
+
+
+def test_key_order_does_not_matter() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    verify_record(dict(reversed(list(record.items()))), resolve)
+
+
+def test_relayed_record_verifies_against_origin_key() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    relayed = copy.deepcopy(record)
+    verify_record(relayed, resolve)  # whoever hands it over, the origin's key decides
+
+
+def test_resigning_replaces_signature_but_refuses_other_origin() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    again = sign_record(record, KEY, ORIGIN)
+    verify_record(again, resolve)
+    with pytest.raises(InvalidInput):
+        sign_record(record, NodeKey.generate(), "relay.example")
+
+
+def test_unknown_origin() -> None:
+    other = NodeKey.generate()
+    record = sign_record(BODY, other, "stranger.example")
+    with pytest.raises(UnknownKeyError, match=r"stranger\.example"):
+        verify_record(record, resolve)
+
+
+def test_key_id_mismatch_names_both() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    record["key_id"] = "deadbeef"
+    with pytest.raises(VerificationError, match="deadbeef") as exc:
+        verify_record(record, resolve)
+    assert PINNED[ORIGIN].key_id in str(exc.value)
+
+
+def test_impostor_key_under_pinned_origin() -> None:
+    impostor = NodeKey.generate()
+    record = sign_record(BODY, impostor, ORIGIN)
+    record["key_id"] = PINNED[ORIGIN].key_id  # pretend to be the pinned key
+    with pytest.raises(VerificationError, match="does not verify"):
+        verify_record(record, resolve)
+
+
+def test_resolver_returning_another_origins_key_is_refused() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    with pytest.raises(VerificationError, match="resolver"):
+        verify_record(record, lambda _o: KEY.verifier("other.example"))
+
+
+@pytest.mark.parametrize("field", ["origin", "key_id", "signature"])
+def test_missing_fields(field: str) -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    del record[field]
+    with pytest.raises(VerificationError, match=field):
+        verify_record(record, resolve)
+
+
+@pytest.mark.parametrize("sig", ["", "not base64!", "AAAA", base64.b64encode(b"x" * 65).decode()])
+def test_malformed_signature(sig: str) -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    record["signature"] = sig
+    with pytest.raises(VerificationError):
+        verify_record(record, resolve)
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(VerificationError):
+        verify_record(["origin"], resolve)  # type: ignore[arg-type]
+
+
+def test_uncanonicalisable_record_is_a_verification_error() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    record["confidence"] = float("nan")
+    with pytest.raises(VerificationError):
+        verify_record(record, resolve)
+
+
+def test_record_digest() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    import hashlib
+
+    assert record_digest(record) == hashlib.sha256(canonical_json(record)).digest()
+    assert record_digest(dict(reversed(list(record.items())))) == record_digest(record)
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text()
+bodies = st.dictionaries(
+    st.text(max_size=8).filter(lambda k: k not in ("origin", "key_id", "signature")),
+    st.recursive(json_scalars, lambda i: st.lists(i, max_size=3), max_leaves=6),
+    max_size=6,
+)
+
+
+def _flip_bit_in_canonical(record: dict[str, Any], bit: int) -> dict[str, Any] | None:
+    import json
+
+    raw = bytearray(canonical_json(record))
+    raw[bit // 8] ^= 1 << (bit % 8)
+    try:
+        changed = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return changed if isinstance(changed, dict) and changed != record else None
+
+
+@settings(max_examples=60)
+@given(body=bodies, data=st.data())
+def test_any_bit_flip_breaks_verification(body: dict[str, Any], data: st.DataObject) -> None:
+    record = sign_record(body, KEY, ORIGIN)
+    verify_record(record, resolve)
+
+    sig = bytearray(base64.b64decode(record["signature"]))
+    bit = data.draw(st.integers(0, len(sig) * 8 - 1), label="signature bit")
+    sig[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(VerificationError):
+        verify_record({**record, "signature": base64.b64encode(bytes(sig)).decode()}, resolve)
+
+    # Flip a bit of the serialised record; whenever it still parses as another object,
+    # that object must not verify.
+    nbits = len(canonical_json(record)) * 8
+    bit = data.draw(st.integers(0, nbits - 1), label="record bit")
+    changed = _flip_bit_in_canonical(record, bit)
+    if changed is not None:
+        with pytest.raises(VerificationError):
+            verify_record(changed, resolve)
