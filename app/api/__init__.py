@@ -1,0 +1,1 @@
+"""HTTP layer: thin routers (parse -> service -> response model), auth deps, problem+json."""

@@ -1,0 +1,103 @@
+"""Signals, matching and feedback: the API platforms call."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, status
+
+from app.api.deps import FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
+from app.schemas import (
+    BatchResult,
+    FeedbackIn,
+    FeedbackOut,
+    MatchBatchIn,
+    MatchBatchResult,
+    RetractIn,
+    SignalBatchIn,
+    SignalOut,
+    SignalPage,
+)
+from app.services import feedback, matching, signals
+
+router = APIRouter(prefix="/v1", tags=["signals"])
+
+SignalId = Annotated[str, Path(max_length=64, description="Signal id.")]
+
+
+@router.post(
+    "/signals",
+    operation_id="submit_signals",
+    response_model=BatchResult,
+    status_code=status.HTTP_200_OK,
+    summary="Publish a batch of signals",
+)
+def submit_signals(body: SignalBatchIn, node: NodeDep, key: SubmitKey) -> BatchResult:
+    """Each item is answered on its own (`created`, `duplicate` or `rejected` with the field and
+    reason); a bad item never stops the others. Resubmitting a signal returns its id again."""
+    return signals.submit_batch(node, body.signals, key.id)
+
+
+@router.get("/signals", operation_id="list_signals", response_model=SignalPage)
+def list_signals(
+    node: NodeDep,
+    _: ReadKey,
+    type: Annotated[str | None, Query(max_length=32)] = None,
+    category: Annotated[str | None, Query(max_length=64)] = None,
+    status: Literal["active", "retracted", "expired"] | None = None,
+    origin: Annotated[str | None, Query(max_length=253)] = None,
+    after: Annotated[str | None, Query(max_length=32, description="`next` of the last page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> SignalPage:
+    """Signals in a stable order; follow `next` until it is null."""
+    return signals.list_page(
+        node, type_=type, category=category, status=status, origin=origin, after=after, limit=limit
+    )
+
+
+@router.get("/signals/{signal_id}", operation_id="get_signal", response_model=SignalOut)
+def get_signal(
+    signal_id: SignalId,
+    node: NodeDep,
+    _: ReadKey,
+    origin: Annotated[str | None, Query(max_length=253)] = None,
+) -> SignalOut:
+    """One signal, with its signed record as published and its feedback counts."""
+    return signals.get(node, signal_id, origin)
+
+
+@router.post(
+    "/signals/{signal_id}/retract", operation_id="retract_signal", response_model=SignalOut
+)
+def retract_signal(
+    signal_id: SignalId, body: RetractIn, node: NodeDep, _: SubmitKey
+) -> SignalOut:
+    """Withdraw one of this node's signals; it stops matching at once, here and at peers."""
+    return signals.retract(node, signal_id, body.reason)
+
+
+@router.post("/match", operation_id="match", response_model=MatchBatchResult, tags=["match"])
+def match(body: MatchBatchIn, node: NodeDep, key: MatchKey) -> MatchBatchResult:
+    """Match a batch of values against every active signal this node holds.
+
+    `pdq` by Hamming distance (default threshold 31), `text_tlsh` by TLSH distance, `text` finds
+    keyword and TLSH hits in a message (never stored), every other type exactly."""
+    result = matching.match_batch(node, body.queries)
+    seen = [
+        (m.id, m.origin)
+        for q, r in zip(body.queries, result.results, strict=True)
+        if isinstance(q, dict) and q.get("report_seen") is True
+        for m in r.matches
+    ]
+    if seen:
+        feedback.report_seen(node, seen, key.id)
+    return result
+
+
+@router.post(
+    "/feedback", operation_id="give_feedback", response_model=FeedbackOut, tags=["feedback"]
+)
+def give_feedback(body: FeedbackIn, node: NodeDep, key: FeedbackKey) -> FeedbackOut:
+    """Record a verdict on a signal; it is signed and flows back to the signal's origin."""
+    return feedback.give(node, body, key.id)
+

@@ -1,0 +1,227 @@
+"""The `signet` command.
+
+Operator verbs work on the node's own database and key (same SIGNET_* settings as the server);
+client verbs (`identifier hash`) run on the platform's side and send nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.errors import ConfigError, InvalidInput, SignetError
+from app.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Signet: federated, verifiable sharing of child-safety signals.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+api_keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+identifier_app = typer.Typer(help="Hash identifiers on the client side.", no_args_is_help=True)
+key_app = typer.Typer(help="The node's signing key.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(api_keys_app, name="api-keys")
+app.add_typer(identifier_app, name="identifier")
+app.add_typer(key_app, name="key")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _node():  # type: ignore[no-untyped-def]
+    from app.services.node import open_node
+
+    return open_node(_settings())
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (SIGNET_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (SIGNET_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the node: migrate the database, load or create the key, serve the API."""
+    import os
+
+    import uvicorn
+
+    settings = _settings()
+    host = host or settings.host
+    port = port or settings.port
+    from app.services.node import open_node
+
+    node = open_node(settings)  # migrate once, before workers start
+    api_url = f"http://{host}:{port}"
+    err.print(f"[bold]Signet node[/bold] {settings.origin}")
+    err.print(f"  verifier key  {node.verifier_key}")
+    err.print(f"  database      {_redact(settings.database_url)}")
+    err.print(f"  API           {api_url}   docs: {api_url}/docs")
+    err.print("  admin key     signet api-keys create --name admin --scopes admin")
+    node.db.dispose()
+    os.environ.setdefault("SIGNET_HOST", host)
+    os.environ.setdefault("SIGNET_PORT", str(port))
+    uvicorn.run(
+        "app.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- api keys ------------------------------------------------------------------------------
+
+
+@api_keys_app.command("create")
+def api_keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: submit,match,read,feedback,admin,audit,feed")],
+    member: Annotated[bool, typer.Option(help="A federation member (may read green feeds).")] = False,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from app.services import apikeys
+
+    node = _node()
+    try:
+        created = apikeys.create(node, name, [s.strip() for s in scopes.split(",") if s.strip()], member)
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {exc.field}: {exc.reason}")
+        raise typer.Exit(2) from None
+    err.print(f"Created key {created.id} ({created.name}) with scopes {', '.join(created.scopes)}.")
+    err.print("Store it now; it is not shown again:")
+    print(created.key)
+
+
+@api_keys_app.command("list")
+def api_keys_list() -> None:
+    """List API keys (prefixes only)."""
+    from app.services import apikeys
+
+    table = Table("id", "name", "prefix", "scopes", "member", "created", "revoked")
+    for k in apikeys.list_keys(_node()):
+        table.add_row(
+            str(k.id), k.name, k.prefix + "…", ",".join(k.scopes), "yes" if k.member else "",
+            k.created_at.strftime("%Y-%m-%d %H:%M"),
+            k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "",
+        )
+    out.print(table)
+
+
+@api_keys_app.command("revoke")
+def api_keys_revoke(key_id: Annotated[int, typer.Argument(help="Key id from `list`.")]) -> None:
+    """Revoke an API key; it stops working at once."""
+    from app.services import apikeys
+
+    k = apikeys.revoke(_node(), key_id)
+    err.print(f"Revoked key {k.id} ({k.name}).")
+
+
+# --- identifiers ---------------------------------------------------------------------------
+
+
+@identifier_app.command("hash")
+def identifier_hash(
+    value: Annotated[str, typer.Argument(help="The raw identifier; it never leaves this machine.")],
+    type: Annotated[str, typer.Option("--type", help="email, phone, username or payment")],
+    key_id: Annotated[str | None, typer.Option(help="Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY or the only key).")] = None,
+    region: Annotated[str | None, typer.Option(help="Default region for national phone numbers, e.g. GB.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the signal fields as JSON.")] = False,
+) -> None:
+    """Normalise and key-hash an identifier with a federation identifier key."""
+    from app.signals.identifiers import hash_identifier
+
+    settings = _settings()
+    keys = settings.identifier_keys
+    chosen = key_id or settings.default_identifier_key or (next(iter(keys)) if len(keys) == 1 else None)
+    if not keys:
+        err.print("[red]error:[/red] no identifier key: set SIGNET_IDENTIFIER_KEYS=id=base64key "
+                  "(create one with `signet identifier new-key`)")
+        raise typer.Exit(2)
+    if chosen is None or chosen not in keys:
+        err.print(f"[red]error:[/red] choose --key-id, one of: {', '.join(sorted(keys))}")
+        raise typer.Exit(2)
+    try:
+        digest = hash_identifier(type, value, keys[chosen].get_secret_value(), chosen,
+                                 default_region=region)
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps({"type": type, "value": digest, "key_id": chosen}))
+    else:
+        print(digest)
+
+
+@identifier_app.command("new-key")
+def identifier_new_key(key_id: Annotated[str, typer.Argument(help="An id for the key, e.g. fed-2026")]) -> None:
+    """Generate a federation identifier key to share out of band with every member."""
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    err.print("Share this with every federation member over a secure channel; set it as")
+    print(f"SIGNET_IDENTIFIER_KEYS={key_id}={key}")
+
+
+# --- node key and database -----------------------------------------------------------------
+
+
+@key_app.command("show")
+def key_show() -> None:
+    """Print this node's verifier key, to hand to peers (it is public)."""
+    from app.crypto.keys import NodeKey
+    from app.services.node import key_path
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    print(NodeKey.load_or_create(key_path(settings)).verifier_key(settings.origin))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the latest schema."""
+    from app.storage import migrate
+    from app.storage.db import Database
+
+    db = Database(_settings().database_url)
+    migrate.upgrade(db)
+    err.print(f"database at revision {migrate.current_revision(db)}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except SignetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""`create_app(settings)` builds the FastAPI app; nothing runs at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import admin, health, problems, signals
+from app.api.limits import BodyLimit
+from app.services.background import Background
+from app.services.index_sync import IndexSync
+from app.services.node import Node, open_node
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("signet")
+
+DESCRIPTION = """Signet node API. Platforms submit and match signals and send feedback;
+operators manage keys and peers; auditors read the signed exchange log.
+
+Every error is an RFC 9457 problem+json naming the field and the reason."""
+
+
+def create_app(settings: Settings | None = None, *, node: Node | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_node = node or open_node(settings)
+        sync = IndexSync(the_node)
+        sync.load()
+        the_node.after_commit.append(sync.refresh)
+        sync.start()
+        background = Background(the_node)
+        if settings.background:
+            background.start()
+        app.state.node = the_node
+        log.info("node %s ready (%s)", settings.origin, the_node.verifier_key)
+        try:
+            yield
+        finally:
+            background.stop()
+            sync.stop()
+            if node is None:
+                the_node.db.dispose()
+
+    app = FastAPI(
+        title="Signet",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "signals", "description": "Publish, read and retract signals."},
+            {"name": "match", "description": "Match uploads and accounts at upload time."},
+            {"name": "feedback", "description": "Verdicts on signals."},
+            {"name": "admin", "description": "Operator: API keys and peers."},
+            {"name": "health", "description": "Liveness and readiness."},
+        ],
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(signals.router)
+    app.include_router(admin.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,41 @@
+"""Background loops of one node process: expiry, purge (and checkpoints, sync once added)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from app.services import signals
+from app.services.node import Node
+
+log = logging.getLogger("signet.background")
+
+
+class Background:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def every(self, seconds: float, name: str, job: Callable[[], object]) -> None:
+        def run() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    job()
+                except Exception:  # a failed round is retried next time; the loop lives on
+                    log.exception("background job %s failed", name)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        self._threads.append(thread)
+
+    def start(self) -> None:
+        self.every(60.0, "expire", lambda: signals.expire_due(self.node))
+        self.every(3600.0, "purge", lambda: signals.purge(self.node))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)

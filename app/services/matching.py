@@ -1,0 +1,129 @@
+"""Matching: what a platform calls at upload time.
+
+Queries are answered from the worker's in-memory `MatchIndex` (kept in step by
+`app.services.index_sync`); only the hits are read from the database. A `text` query (a message
+the platform sends to its own node) is folded, split into words and probed for keyword phrases,
+and hashed with TLSH for near-duplicate templates; the text is never stored or logged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import tlsh
+from pydantic import ValidationError
+
+from app.errors import InvalidInput, InvalidSignal
+from app.schemas import ItemError, MatchBatchResult, MatchHit, MatchQuery, MatchResult
+from app.services.node import Node
+from app.services.signals import pydantic_item_error
+from app.signals.match_index import match_key
+from app.signals.types import canonicalize
+from app.signals.types.text import fold_text
+from app.signals.vocab import IDENTIFIER_TYPES, SignalType
+from app.storage import repos
+from app.storage.models import SignalRow
+
+DEFAULT_PDQ_THRESHOLD = 31
+DEFAULT_TLSH_THRESHOLD = 70  # TLSH's own guidance: < 100 similar, < 50 very similar
+MAX_TEXT = 65536
+_PDQ = re.compile(r"[0-9a-fA-F]{64}")
+# Word edges: punctuation around words does not stop a keyword from matching.
+_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+
+Hit = tuple[int, int | None, str | None]  # row id, distance, matched rule
+
+
+def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
+    if len(queries) > node.settings.max_batch:
+        raise InvalidInput("queries", f"at most {node.settings.max_batch} queries per request")
+    now = time.time()
+    hits: list[list[Hit]] = [[] for _ in queries]
+    errors: dict[int, ItemError] = {}
+    pdq_groups: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+    for i, raw in enumerate(queries):
+        try:
+            if not isinstance(raw, dict):
+                raise InvalidSignal("", "each query must be a JSON object")
+            q = MatchQuery.model_validate(raw)
+            if q.type == SignalType.PDQ:
+                if not _PDQ.fullmatch(q.value):
+                    raise InvalidSignal("value", "a PDQ hash is 64 hex digits")
+                threshold = DEFAULT_PDQ_THRESHOLD if q.threshold is None else q.threshold
+                pdq_groups[threshold].append((i, bytes.fromhex(q.value)))
+            elif q.type == "text":
+                hits[i] = _match_text(node, q, now)
+            elif q.type == SignalType.TEXT_TLSH:
+                digest = canonicalize(q.type, q.value).value
+                threshold = DEFAULT_TLSH_THRESHOLD if q.threshold is None else q.threshold
+                hits[i] = [(r, d, None) for r, d in node.index.tlsh(digest, threshold, now)]
+            else:
+                key_id = q.key_id if q.type in IDENTIFIER_TYPES else None
+                canon = canonicalize(q.type, q.value, key_id=key_id)
+                key = match_key(canon.type, canon.value, canon.extra.get("key_id"))
+                hits[i] = [(r, None, None) for r in node.index.exact(key, now)]
+        except ValidationError as exc:
+            errors[i] = pydantic_item_error(exc, f"queries[{i}]")
+        except InvalidInput as exc:
+            errors[i] = ItemError(
+                field=f"queries[{i}]" + (f".{exc.field}" if exc.field else ""), reason=exc.reason
+            )
+    for threshold, group in pdq_groups.items():
+        codes = np.frombuffer(b"".join(c for _, c in group), dtype=np.uint8).reshape(-1, 32)
+        for (i, _), found in zip(group, node.index.pdq(codes, threshold, now), strict=True):
+            hits[i] = [(r, d, None) for r, d in found]
+    rows = _rows(node, {h[0] for hs in hits for h in hs})
+    results = []
+    for i, hs in enumerate(hits):
+        if i in errors:
+            results.append(MatchResult(index=i, status="rejected", error=errors[i]))
+            continue
+        matches = [_hit(rows[r], d, m) for r, d, m in hs if r in rows and _live(rows[r])]
+        results.append(MatchResult(index=i, status="ok", matches=matches))
+    return MatchBatchResult(results=results)
+
+
+def _match_text(node: Node, q: MatchQuery, now: float) -> list[Hit]:
+    if len(q.value) > MAX_TEXT:
+        raise InvalidSignal("value", f"at most {MAX_TEXT} characters")
+    folded = fold_text(q.value)
+    words = [w for w in (_EDGE.sub("", t) for t in folded.split()) if w]
+    found: list[Hit] = [(r, None, f"keyword:{p}") for r, p in node.index.keywords_in(words, now)]
+    digest = tlsh.hash(folded.encode())
+    if digest and digest != "TNULL":
+        threshold = DEFAULT_TLSH_THRESHOLD if q.threshold is None else q.threshold
+        found += [(r, d, "text_tlsh") for r, d in node.index.tlsh(digest, threshold, now)]
+    return found
+
+
+def _rows(node: Node, ids: set[int]) -> dict[int, SignalRow]:
+    if not ids:
+        return {}
+    with node.db.read() as session:
+        return repos.signals_by_ids(session, sorted(ids))
+
+
+def _live(row: SignalRow) -> bool:
+    # The index may lag a change made by another worker by up to one poll; the row may not.
+    return row.status == "active" and row.valid_until.timestamp() > time.time()
+
+
+def _hit(row: SignalRow, distance: int | None, matched: str | None) -> MatchHit:
+    return MatchHit(
+        id=row.uid,
+        origin=row.origin,
+        type=row.type,
+        distance=distance,
+        categories=row.categories,
+        indicators=row.indicators,
+        opinion=row.opinion,
+        confidence=row.confidence,
+        reviewed=row.reviewed,
+        valid_until=row.valid_until,
+        feedback_status=row.feedback_status,
+        matched=matched,
+    )

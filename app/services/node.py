@@ -1,0 +1,56 @@
+"""The running node: settings, database, key and in-memory match index, wired once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.crypto.keys import NodeKey
+from app.settings import Settings
+from app.signals.match_index import MatchIndex
+from app.storage.db import Database
+
+log = logging.getLogger("signet.node")
+
+KEY_FILE = "node.key"
+
+
+@dataclass
+class Node:
+    settings: Settings
+    db: Database
+    key: NodeKey
+    index: MatchIndex = field(default_factory=MatchIndex)
+    # Run after every committed write transaction: index refresh, federation push.
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def origin(self) -> str:
+        return self.settings.origin
+
+    @property
+    def verifier_key(self) -> str:
+        return self.key.verifier_key(self.settings.origin)
+
+    @property
+    def key_id(self) -> str:
+        # key_id in signed records: the 8-hex key hash of our verifier key.
+        return self.verifier_key.split("+")[1]
+
+
+def key_path(settings: Settings) -> Path:
+    return settings.data_dir / KEY_FILE
+
+
+def open_node(settings: Settings, *, migrate: bool = True) -> Node:
+    """Open the database (migrating it to head) and load or create the node key."""
+    from app.storage import migrate as migrations
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    if migrate:
+        migrations.upgrade(db)
+    key = NodeKey.load_or_create(key_path(settings))
+    return Node(settings=settings, db=db, key=key)

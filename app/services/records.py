@@ -1,0 +1,91 @@
+"""The signed records this node publishes: signals, retractions and feedback.
+
+A record is the JSON a peer or auditor can verify on its own: every field that matters, then
+`origin`, `key_id` and `signature` (Ed25519 over the RFC 8785 bytes of the rest).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from app.crypto.records import sign_record
+from app.services.node import Node
+from app.services.timefmt import rfc3339
+
+RECORD_VERSION = 1
+
+
+def signal_body(
+    *,
+    uid: str,
+    version: int,
+    type_: str,
+    value: str,
+    attrs: dict[str, Any],
+    categories: list[str],
+    indicators: list[str],
+    opinion: str,
+    confidence: int,
+    reviewed: bool,
+    valid_from: datetime,
+    valid_until: datetime,
+    tlp: str,
+    peers: list[str],
+    hops: int,
+) -> dict[str, Any]:
+    return {
+        "kind": "signal",
+        "v": RECORD_VERSION,
+        "id": uid,
+        "version": version,
+        "type": type_,
+        "value": value,
+        "attrs": attrs,
+        "categories": categories,
+        "indicators": indicators,
+        "opinion": opinion,
+        "confidence": confidence,
+        "reviewed": reviewed,
+        "valid_from": rfc3339(valid_from),
+        "valid_until": rfc3339(valid_until),
+        "audience": {"tlp": tlp, "peers": peers, "hops": hops},
+    }
+
+
+def retraction_body(
+    *, signal_origin: str, signal_uid: str, version: int, reason: str, at: datetime
+) -> dict[str, Any]:
+    return {
+        "kind": "retraction",
+        "v": RECORD_VERSION,
+        "signal": {"origin": signal_origin, "id": signal_uid, "version": version},
+        "reason": reason,
+        "time": rfc3339(at),
+    }
+
+
+def feedback_body(
+    *,
+    uid: str,
+    signal_origin: str,
+    signal_uid: str,
+    verdict: str,
+    reason: str | None,
+    at: datetime,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "feedback",
+        "v": RECORD_VERSION,
+        "id": uid,
+        "signal": {"origin": signal_origin, "id": signal_uid},
+        "verdict": verdict,
+        "time": rfc3339(at),
+    }
+    if reason:
+        body["reason"] = reason
+    return body
+
+
+def sign(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    return sign_record(body, node.key, node.origin)

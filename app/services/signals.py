@@ -1,0 +1,334 @@
+"""Publishing, reading and retracting signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.errors import Conflict, Forbidden, InvalidInput, InvalidSignal, NotFound
+from app.schemas import (
+    Audience,
+    BatchResult,
+    ItemError,
+    ItemResult,
+    SignalIn,
+    SignalOut,
+    SignalPage,
+)
+from app.services import records
+from app.services.ids import new_id
+from app.services.node import Node
+from app.services.tx import transaction
+from app.signals.match_index import match_key
+from app.signals.types import canonicalize
+from app.signals.vocab import DEFAULT_VALIDITY, SignalType, validate_categories, validate_indicators
+from app.storage import repos
+from app.storage.models import SignalRow
+from app.storage.types import utcnow
+
+MAX_VALIDITY = timedelta(days=5 * 365)
+_ORIGIN_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+@dataclass
+class PreparedSignal:
+    index: int
+    type: str
+    value: str
+    match_key: str
+    attrs: dict[str, Any]
+    spec: SignalIn
+    valid_until: datetime
+
+
+def pydantic_item_error(exc: ValidationError, prefix: str) -> ItemError:
+    """The first error of a ValidationError, as a field path and a reason."""
+    err = exc.errors()[0]
+    path = prefix
+    for part in err["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    reason = err["msg"]
+    if err["type"] == "extra_forbidden":
+        reason = "unknown field"
+    elif err["type"] == "missing":
+        reason = "required"
+    return ItemError(field=path, reason=reason)
+
+
+def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
+    """Validate one submitted item into canonical form; raises InvalidSignal or ValidationError."""
+    if not isinstance(raw, dict):
+        raise InvalidSignal("", "each signal must be a JSON object")
+    spec = SignalIn.model_validate(raw)
+    if spec.key_id is not None and node.settings.identifier_keys:
+        if spec.key_id not in node.settings.identifier_keys:
+            known = ", ".join(sorted(node.settings.identifier_keys))
+            raise InvalidSignal("key_id", f"unknown identifier key id; this node uses: {known}")
+    canon = canonicalize(
+        spec.type,
+        spec.value,
+        quality=spec.quality,
+        allow_low_quality=spec.allow_low_quality,
+        key_id=spec.key_id,
+        domain=spec.domain,
+    )
+    categories = validate_categories(spec.categories, node.settings.extra_categories)
+    indicators = validate_indicators(spec.indicators)
+    _check_audience(node, spec)
+    now = utcnow()
+    if spec.valid_until is None:
+        default = DEFAULT_VALIDITY[SignalType(canon.type)]
+        valid_until = now + node.settings.validity(canon.type, default)
+    else:
+        if spec.valid_until.tzinfo is None:
+            raise InvalidSignal("valid_until", "must include a timezone, e.g. 2027-01-31T00:00:00Z")
+        valid_until = spec.valid_until
+        if valid_until <= now:
+            raise InvalidSignal("valid_until", "must be in the future")
+        if valid_until > now + MAX_VALIDITY:
+            raise InvalidSignal("valid_until", "must be within 5 years")
+    spec.categories, spec.indicators = categories, indicators
+    attrs = dict(canon.extra)
+    return PreparedSignal(
+        index=index,
+        type=canon.type,
+        value=canon.value,
+        match_key=match_key(canon.type, canon.value, attrs.get("key_id")),
+        attrs=attrs,
+        spec=spec,
+        valid_until=valid_until,
+    )
+
+
+def _check_audience(node: Node, spec: SignalIn) -> None:
+    a = spec.audience
+    for i, peer in enumerate(a.peers):
+        if not peer or set(peer) - _ORIGIN_CHARS:
+            raise InvalidSignal(f"audience.peers[{i}]", "must be a peer origin such as ngo.example")
+        if peer == node.origin:
+            raise InvalidSignal(f"audience.peers[{i}]", "names this node itself")
+    if a.tlp == "red" and a.peers:
+        raise InvalidSignal("audience.peers", "a red signal never leaves this node; name no peers")
+    if a.tlp == "amber" and not a.peers:
+        raise InvalidSignal("audience.peers", "an amber signal goes only to the peers named here")
+    if a.tlp in ("green", "clear") and a.peers:
+        raise InvalidSignal(
+            "audience.peers", f"{a.tlp} goes to every member; use amber to name peers"
+        )
+
+
+def submit_batch(node: Node, items: list[Any], submitted_by: int | None) -> BatchResult:
+    """Publish a batch; each item is answered on its own and a bad item loses no other."""
+    if len(items) > node.settings.max_batch:
+        raise InvalidInput("signals", f"at most {node.settings.max_batch} signals per request")
+    results: list[ItemResult | None] = [None] * len(items)
+    prepared: list[PreparedSignal] = []
+    for i, raw in enumerate(items):
+        try:
+            prepared.append(prepare(node, i, raw))
+        except ValidationError as exc:
+            err = pydantic_item_error(exc, f"signals[{i}]")
+            results[i] = ItemResult(index=i, status="rejected", error=err)
+        except InvalidInput as exc:
+            field = f"signals[{i}]" + (f".{exc.field}" if exc.field else "")
+            err = ItemError(field=field, reason=exc.reason)
+            results[i] = ItemResult(index=i, status="rejected", error=err)
+    if prepared:
+        with transaction(node) as tx:
+            seen: dict[str, str] = {}
+            for p in prepared:
+                existing_uid = seen.get(p.match_key)
+                if existing_uid is None:
+                    existing = repos.find_active(tx.session, node.origin, p.match_key)
+                    existing_uid = existing.uid if existing else None
+                if existing_uid is not None:
+                    results[p.index] = ItemResult(
+                        index=p.index, status="duplicate", id=existing_uid
+                    )
+                    continue
+                row = _publish(tx, p, submitted_by)
+                seen[p.match_key] = row.uid
+                results[p.index] = ItemResult(index=p.index, status="created", id=row.uid)
+    final = [r for r in results if r is not None]
+    return BatchResult(
+        created=sum(r.status == "created" for r in final),
+        duplicate=sum(r.status == "duplicate" for r in final),
+        rejected=sum(r.status == "rejected" for r in final),
+        items=final,
+    )
+
+
+def _publish(tx: Any, p: PreparedSignal, submitted_by: int | None) -> SignalRow:
+    node: Node = tx.node
+    now = utcnow()
+    spec = p.spec
+    uid = new_id()
+    body = records.signal_body(
+        uid=uid,
+        version=1,
+        type_=p.type,
+        value=p.value,
+        attrs=p.attrs,
+        categories=spec.categories,
+        indicators=spec.indicators,
+        opinion=spec.opinion.value,
+        confidence=spec.confidence,
+        reviewed=spec.reviewed,
+        valid_from=now,
+        valid_until=p.valid_until,
+        tlp=spec.audience.tlp.value,
+        peers=sorted(spec.audience.peers),
+        hops=spec.audience.hops,
+    )
+    record = records.sign(node, body)
+    seq = tx.append_record("signal", record, spec.audience.tlp.value)
+    row = SignalRow(
+        uid=uid,
+        origin=node.origin,
+        type=p.type,
+        value=p.value,
+        match_key=p.match_key,
+        attrs=p.attrs,
+        categories=spec.categories,
+        indicators=spec.indicators,
+        opinion=spec.opinion.value,
+        confidence=spec.confidence,
+        reviewed=spec.reviewed,
+        tlp=spec.audience.tlp.value,
+        audience_peers=sorted(spec.audience.peers),
+        audience_hops=spec.audience.hops,
+        valid_from=now,
+        valid_until=p.valid_until,
+        created_at=now,
+        updated_at=now,
+        change_seq=seq,
+        submitted_by=submitted_by,
+        record=record,
+    )
+    tx.session.add(row)
+    return row
+
+
+def get(node: Node, uid: str, origin: str | None = None) -> SignalOut:
+    with node.db.read() as session:
+        row = repos.get_signal(session, uid, origin)
+        if row is None:
+            raise NotFound(f"no signal with id {uid!r}")
+        return to_out(row)
+
+
+def list_page(
+    node: Node,
+    *,
+    type_: str | None,
+    category: str | None,
+    status: str | None,
+    origin: str | None,
+    after: str | None,
+    limit: int,
+) -> SignalPage:
+    after_id = decode_cursor(after)
+    with node.db.read() as session:
+        rows = repos.list_signals(
+            session,
+            type_=type_,
+            category=category,
+            status=status,
+            origin=origin,
+            after_id=after_id,
+            limit=limit,
+            now=utcnow(),
+        )
+    nxt = encode_cursor(rows[-1].id) if len(rows) == limit and rows[-1].id else None
+    return SignalPage(items=[to_out(r) for r in rows], next=nxt)
+
+
+def encode_cursor(row_id: int) -> str:
+    return f"s{row_id}"
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    if not cursor.startswith("s") or not cursor[1:].isdigit() or len(cursor) > 20:
+        raise InvalidInput("after", "not a cursor this node issued (use `next` from a page)")
+    return int(cursor[1:])
+
+
+def retract(node: Node, uid: str, reason: str) -> SignalOut:
+    """Withdraw one of our own signals: it stops matching at once, here and at every peer."""
+    with transaction(node) as tx:
+        row = repos.get_signal(tx.session, uid, node.origin)
+        if row is None:
+            other = repos.get_signal(tx.session, uid)
+            if other is not None:
+                raise Forbidden(f"signal {uid} belongs to {other.origin}; only its origin retracts")
+            raise NotFound(f"no signal with id {uid!r}")
+        if row.status == "retracted":
+            return to_out(row)
+        now = utcnow()
+        body = records.retraction_body(
+            signal_origin=row.origin, signal_uid=row.uid, version=row.version, reason=reason, at=now
+        )
+        record = records.sign(node, body)
+        row.change_seq = tx.append_record("retraction", record, row.tlp)
+        row.status = "retracted"
+        row.retracted_at = now
+        row.retract_reason = reason
+        row.retraction = record
+        row.updated_at = now
+        tx.session.add(row)
+        return to_out(row)
+
+
+def effective_status(row: SignalRow, now: datetime | None = None) -> str:
+    if row.status == "active" and row.valid_until <= (now or utcnow()):
+        return "expired"
+    return row.status
+
+
+def to_out(row: SignalRow) -> SignalOut:
+    return SignalOut(
+        id=row.uid,
+        origin=row.origin,
+        version=row.version,
+        type=row.type,
+        value=row.value,
+        attrs=row.attrs,
+        categories=row.categories,
+        indicators=row.indicators,
+        opinion=row.opinion,
+        confidence=row.confidence,
+        reviewed=row.reviewed,
+        audience=Audience(tlp=row.tlp, peers=row.audience_peers, hops=row.audience_hops),  # type: ignore[arg-type]
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        status=effective_status(row),  # type: ignore[arg-type]
+        retracted_at=row.retracted_at,
+        retract_reason=row.retract_reason,
+        received_from=row.received_from,
+        feedback=row.feedback_counts,
+        feedback_status=row.feedback_status,
+        record=row.record,
+    )
+
+
+def expire_due(node: Node) -> int:
+    """Mark signals past `valid_until` as expired (matching already ignores them)."""
+    with node.db.write() as session:
+        rows = repos.expire_due(session, utcnow())
+        for row in rows:
+            row.status = "expired"
+            row.updated_at = utcnow()
+            session.add(row)
+        return len(rows)
+
+
+def purge(node: Node) -> int:
+    """Delete retracted and expired signals older than the retention period."""
+    cutoff = utcnow() - timedelta(days=node.settings.retention_days)
+    with node.db.write() as session:
+        return repos.purge_before(session, cutoff)

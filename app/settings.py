@@ -1,0 +1,139 @@
+"""Node settings, read from `SIGNET_*` environment variables (and `.env` if present).
+
+Every setting has a safe default so `make run` works on a fresh machine; an unusable value makes
+`get_settings()` raise ConfigError with one line per bad variable, and the node refuses to start.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretBytes, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.errors import ConfigError
+
+_ORIGIN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_KEY_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIGNET_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    origin: str = Field("signet.localhost", description="This node's name in the federation.")
+    data_dir: Path = Field(Path("data"), description="Node key and the default SQLite database.")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite under data_dir.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = Field("", description="URL peers reach this node at; default from host/port.")
+    log_level: str = "info"
+
+    # Identifier keys: `id=base64key,id2=base64key`. The node needs only the ids (to refuse
+    # identifier hashes made under a key the federation does not use); the CLI needs the keys.
+    identifier_keys: Annotated[dict[str, SecretBytes], NoDecode] = Field(default_factory=dict)
+    default_identifier_key: str = ""
+
+    validity_days: dict[str, int] = Field(
+        default_factory=dict, description="Per-type default validity overrides, JSON."
+    )
+    extra_categories: Annotated[frozenset[str], NoDecode] = frozenset()
+    max_batch: int = Field(1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    retention_days: int = Field(30, ge=0, description="Purge retracted/expired signals after.")
+    checkpoint_interval: float = Field(5.0, gt=0, description="Seconds between checkpoints.")
+    index_poll_interval: float = Field(0.5, gt=0, description="Seconds between index refreshes.")
+    clock_skew: int = Field(60, ge=0, le=600, description="Tolerated peer clock skew, seconds.")
+    sync_interval: float = Field(30.0, gt=0, description="Seconds between background pulls.")
+    background: bool = Field(True, description="Run checkpoint, purge and sync loops.")
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, v: str) -> str:
+        if len(v) > 253 or not _ORIGIN.match(v):
+            raise ValueError("must be a lowercase DNS-like name such as ngo.example")
+        return v
+
+    @field_validator("identifier_keys", mode="before")
+    @classmethod
+    def _identifier_keys(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        keys: dict[str, bytes] = {}
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            key_id, sep, b64 = part.partition("=")
+            if not sep or not _KEY_ID.match(key_id):
+                raise ValueError("expected id=base64key[,id=base64key]; ids are [a-z0-9._-]")
+            try:
+                key = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"key {key_id!r} is not valid base64") from None
+            if len(key) < 32:
+                raise ValueError(f"key {key_id!r} must be at least 32 bytes")
+            keys[key_id] = key
+        return keys
+
+    @field_validator("extra_categories", mode="before")
+    @classmethod
+    def _extra_categories(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return frozenset(p.strip() for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be debug, info, warning or error")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'signet.db'}"
+        if not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must be a sqlite:/// or postgresql:// URL")
+        if self.database_url.startswith("postgresql://"):
+            # psycopg 3 is the PostgreSQL driver we ship.
+            self.database_url = "postgresql+psycopg://" + self.database_url[len("postgresql://") :]
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        self.public_url = self.public_url.rstrip("/")
+        if self.default_identifier_key and self.default_identifier_key not in self.identifier_keys:
+            raise ValueError("default_identifier_key names no key in identifier_keys")
+        for type_, days in self.validity_days.items():
+            if days < 1:
+                raise ValueError(f"validity_days[{type_}] must be at least 1")
+        return self
+
+    def validity(self, signal_type: str, default: timedelta) -> timedelta:
+        days = self.validity_days.get(signal_type)
+        return timedelta(days=days) if days else default
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "SIGNET_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+            lines.append(f"{name or 'settings'}: {err['msg']}")
+        raise ConfigError("unusable settings:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,160 @@
+"""The in-memory match index of one worker: every active signal, by the way it is matched.
+
+- exact types: a dict from match key (type, identifier key id, canonical value) to row ids;
+- `pdq`: `PDQIndex` (exact Hamming range search);
+- `text_tlsh`: a list scanned with TLSH's own distance (the number of TLSH signals is small);
+- keywords inside free text: a dict of normalised phrases, probed with every word n-gram of the
+  text, so a message is checked in time linear in its length, not in the number of keywords.
+
+Pure: it knows nothing of the database. `app.services.index_sync` feeds it changes in commit
+order. Expiry is checked at query time against `valid_until`, so an expired signal stops
+matching at once, before any purge.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tlsh
+
+from app.signals.pdq_index import PDQIndex
+
+MAX_KEYWORD_WORDS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedSignal:
+    """What the index needs to know of one signal."""
+
+    row_id: int
+    type: str
+    match_key: str
+    value: str
+    valid_until: float  # POSIX seconds
+    active: bool
+
+
+def match_key(type_: str, value: str, key_id: str | None = None) -> str:
+    """The exact-match key: identifiers only match under the same identifier key."""
+    return f"{type_}:{key_id}:{value}" if key_id else f"{type_}:{value}"
+
+
+class MatchIndex:
+    """Thread-safe for one writer (the sync loop) and any number of concurrent readers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._exact: dict[str, set[int]] = {}
+        self._pdq = PDQIndex()
+        self._tlsh: dict[int, str] = {}
+        self._keywords: dict[str, set[int]] = {}
+        self._rows: dict[int, IndexedSignal] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def load(self, signals: Sequence[IndexedSignal]) -> None:
+        """Replace the contents with `signals` (start-up), building the PDQ index in bulk."""
+        with self._lock:
+            self.__init__()  # type: ignore[misc]
+            pdq = [s for s in signals if s.active and s.type == "pdq"]
+            if pdq:
+                keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
+                codes = np.frombuffer(
+                    b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
+                ).reshape(-1, 32)
+                self._pdq = PDQIndex.from_arrays(keys, codes)
+                for s in pdq:
+                    self._rows[s.row_id] = s
+            for s in signals:
+                if s.active and s.type != "pdq":
+                    self._add(s)
+
+    def apply(self, changes: Iterable[IndexedSignal]) -> None:
+        """Apply changes in commit order: an active signal is (re)indexed, others removed."""
+        with self._lock:
+            for s in changes:
+                self._remove(s.row_id)
+                if s.active:
+                    self._add(s)
+
+    def _add(self, s: IndexedSignal) -> None:
+        self._rows[s.row_id] = s
+        if s.type == "pdq":
+            self._pdq.add(s.row_id, s.value)
+        elif s.type == "text_tlsh":
+            self._tlsh[s.row_id] = s.value
+        else:
+            self._exact.setdefault(s.match_key, set()).add(s.row_id)
+            if s.type == "keyword":
+                self._keywords.setdefault(s.value, set()).add(s.row_id)
+
+    def _remove(self, row_id: int) -> None:
+        old = self._rows.pop(row_id, None)
+        if old is None:
+            return
+        if old.type == "pdq":
+            self._pdq.remove(row_id)
+        elif old.type == "text_tlsh":
+            self._tlsh.pop(row_id, None)
+        else:
+            _discard(self._exact, old.match_key, row_id)
+            if old.type == "keyword":
+                _discard(self._keywords, old.value, row_id)
+
+    def _live(self, row_id: int, now: float) -> bool:
+        s = self._rows.get(row_id)
+        return s is not None and s.valid_until > now
+
+    def exact(self, key: str, now: float) -> list[int]:
+        with self._lock:
+            return sorted(r for r in self._exact.get(key, ()) if self._live(r, now))
+
+    def pdq(self, codes: np.ndarray, threshold: int, now: float) -> list[list[tuple[int, int]]]:
+        """For each code (uint8 rows of 32), the live signals within `threshold` bits."""
+        results = self._pdq.query_many(codes, threshold)
+        with self._lock:
+            return [[(r, d) for r, d in hits if self._live(r, now)] for hits in results]
+
+    def tlsh(self, digest: str, threshold: int, now: float) -> list[tuple[int, int]]:
+        with self._lock:
+            items = list(self._tlsh.items())
+        hits = []
+        for row_id, other in items:
+            distance = tlsh.diff(digest, other)
+            if distance <= threshold:
+                hits.append((row_id, distance))
+        with self._lock:
+            return sorted((h for h in hits if self._live(h[0], now)), key=lambda h: (h[1], h[0]))
+
+    def keywords_in(self, words: Sequence[str], now: float) -> list[tuple[int, str]]:
+        """Keyword signals whose phrase occurs as a run of whole words in `words`."""
+        found: dict[int, str] = {}
+        with self._lock:
+            for i in range(len(words)):
+                for n in range(1, min(MAX_KEYWORD_WORDS, len(words) - i) + 1):
+                    phrase = " ".join(words[i : i + n])
+                    for row_id in self._keywords.get(phrase, ()):
+                        if self._live(row_id, now):
+                            found.setdefault(row_id, phrase)
+        return sorted(found.items())
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "signals": len(self._rows),
+                "pdq": len(self._pdq),
+                "text_tlsh": len(self._tlsh),
+                "exact_keys": len(self._exact),
+            }
+
+
+def _discard(d: dict[str, set[int]], key: str, row_id: int) -> None:
+    ids = d.get(key)
+    if ids is not None:
+        ids.discard(row_id)
+        if not ids:
+            del d[key]

@@ -1,0 +1,98 @@
+"""Engines and transactions.
+
+Every write transaction takes the *sequencer lock* first: the single row of `log_head`, locked
+`FOR UPDATE` on PostgreSQL, and SQLite's write lock via `BEGIN IMMEDIATE`. Holding it for the
+whole transaction serialises writers across threads, workers and processes, so the exchange log
+never forks or leaves a gap, duplicate checks cannot race, and the log index of a change is a
+gap-free, commit-ordered sequence that workers can follow to keep their match indexes in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, select
+
+from app.storage.models import LogHead
+
+_WRITE = "signet_write"
+
+
+class Database:
+    """One node's database: an engine, a read session and a serialised write session."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(url, echo=echo)
+        else:
+            self.engine = create_engine(
+                url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10
+            )
+        self._write_engine = self.engine.execution_options(**{_WRITE: True})
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads; it never commits."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction holding the sequencer lock; commits on success, rolls back on error."""
+        with Session(self._write_engine, expire_on_commit=False) as session:
+            session.exec(select(LogHead).where(LogHead.id == 1).with_for_update()).one()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: str, *, echo: bool) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        echo=echo,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        # A file database: a pool would keep connections across forks and threads for no gain.
+        poolclass=NullPool,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver so we can choose BEGIN IMMEDIATE for writers.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take SQLite's write lock up front: a deferred transaction that later tries to
+        # write can fail with SQLITE_BUSY instead of waiting, and two of them could deadlock.
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"
+        )
+
+    return engine

@@ -1,0 +1,142 @@
+"""The exchange log's storage: entries, perfect-subtree hashes, checkpoints.
+
+Appends happen inside a write transaction (`Database.write()`), which already holds the
+sequencer row, so `LogAppender` can read the head, append and move the head without races.
+Proof computation lives in `app.crypto.merkle`; this module only fetches the nodes it asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select, tuple_, update
+from sqlmodel import Session, col
+
+from app.crypto import merkle
+from app.storage.models import CheckpointRow, LogEntryRow, LogHead, LogNodeRow
+from app.storage.types import utcnow
+
+
+class LogAppender:
+    """Appends leaves within one write transaction; call `close()` before commit."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        head = session.get(LogHead, 1)
+        if head is None:
+            raise RuntimeError("log_head row missing: run `signet db upgrade`")
+        self.start = self.size = head.size
+        # Nodes written in this transaction, so consecutive appends need no reads at all.
+        self._fresh: dict[tuple[int, int], bytes] = {}
+        self._entries: list[dict[str, object]] = []
+        self._nodes: list[dict[str, object]] = []
+
+    def _get(self, level: int, index: int) -> bytes:
+        cached = self._fresh.get((level, index))
+        if cached is not None:
+            return cached
+        return node_hash(self._session, level, index)
+
+    def append(self, kind: str, data: bytes, created_at: datetime | None = None) -> int:
+        """Append one leaf (its canonical bytes); returns its index."""
+        index = self.size
+        leaf = merkle.leaf_hash(data)
+        self._entries.append(
+            {
+                "idx": index,
+                "kind": kind,
+                "data": data.decode(),
+                "salt": None,
+                "created_at": created_at or utcnow(),
+            }
+        )
+        for level, i, h in merkle.nodes_completed_by_append(index, leaf, self._get):
+            self._fresh[(level, i)] = h
+            self._nodes.append({"level": level, "idx": i, "hash": h})
+        self.size += 1
+        return index
+
+    def set_salt(self, index: int, salt: bytes) -> None:
+        """Remember the salt of a commitment entry appended in this transaction."""
+        self._entries[index - self.start]["salt"] = salt
+
+    def close(self) -> None:
+        """Write the buffered entries and nodes and move the head."""
+        if self.size == self.start:
+            return
+        self._session.execute(LogEntryRow.__table__.insert(), self._entries)  # type: ignore[attr-defined]
+        self._session.execute(LogNodeRow.__table__.insert(), self._nodes)  # type: ignore[attr-defined]
+        self._session.execute(update(LogHead).where(col(LogHead.id) == 1).values(size=self.size))
+        self._entries.clear()
+        self._nodes.clear()
+        self.start = self.size
+
+
+def node_hash(session: Session, level: int, index: int) -> bytes:
+    h = session.execute(
+        select(LogNodeRow.hash).where(  # type: ignore[call-overload]
+            col(LogNodeRow.level) == level, col(LogNodeRow.idx) == index
+        )
+    ).scalar_one_or_none()
+    if h is None:
+        raise LookupError(f"log node ({level}, {index}) missing")
+    return bytes(h)
+
+
+def node_hashes(session: Session, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Fetch many perfect-subtree hashes in one query."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(LogNodeRow.level, LogNodeRow.idx, LogNodeRow.hash).where(  # type: ignore[call-overload]
+            tuple_(col(LogNodeRow.level), col(LogNodeRow.idx)).in_(list(ids))
+        )
+    ).all()
+    return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+
+class NodeReader:
+    """A `get(level, index)` for proof code that batches reads via `merkle.*_node_ids` hints."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    def prefetch(self, ids: Iterable[tuple[int, int]]) -> None:
+        missing = [i for i in ids if i not in self._cache]
+        self._cache.update(node_hashes(self._session, missing))
+
+    def __call__(self, level: int, index: int) -> bytes:
+        h = self._cache.get((level, index))
+        if h is None:
+            h = self._cache[(level, index)] = node_hash(self._session, level, index)
+        return h
+
+
+def log_size(session: Session) -> int:
+    head = session.get(LogHead, 1)
+    return head.size if head else 0
+
+
+def entries(session: Session, start: int, end: int) -> list[LogEntryRow]:
+    stmt = (
+        select(LogEntryRow)
+        .where(col(LogEntryRow.idx) >= start, col(LogEntryRow.idx) < end)
+        .order_by(col(LogEntryRow.idx))
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def latest_checkpoint(session: Session) -> CheckpointRow | None:
+    stmt = select(CheckpointRow).order_by(col(CheckpointRow.size).desc()).limit(1)
+    return session.execute(stmt).scalars().first()
+
+
+def checkpoint_at(session: Session, size: int) -> CheckpointRow | None:
+    return session.get(CheckpointRow, size)
+
+
+def save_checkpoint(session: Session, size: int, root: bytes, note: str) -> None:
+    session.execute(delete(CheckpointRow).where(col(CheckpointRow.size) == size))
+    session.add(CheckpointRow(size=size, root_hash=root, note=note))
