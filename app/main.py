@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, health, problems, signals
+from app.api import admin, health, problems, signals, wellknown
 from app.api.limits import BodyLimit
 from app.services.background import Background
 from app.services.index_sync import IndexSync
@@ -64,5 +64,6 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.include_router(health.router)
     app.include_router(signals.router)
     app.include_router(admin.router)
+    app.include_router(wellknown.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from app.services import log as exchange_log
 from app.services import signals
 from app.services.node import Node
 
@@ -30,6 +31,12 @@ class Background:
         self._threads.append(thread)
 
     def start(self) -> None:
+        settings = self.node.settings
+        self.every(
+            settings.checkpoint_interval,
+            "checkpoint",
+            lambda: exchange_log.publish_checkpoint(self.node),
+        )
         self.every(60.0, "expire", lambda: signals.expire_due(self.node))
         self.every(3600.0, "purge", lambda: signals.purge(self.node))
         for thread in self._threads:

@@ -41,7 +41,6 @@ class LogAppender:
     def append(self, kind: str, data: bytes, created_at: datetime | None = None) -> int:
         """Append one leaf (its canonical bytes); returns its index."""
         index = self.size
-        leaf = merkle.leaf_hash(data)
         self._entries.append(
             {
                 "idx": index,
@@ -51,7 +50,7 @@ class LogAppender:
                 "created_at": created_at or utcnow(),
             }
         )
-        for level, i, h in merkle.nodes_completed_by_append(index, leaf, self._get):
+        for level, i, h in merkle.nodes_completed_by_append(index, data, self._get):
             self._fresh[(level, i)] = h
             self._nodes.append({"level": level, "idx": i, "hash": h})
         self.size += 1

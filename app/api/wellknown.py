@@ -1,0 +1,39 @@
+"""`GET /.well-known/signet`: the node's signed descriptor, what peers pin and check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app import __version__
+from app.api.deps import NodeDep
+from app.services import records
+
+router = APIRouter(tags=["federation"])
+
+PROTOCOL = "signet/1"
+
+
+def descriptor(node: NodeDep) -> dict[str, Any]:
+    body = {
+        "kind": "node",
+        "v": records.RECORD_VERSION,
+        "protocol": PROTOCOL,
+        "software": f"signet/{__version__}",
+        "verifier_key": node.verifier_key,
+        "url": node.settings.public_url,
+        "endpoints": {
+            "records": "/federation/v1/records",
+            "notify": "/federation/v1/notify",
+            "witness": "/federation/v1/witness/add-checkpoint",
+            "checkpoint": "/v1/log/checkpoint",
+        },
+    }
+    return records.sign(node, body)
+
+
+@router.get("/.well-known/signet", operation_id="node_descriptor")
+def node_descriptor(node: NodeDep) -> dict[str, Any]:
+    """Origin, verifier key, endpoints and protocol version, signed with the node key."""
+    return descriptor(node)
