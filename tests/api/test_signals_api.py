@@ -24,7 +24,12 @@ def test_batch_mixes_good_and_bad_items(client: Any, auth: dict[str, str]) -> No
         client,
         auth,
         {"type": "pdq", "value": PDQ, "quality": 90, "categories": ["csam"]},
-        {"type": "email", "value": "someone@example.org", "key_id": "fed", "categories": ["grooming"]},
+        {
+            "type": "email",
+            "value": "someone@example.org",
+            "key_id": "fed",
+            "categories": ["grooming"],
+        },
         {"type": "md5", "value": "0" * 32, "categories": ["nope"]},
         {"type": "keyword", "value": "x", "categories": ["grooming"], "surprise": 1},
         {"type": "warp", "value": "x", "categories": ["grooming"]},
@@ -54,9 +59,9 @@ def test_resubmission_is_idempotent(client: Any, auth: dict[str, str]) -> None:
 
 
 def test_match_retract_and_feedback(client: Any, auth: dict[str, str]) -> None:
-    sid = submit(client, auth, {"type": "pdq", "value": PDQ, "quality": 80, "categories": ["csam"]})[
-        "items"
-    ][0]["id"]
+    sid = submit(
+        client, auth, {"type": "pdq", "value": PDQ, "quality": 80, "categories": ["csam"]}
+    )["items"][0]["id"]
     near = pdq_with_flips(PDQ, 5)
     far = pdq_with_flips(PDQ, 40)
     r = client.post(
@@ -95,7 +100,9 @@ def test_list_pages_with_a_stable_cursor(client: Any, auth: dict[str, str]) -> N
         if after is None:
             break
         # A signal added mid-walk appears after what was already listed, never before.
-        submit(client, auth, {"type": "md5", "value": secrets.token_hex(16), "categories": ["csam"]})
+        submit(
+            client, auth, {"type": "md5", "value": secrets.token_hex(16), "categories": ["csam"]}
+        )
     assert seen == ids
 
 
