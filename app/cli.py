@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from app.errors import ConfigError, InvalidInput, SignetError
 from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from app.services.node import Node
 
 app = typer.Typer(
     help="Signet: federated, verifiable sharing of child-safety signals.",
@@ -34,6 +37,9 @@ app.add_typer(identifier_app, name="identifier")
 app.add_typer(key_app, name="key")
 app.add_typer(db_app, name="db")
 
+SCOPES_HELP = "Comma-separated: submit,match,read,feedback,admin,audit,feed"
+KEY_ID_HELP = "Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY, or the only key)."
+
 out = Console()
 err = Console(stderr=True)
 
@@ -46,7 +52,7 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _node():  # type: ignore[no-untyped-def]
+def _node() -> Node:
     from app.services.node import open_node
 
     return open_node(_settings())
@@ -104,15 +110,21 @@ def _redact(url: str) -> str:
 @api_keys_app.command("create")
 def api_keys_create(
     name: Annotated[str, typer.Option(help="Who or what uses the key.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: submit,match,read,feedback,admin,audit,feed")],
-    member: Annotated[bool, typer.Option(help="A federation member (may read green feeds).")] = False,
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: submit,match,read,feedback,admin,audit,feed")
+    ],
+    member: Annotated[
+        bool, typer.Option(help="A federation member (may read green feeds).")
+    ] = False,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from app.services import apikeys
 
     node = _node()
     try:
-        created = apikeys.create(node, name, [s.strip() for s in scopes.split(",") if s.strip()], member)
+        created = apikeys.create(
+            node, name, [s.strip() for s in scopes.split(",") if s.strip()], member
+        )
     except InvalidInput as exc:
         err.print(f"[red]error:[/red] {exc.field}: {exc.reason}")
         raise typer.Exit(2) from None
@@ -129,7 +141,11 @@ def api_keys_list() -> None:
     table = Table("id", "name", "prefix", "scopes", "member", "created", "revoked")
     for k in apikeys.list_keys(_node()):
         table.add_row(
-            str(k.id), k.name, k.prefix + "…", ",".join(k.scopes), "yes" if k.member else "",
+            str(k.id),
+            k.name,
+            k.prefix + "…",
+            ",".join(k.scopes),
+            "yes" if k.member else "",
             k.created_at.strftime("%Y-%m-%d %H:%M"),
             k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "",
         )
@@ -152,26 +168,40 @@ def api_keys_revoke(key_id: Annotated[int, typer.Argument(help="Key id from `lis
 def identifier_hash(
     value: Annotated[str, typer.Argument(help="The raw identifier; it never leaves this machine.")],
     type: Annotated[str, typer.Option("--type", help="email, phone, username or payment")],
-    key_id: Annotated[str | None, typer.Option(help="Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY or the only key).")] = None,
-    region: Annotated[str | None, typer.Option(help="Default region for national phone numbers, e.g. GB.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the signal fields as JSON.")] = False,
+    key_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY or the only key)."
+        ),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Default region for national phone numbers, e.g. GB.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the signal fields as JSON.")
+    ] = False,
 ) -> None:
     """Normalise and key-hash an identifier with a federation identifier key."""
     from app.signals.identifiers import hash_identifier
 
     settings = _settings()
     keys = settings.identifier_keys
-    chosen = key_id or settings.default_identifier_key or (next(iter(keys)) if len(keys) == 1 else None)
+    chosen = (
+        key_id or settings.default_identifier_key or (next(iter(keys)) if len(keys) == 1 else None)
+    )
     if not keys:
-        err.print("[red]error:[/red] no identifier key: set SIGNET_IDENTIFIER_KEYS=id=base64key "
-                  "(create one with `signet identifier new-key`)")
+        err.print(
+            "[red]error:[/red] no identifier key: set SIGNET_IDENTIFIER_KEYS=id=base64key "
+            "(create one with `signet identifier new-key`)"
+        )
         raise typer.Exit(2)
     if chosen is None or chosen not in keys:
         err.print(f"[red]error:[/red] choose --key-id, one of: {', '.join(sorted(keys))}")
         raise typer.Exit(2)
     try:
-        digest = hash_identifier(type, value, keys[chosen].get_secret_value(), chosen,
-                                 default_region=region)
+        digest = hash_identifier(
+            type, value, keys[chosen].get_secret_value(), chosen, default_region=region
+        )
     except InvalidInput as exc:
         err.print(f"[red]error:[/red] {exc.reason}")
         raise typer.Exit(2) from None
@@ -182,7 +212,9 @@ def identifier_hash(
 
 
 @identifier_app.command("new-key")
-def identifier_new_key(key_id: Annotated[str, typer.Argument(help="An id for the key, e.g. fed-2026")]) -> None:
+def identifier_new_key(
+    key_id: Annotated[str, typer.Argument(help="An id for the key, e.g. fed-2026")],
+) -> None:
     """Generate a federation identifier key to share out of band with every member."""
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     err.print("Share this with every federation member over a secure channel; set it as")

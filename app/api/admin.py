@@ -22,8 +22,6 @@ def list_api_keys(node: NodeDep, _: AdminKey) -> list[ApiKeyOut]:
     return apikeys.list_keys(node)
 
 
-@router.post(
-    "/api-keys/{key_id}/revoke", operation_id="revoke_api_key", response_model=ApiKeyOut
-)
+@router.post("/api-keys/{key_id}/revoke", operation_id="revoke_api_key", response_model=ApiKeyOut)
 def revoke_api_key(key_id: int, node: NodeDep, _: AdminKey) -> ApiKeyOut:
     return apikeys.revoke(node, key_id)

@@ -66,8 +66,13 @@ def for_error(exc: errors.SignetError, instance: str | None) -> JSONResponse:
             code = status if isinstance(status, int) else default_status
             headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
             return problem(
-                code, title, detail, type_=TYPE_BASE + slug, instance=instance,
-                headers=headers, **extra,
+                code,
+                title,
+                detail,
+                type_=TYPE_BASE + slug,
+                instance=instance,
+                headers=headers,
+                **extra,
             )
     return problem(400, "Bad request", str(exc), instance=instance)
 
@@ -127,7 +132,10 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id = uuid.uuid4().hex[:16]
         log.error(
-            "unhandled error, request %s: %s %s", request_id, request.method, request.url.path,
+            "unhandled error, request %s: %s %s",
+            request_id,
+            request.method,
+            request.url.path,
             exc_info=exc,
         )
         return problem(

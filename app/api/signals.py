@@ -46,7 +46,9 @@ def list_signals(
     category: Annotated[str | None, Query(max_length=64)] = None,
     status: Literal["active", "retracted", "expired"] | None = None,
     origin: Annotated[str | None, Query(max_length=253)] = None,
-    after: Annotated[str | None, Query(max_length=32, description="`next` of the last page")] = None,
+    after: Annotated[
+        str | None, Query(max_length=32, description="`next` of the last page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SignalPage:
     """Signals in a stable order; follow `next` until it is null."""
@@ -69,9 +71,7 @@ def get_signal(
 @router.post(
     "/signals/{signal_id}/retract", operation_id="retract_signal", response_model=SignalOut
 )
-def retract_signal(
-    signal_id: SignalId, body: RetractIn, node: NodeDep, _: SubmitKey
-) -> SignalOut:
+def retract_signal(signal_id: SignalId, body: RetractIn, node: NodeDep, _: SubmitKey) -> SignalOut:
     """Withdraw one of this node's signals; it stops matching at once, here and at peers."""
     return signals.retract(node, signal_id, body.reason)
 
@@ -100,4 +100,3 @@ def match(body: MatchBatchIn, node: NodeDep, key: MatchKey) -> MatchBatchResult:
 def give_feedback(body: FeedbackIn, node: NodeDep, key: FeedbackKey) -> FeedbackOut:
     """Record a verdict on a signal; it is signed and flows back to the signal's origin."""
     return feedback.give(node, body, key.id)
-

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from app.errors import InvalidInput, InvalidSignal
 from app.schemas import ItemError, MatchBatchResult, MatchHit, MatchQuery, MatchResult
 from app.services.node import Node
-from app.services.signals import pydantic_item_error
+from app.services.signals import key_id_of, pydantic_item_error
 from app.signals.match_index import match_key
 from app.signals.types import canonicalize
 from app.signals.types.text import fold_text
@@ -64,7 +64,7 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
             else:
                 key_id = q.key_id if q.type in IDENTIFIER_TYPES else None
                 canon = canonicalize(q.type, q.value, key_id=key_id)
-                key = match_key(canon.type, canon.value, canon.extra.get("key_id"))
+                key = match_key(canon.type, canon.value, key_id_of(canon.extra))
                 hits[i] = [(r, None, None) for r in node.index.exact(key, now)]
         except ValidationError as exc:
             errors[i] = pydantic_item_error(exc, f"queries[{i}]")

@@ -24,7 +24,7 @@ class Node:
     key: NodeKey
     index: MatchIndex = field(default_factory=MatchIndex)
     # Run after every committed write transaction: index refresh, federation push.
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    after_commit: list[Callable[[], object]] = field(default_factory=list)
 
     @property
     def origin(self) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from app.errors import Conflict, Forbidden, InvalidInput, InvalidSignal, NotFound
+from app.errors import Forbidden, InvalidInput, InvalidSignal, NotFound
 from app.schemas import (
     Audience,
     BatchResult,
@@ -24,7 +24,13 @@ from app.services.node import Node
 from app.services.tx import transaction
 from app.signals.match_index import match_key
 from app.signals.types import canonicalize
-from app.signals.vocab import DEFAULT_VALIDITY, SignalType, validate_categories, validate_indicators
+from app.signals.vocab import (
+    DEFAULT_VALIDITY,
+    TLP,
+    SignalType,
+    validate_categories,
+    validate_indicators,
+)
 from app.storage import repos
 from app.storage.models import SignalRow
 from app.storage.types import utcnow
@@ -63,10 +69,10 @@ def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
     if not isinstance(raw, dict):
         raise InvalidSignal("", "each signal must be a JSON object")
     spec = SignalIn.model_validate(raw)
-    if spec.key_id is not None and node.settings.identifier_keys:
-        if spec.key_id not in node.settings.identifier_keys:
-            known = ", ".join(sorted(node.settings.identifier_keys))
-            raise InvalidSignal("key_id", f"unknown identifier key id; this node uses: {known}")
+    known_ids = node.settings.identifier_keys
+    if spec.key_id is not None and known_ids and spec.key_id not in known_ids:
+        known = ", ".join(sorted(known_ids))
+        raise InvalidSignal("key_id", f"unknown identifier key id; this node uses: {known}")
     canon = canonicalize(
         spec.type,
         spec.value,
@@ -96,11 +102,16 @@ def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
         index=index,
         type=canon.type,
         value=canon.value,
-        match_key=match_key(canon.type, canon.value, attrs.get("key_id")),
+        match_key=match_key(canon.type, canon.value, key_id_of(attrs)),
         attrs=attrs,
         spec=spec,
         valid_until=valid_until,
     )
+
+
+def key_id_of(attrs: dict[str, Any]) -> str | None:
+    key_id = attrs.get("key_id")
+    return key_id if isinstance(key_id, str) else None
 
 
 def _check_audience(node: Node, spec: SignalIn) -> None:
@@ -284,10 +295,14 @@ def retract(node: Node, uid: str, reason: str) -> SignalOut:
         return to_out(row)
 
 
-def effective_status(row: SignalRow, now: datetime | None = None) -> str:
-    if row.status == "active" and row.valid_until <= (now or utcnow()):
+def effective_status(
+    row: SignalRow, now: datetime | None = None
+) -> Literal["active", "retracted", "expired"]:
+    if row.status == "retracted":
+        return "retracted"
+    if row.status == "expired" or row.valid_until <= (now or utcnow()):
         return "expired"
-    return row.status
+    return "active"
 
 
 def to_out(row: SignalRow) -> SignalOut:
@@ -303,10 +318,10 @@ def to_out(row: SignalRow) -> SignalOut:
         opinion=row.opinion,
         confidence=row.confidence,
         reviewed=row.reviewed,
-        audience=Audience(tlp=row.tlp, peers=row.audience_peers, hops=row.audience_hops),  # type: ignore[arg-type]
+        audience=Audience(tlp=TLP(row.tlp), peers=row.audience_peers, hops=row.audience_hops),
         valid_from=row.valid_from,
         valid_until=row.valid_until,
-        status=effective_status(row),  # type: ignore[arg-type]
+        status=effective_status(row),
         retracted_at=row.retracted_at,
         retract_reason=row.retract_reason,
         received_from=row.received_from,

@@ -1,1 +1,1 @@
-"""Storage: SQLModel tables and the repositories over them. Nothing above this package writes SQL."""
+"""Storage: SQLModel tables and repositories over them. Nothing above it writes SQL."""
