@@ -1,18 +1,18 @@
 """Domain errors. No HTTP here: `app/api/problems.py` maps each class to a problem+json.
 
-    SignetError
-    ├── InvalidInput            a value a caller sent is unusable (field + reason)
-    │   └── InvalidSignal       a signal field failed validation or canonicalisation
-    ├── NotFound
-    ├── Conflict
-    ├── AuthError
-    │   ├── Unauthenticated     no or unknown credentials                 -> 401
-    │   └── Forbidden           credentials lack the scope or the right   -> 403
-    ├── CryptoError             (app/crypto) bad key, signature, proof, note
-    │   ├── VerificationError   a signature did not verify
-    │   └── ProofError          a Merkle inclusion/consistency proof did not verify
-    ├── FederationError         (app/federation) protocol violations by a peer
-    └── ConfigError             an unusable setting; the node refuses to start
+SignetError
+├── InvalidInput            a value a caller sent is unusable (field + reason)
+│   └── InvalidSignal       a signal field failed validation or canonicalisation
+├── NotFound
+├── Conflict
+├── AuthError
+│   ├── Unauthenticated     no or unknown credentials                 -> 401
+│   └── Forbidden           credentials lack the scope or the right   -> 403
+├── CryptoError             (app/crypto) bad key, signature, proof, note
+│   ├── VerificationError   a signature did not verify
+│   └── ProofError          a Merkle inclusion/consistency proof did not verify
+├── FederationError         (app/federation) protocol violations by a peer
+└── ConfigError             an unusable setting; the node refuses to start
 """
 
 from __future__ import annotations
