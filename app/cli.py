@@ -83,7 +83,7 @@ def serve(
     err.print(f"  verifier key  {node.verifier_key}")
     err.print(f"  database      {_redact(settings.database_url)}")
     err.print(f"  API           {api_url}   docs: {api_url}/docs")
-    err.print("  admin key     signet api-keys create --name admin --scopes admin")
+    err.print(f"  admin key     {_self()} api-keys create --name admin --scopes admin")
     node.db.dispose()
     os.environ.setdefault("SIGNET_HOST", host)
     os.environ.setdefault("SIGNET_PORT", str(port))
@@ -96,6 +96,17 @@ def serve(
         access_log=False,
         proxy_headers=False,
     )
+
+
+def _self() -> str:
+    """How the user can call this command again (`.venv/bin/signet` under `make run`)."""
+    import os
+
+    me = sys.argv[0]
+    if os.path.basename(me) == "signet" and os.path.isabs(me):
+        rel = os.path.relpath(me)
+        return rel if not rel.startswith("..") else me
+    return "signet"
 
 
 def _redact(url: str) -> str:
