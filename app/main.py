@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -66,4 +67,31 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.include_router(admin.router)
     app.include_router(wellknown.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _add_item_schemas(app)
     return app
+
+
+def _add_item_schemas(app: FastAPI) -> None:
+    """Publish the item models of batch endpoints, which are validated one item at a time."""
+    from fastapi.openapi.utils import get_openapi
+
+    from app.schemas import MatchQuery, SignalIn
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (SignalIn, MatchQuery):
+                item = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(item.pop("$defs", {}))
+                components[model.__name__] = item
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
