@@ -1,0 +1,633 @@
+"""In-memory PDQ index: exact "every code within Hamming distance t" over 256-bit hashes.
+
+Multi-index hashing (Norouzi, Punjani and Fleet): a code is cut into 16 chunks of 16 bits and
+each chunk gets its own inverted index. Write t = 16·r + a with 0 <= a < 16. If two codes are
+within t, then one of the first a + 1 chunks differs by at most r bits, or one of the other
+chunks differs by at most r - 1 bits (otherwise the distance would be at least
+(a + 1)(r + 1) + (15 - a)·r = t + 1). So probing those chunks' values and their bit-flip
+neighbours finds a superset of the answer, and an exact full-width distance on each candidate
+keeps only true matches: recall is 100% by construction, never approximate. When the probes
+would touch a large share of the index (large t, or skewed data piling codes into a few
+buckets) the query scans instead; the answer is the same, only the cost differs.
+
+Layout. An immutable *base* holds codes sorted by key plus, per chunk, a CSR table: positions
+sorted by chunk value and 65,537 offsets, so a bucket is a slice. Inserts go to an append-only
+*delta* that queries scan; deletes are tombstones. `compact()` (also run automatically when the
+delta and tombstones outgrow a fraction of the base) folds both into a new base.
+
+Concurrency: one writer at a time (a lock), readers never block. A tombstone is the epoch at
+which the entry died; a reader takes the current snapshot (base, delta length, epoch) and sees
+an entry as alive while its death epoch is later than the snapshot's. Writers only append past
+a snapshot's delta length or lower a death epoch from "never" to the new epoch, and compaction
+builds new arrays, so a reader's snapshot never changes under it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.errors import InvalidInput
+
+__all__ = [
+    "CODE_BYTES",
+    "DEFAULT_THRESHOLD",
+    "InvalidPDQInput",
+    "PDQIndex",
+    "hamming_distance",
+    "pdq_hex_to_bytes",
+]
+
+CODE_BYTES: Final = 32
+CODE_BITS: Final = 256
+DEFAULT_THRESHOLD: Final = 31
+
+_CHUNKS: Final = 16
+_CHUNK_VALUES: Final = 1 << 16
+_OFFSETS_PER_CHUNK: Final = _CHUNK_VALUES + 1
+_WORDS: Final = 4  # uint64 words per code
+_NEVER: Final = np.iinfo(np.int64).max  # death epoch of a live entry
+_SCAN_BLOCK: Final = 16384  # rows per scan block: 512 KiB of codes, stays in L2
+_CANDIDATE_BUDGET: Final = 1 << 21
+# Bytes of popcounts -> sum in the top byte (each byte <= 64, so no carry between bytes). The
+# sum wraps for exactly 256 (all four words fully different); `_fix_full_distance` repairs it.
+_BYTE_SUM: Final = np.uint32(0x01010101)
+_ALL_DIFFERENT: Final = np.uint32(0x40404040)
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+# Every 16-bit mask ordered by popcount: the masks within radius r are a prefix of this.
+_POPCOUNT16 = np.bitwise_count(np.arange(_CHUNK_VALUES, dtype=np.uint16))
+_MASKS_BY_WEIGHT = np.argsort(_POPCOUNT16, kind="stable").astype(np.int64)
+_BALL_SIZE = np.cumsum(np.bincount(_POPCOUNT16, minlength=17))  # masks within radius r
+
+Int64Array = NDArray[np.int64]
+U64Array = NDArray[np.uint64]
+U8Array = NDArray[np.uint8]
+
+
+class InvalidPDQInput(InvalidInput, ValueError):
+    """A PDQ code, key or threshold is unusable. Also a `ValueError` for callers outside Signet."""
+
+
+# --------------------------------------------------------------------------- input helpers
+
+
+def pdq_hex_to_bytes(value: str) -> bytes:
+    """64 hex digits (either case) -> the 32-byte code."""
+    if not isinstance(value, str) or _HEX64.fullmatch(value) is None:
+        raise InvalidPDQInput("code", "a PDQ hash is 64 hexadecimal digits")
+    return bytes.fromhex(value)
+
+
+def _code_bytes(code: object) -> bytes:
+    if isinstance(code, str):
+        return pdq_hex_to_bytes(code)
+    if isinstance(code, bytes | bytearray | memoryview):
+        raw = bytes(code)
+        if len(raw) != CODE_BYTES:
+            raise InvalidPDQInput("code", f"a PDQ hash is {CODE_BYTES} bytes, got {len(raw)}")
+        return raw
+    raise InvalidPDQInput("code", "a PDQ hash is 32 bytes or 64 hex digits")
+
+
+def hamming_distance(a: bytes | str, b: bytes | str) -> int:
+    """Number of differing bits between two PDQ codes (bytes or hex)."""
+    return (
+        int.from_bytes(_code_bytes(a), "big") ^ int.from_bytes(_code_bytes(b), "big")
+    ).bit_count()
+
+
+def _check_threshold(threshold: object) -> int:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | np.integer):
+        raise InvalidPDQInput("threshold", "must be an integer")
+    t = int(threshold)
+    if not 0 <= t <= CODE_BITS:
+        raise InvalidPDQInput("threshold", f"must be within 0..{CODE_BITS}, got {t}")
+    return t
+
+
+def _check_key(key: object) -> int:
+    if isinstance(key, bool) or not isinstance(key, int | np.integer):
+        raise InvalidPDQInput("key", "must be an integer")
+    k = int(key)
+    if not -(1 << 63) <= k < (1 << 63):
+        raise InvalidPDQInput("key", "must fit in a signed 64-bit integer")
+    return k
+
+
+def _check_codes(codes: object, field: str = "codes") -> U64Array:
+    """A (n, 32) uint8 array (or a sequence of bytes/hex codes) -> contiguous (n, 4) uint64."""
+    if not isinstance(codes, np.ndarray):
+        if isinstance(codes, str | bytes) or not isinstance(codes, Sequence):
+            raise InvalidPDQInput(field, "expected a (n, 32) uint8 array of codes")
+        raw = b"".join(_code_bytes(c) for c in codes)
+        codes = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CODE_BYTES)
+    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != CODE_BYTES:
+        raise InvalidPDQInput(
+            field, f"expected a (n, 32) uint8 array, got {codes.dtype}{codes.shape}"
+        )
+    words: U64Array = np.ascontiguousarray(codes).view(np.uint64)
+    return words
+
+
+def _check_keys(keys: object, n: int) -> Int64Array:
+    arr = np.asarray(keys)
+    if arr.size == 0:
+        arr = arr.astype(np.int64)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InvalidPDQInput("keys", f"expected {n} keys in one dimension, got shape {arr.shape}")
+    if arr.dtype.kind == "u":
+        if arr.size and int(arr.max()) >= (1 << 63):
+            raise InvalidPDQInput("keys", "must fit in a signed 64-bit integer")
+    elif arr.dtype.kind != "i":
+        raise InvalidPDQInput("keys", f"must be integers, got {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _last_of_each_key(keys: Int64Array, codes: U64Array) -> tuple[Int64Array, U64Array]:
+    """Drop all but the last occurrence of each key (a re-added key replaces the earlier one)."""
+    if keys.size < 2:
+        return keys, codes
+    rev_unique, rev_first = np.unique(keys[::-1], return_index=True)
+    if rev_unique.size == keys.size:
+        return keys, codes
+    keep = np.sort(keys.size - 1 - rev_first)
+    return keys[keep], codes[keep]
+
+
+# --------------------------------------------------------------------------- distance kernels
+
+
+def _fix_full_distance(dist8: NDArray[np.uint32], bytes4: NDArray[np.uint32]) -> Int64Array:
+    dist = dist8.astype(np.int64)
+    dist[bytes4 == _ALL_DIFFERENT] = CODE_BITS
+    return dist
+
+
+def _within(xored: U64Array, threshold: int) -> tuple[NDArray[np.intp], Int64Array]:
+    """Rows of `xored` (code ^ query, (k, 4)) with at most `threshold` bits set, and counts."""
+    counts = np.bitwise_count(xored)  # (k, 4) uint8, each <= 64
+    packed = counts.view(np.uint32).reshape(-1)
+    packed_sum = packed * _BYTE_SUM
+    packed_sum >>= np.uint32(24)
+    hit = np.flatnonzero(packed_sum <= threshold)
+    dist = _fix_full_distance(packed_sum[hit], packed[hit])
+    if threshold < CODE_BITS:
+        ok = dist <= threshold
+        if not ok.all():
+            hit, dist = hit[ok], dist[ok]
+    return hit, dist
+
+
+def _scan(codes: U64Array, query: U64Array, threshold: int) -> tuple[Int64Array, Int64Array]:
+    """Brute force, in cache-sized blocks: positions within `threshold` of `query`, distances."""
+    n = codes.shape[0]
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    block = min(n, _SCAN_BLOCK)
+    tile = np.tile(query, (block, 1))  # a real copy: xor against it runs as one long loop
+    scratch = np.empty((block, _WORDS), np.uint64)
+    found_pos: list[Int64Array] = []
+    found_dist: list[Int64Array] = []
+    for start in range(0, n, block):
+        part = codes[start : start + block]
+        m = part.shape[0]
+        hit, dist = _within(np.bitwise_xor(part, tile[:m], out=scratch[:m]), threshold)
+        if hit.size:
+            found_pos.append(hit.astype(np.int64) + start)
+            found_dist.append(dist)
+    if not found_pos:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(found_pos), np.concatenate(found_dist)
+
+
+def scan_codes(
+    codes: np.ndarray, query: bytes | str, threshold: int = DEFAULT_THRESHOLD
+) -> list[tuple[int, int]]:
+    """Reference brute force over a (n, 32) uint8 array: [(row, distance)] sorted like `query`.
+
+    Used by tests and benchmarks as the baseline; the index answers the same without scanning.
+    """
+    t = _check_threshold(threshold)
+    words = _check_codes(codes)
+    q = np.frombuffer(_code_bytes(query), dtype=np.uint64)
+    pos, dist = _scan(words, q, t)
+    order = np.lexsort((pos, dist))
+    return list(zip(pos[order].tolist(), dist[order].tolist(), strict=True))
+
+
+# --------------------------------------------------------------------------- probe plans
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Which (chunk, flip mask) pairs to probe for one threshold; `None` arrays mean scan."""
+
+    chunk: Int64Array | None  # chunk number of each probe
+    mask: Int64Array | None  # bits flipped in that chunk's value
+    offset_base: Int64Array | None  # chunk * 65537, precomputed
+
+
+_PLANS: dict[tuple[int, float], _Plan] = {}
+
+
+def _plan(threshold: int, max_probe_share: float) -> _Plan:
+    cached = _PLANS.get((threshold, max_probe_share))
+    if cached is not None:
+        return cached
+    radius, extra = divmod(threshold, _CHUNKS)
+    chunks: list[Int64Array] = []
+    masks: list[Int64Array] = []
+    probes = 0
+    for c in range(_CHUNKS):
+        r = radius if c <= extra else radius - 1
+        if r < 0:
+            continue
+        size = int(_BALL_SIZE[min(r, 16)])
+        probes += size
+        chunks.append(np.full(size, c, np.int64))
+        masks.append(_MASKS_BY_WEIGHT[:size])
+    if probes > max_probe_share * _CHUNK_VALUES or probes == 0:
+        plan = _Plan(None, None, None)  # the probes alone would cover too much: scan
+    else:
+        chunk = np.concatenate(chunks)
+        plan = _Plan(chunk, np.concatenate(masks), chunk * _OFFSETS_PER_CHUNK)
+    _PLANS[(threshold, max_probe_share)] = plan
+    return plan
+
+
+# --------------------------------------------------------------------------- index structures
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    keys: Int64Array  # (n,) ascending, unique
+    codes: U64Array  # (n, 4)
+    postings: NDArray[np.uint32]  # (16 n,) positions, chunk-major, each chunk sorted by value
+    offsets: Int64Array  # (16 * 65537,) bucket bounds into `postings`
+    died: Int64Array  # (n,) death epoch, _NEVER while alive; written in place by the writer
+
+    @property
+    def size(self) -> int:
+        return int(self.keys.shape[0])
+
+    def nbytes(self) -> int:
+        return sum(
+            a.nbytes for a in (self.keys, self.codes, self.postings, self.offsets, self.died)
+        )
+
+    @classmethod
+    def build(cls, keys: Int64Array, codes: U64Array) -> _Base:
+        """`keys` unique; rows are re-sorted by key."""
+        order = np.argsort(keys, kind="stable")
+        keys = np.ascontiguousarray(keys[order])
+        codes = np.ascontiguousarray(codes[order])
+        n = keys.shape[0]
+        if n >= 1 << 32:
+            raise InvalidPDQInput("codes", "at most 2**32 - 1 codes per index")
+        postings = np.empty(_CHUNKS * n, np.uint32)
+        offsets = np.empty(_CHUNKS * _OFFSETS_PER_CHUNK, np.int64)
+        halves = codes.view(np.uint16)  # (n, 16): chunk c is column c
+        for c in range(_CHUNKS):
+            values = np.ascontiguousarray(halves[:, c])
+            postings[c * n : (c + 1) * n] = np.argsort(values, kind="stable")
+            bounds = offsets[c * _OFFSETS_PER_CHUNK : (c + 1) * _OFFSETS_PER_CHUNK]
+            bounds[0] = c * n
+            np.cumsum(np.bincount(values, minlength=_CHUNK_VALUES), out=bounds[1:])
+            bounds[1:] += c * n
+        return cls(keys, codes, postings, offsets, np.full(n, _NEVER, np.int64))
+
+    def find(self, keys: Int64Array) -> NDArray[np.intp]:
+        """Positions of the live entries among `keys` (-1 where absent or dead)."""
+        pos = np.searchsorted(self.keys, keys)
+        pos[pos >= self.size] = 0
+        ok = (self.keys[pos] == keys) & (self.died[pos] == _NEVER) if self.size else pos < 0
+        return np.where(ok, pos, -1)
+
+
+_EMPTY_BASE = _Base.build(np.empty(0, np.int64), np.empty((0, _WORDS), np.uint64))
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    base: _Base
+    delta_keys: Int64Array  # append-only buffers; only [:delta_len] belongs to this snapshot
+    delta_codes: U64Array
+    delta_died: Int64Array
+    delta_len: int
+    epoch: int
+    live: int
+
+
+# --------------------------------------------------------------------------- the index
+
+
+class PDQIndex:
+    """Exact Hamming range search over PDQ codes, kept in step with inserts and deletes.
+
+    Keys are int64 (signal row ids). One writer at a time; any number of concurrent readers.
+    """
+
+    def __init__(
+        self,
+        *,
+        delta_fraction: float = 1 / 32,
+        min_delta: int = 4096,
+        max_candidate_share: float = 0.2,
+    ) -> None:
+        """`delta_fraction`/`min_delta`: compact once delta + tombstones exceed
+        max(min_delta, delta_fraction * base size). `max_candidate_share`: scan instead of
+        probing when the probes would verify more than this share of the base."""
+        self._delta_fraction = delta_fraction
+        self._min_delta = min_delta
+        self._max_share = max_candidate_share
+        self._lock = threading.Lock()
+        self._delta_slot: dict[int, int] = {}  # key -> slot, live delta entries only
+        self._base_dead = 0
+        self._snap = _Snapshot(
+            _EMPTY_BASE,
+            np.empty(0, np.int64),
+            np.empty((0, _WORDS), np.uint64),
+            np.empty(0, np.int64),
+            0,
+            0,
+            0,
+        )
+
+    # ----------------------------------------------------------------- bulk build
+
+    @classmethod
+    def from_arrays(cls, keys: np.ndarray, codes: np.ndarray) -> PDQIndex:
+        """Build from (n,) int keys and (n, 32) uint8 codes; a repeated key keeps its last code."""
+        words = _check_codes(codes)
+        key_arr, words = _last_of_each_key(_check_keys(keys, words.shape[0]), words)
+        index = cls()
+        base = _Base.build(key_arr, words)
+        index._snap = _Snapshot(
+            base, index._snap.delta_keys, index._snap.delta_codes, index._snap.delta_died,
+            0, 0, base.size,
+        )  # fmt: skip
+        return index
+
+    # ----------------------------------------------------------------- reads
+
+    def __len__(self) -> int:
+        return self._snap.live
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            k = _check_key(key)
+        except InvalidPDQInput:
+            return False
+        # The writer inserts into the delta before it buries the base entry, so a key being
+        # replaced is never momentarily missing.
+        if k in self._delta_slot:
+            return True
+        return bool(self._snap.base.find(np.array([k], np.int64))[0] >= 0)
+
+    def query(self, code: bytes | str, threshold: int = DEFAULT_THRESHOLD) -> list[tuple[int, int]]:
+        """Every (key, distance) within `threshold` bits of `code`, by distance then key."""
+        t = _check_threshold(threshold)
+        q = np.frombuffer(_code_bytes(code), dtype=np.uint64).reshape(1, _WORDS)
+        return self._search(q, t)[0]
+
+    def query_many(
+        self, codes: np.ndarray, threshold: int = DEFAULT_THRESHOLD
+    ) -> list[list[tuple[int, int]]]:
+        """`query` for each row of a (b, 32) uint8 array, sharing the work across the batch."""
+        t = _check_threshold(threshold)
+        return self._search(_check_codes(codes), t)
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held: arrays (exact) plus the delta's key map (estimated)."""
+        s = self._snap
+        arrays = s.base.nbytes() + s.delta_keys.nbytes + s.delta_codes.nbytes + s.delta_died.nbytes
+        return arrays + sys.getsizeof(self._delta_slot) + 64 * len(self._delta_slot)
+
+    # ----------------------------------------------------------------- writes
+
+    def add(self, key: int, code: bytes | str) -> None:
+        """Insert or replace one code."""
+        k = _check_key(key)
+        words = np.frombuffer(_code_bytes(code), dtype=np.uint64).reshape(1, _WORDS)
+        with self._lock:
+            self._upsert(np.array([k], np.int64), words)
+
+    def add_many(self, keys: Sequence[int] | np.ndarray, codes: np.ndarray) -> None:
+        """Insert or replace many codes; within the batch a repeated key keeps its last code."""
+        words = _check_codes(codes)
+        key_arr = _check_keys(keys, words.shape[0])
+        key_arr, words = _last_of_each_key(key_arr, words)
+        if key_arr.size == 0:
+            return
+        with self._lock:
+            self._upsert(key_arr, words)
+
+    def remove(self, key: int) -> bool:
+        """Delete a key; False if it was not there."""
+        try:
+            k = _check_key(key)
+        except InvalidPDQInput:
+            return False
+        with self._lock:
+            s = self._snap
+            epoch = s.epoch + 1
+            slot = self._delta_slot.pop(k, None)
+            if slot is not None:
+                s.delta_died[slot] = epoch
+            else:
+                pos = int(s.base.find(np.array([k], np.int64))[0])
+                if pos < 0:
+                    return False
+                s.base.died[pos] = epoch
+                self._base_dead += 1
+            self._publish(s.delta_keys, s.delta_codes, s.delta_died, s.delta_len, epoch, s.live - 1)
+            self._maybe_compact()
+            return True
+
+    def compact(self) -> None:
+        """Fold the delta and tombstones into a new base (readers keep their snapshot)."""
+        with self._lock:
+            self._compact()
+
+    # ----------------------------------------------------------------- writer internals
+
+    def _publish(
+        self,
+        delta_keys: Int64Array,
+        delta_codes: U64Array,
+        delta_died: Int64Array,
+        delta_len: int,
+        epoch: int,
+        live: int,
+    ) -> None:
+        self._snap = _Snapshot(
+            self._snap.base, delta_keys, delta_codes, delta_died, delta_len, epoch, live
+        )
+
+    def _upsert(self, keys: Int64Array, words: U64Array) -> None:
+        s = self._snap
+        epoch = s.epoch + 1
+        m = keys.shape[0]
+        start, end = s.delta_len, s.delta_len + m
+        dkeys, dcodes, ddied = s.delta_keys, s.delta_codes, s.delta_died
+        if end > dkeys.shape[0]:  # grow; snapshots keep the old buffers, whose prefix is final
+            cap = max(end, 2 * dkeys.shape[0], 1024)
+            dkeys = np.concatenate([dkeys[:start], np.empty(cap - start, np.int64)])
+            dcodes = np.concatenate([dcodes[:start], np.empty((cap - start, _WORDS), np.uint64)])
+            ddied = np.concatenate([ddied[:start], np.empty(cap - start, np.int64)])
+        dkeys[start:end] = keys
+        dcodes[start:end] = words
+        ddied[start:end] = _NEVER
+        replaced = 0
+        slots = self._delta_slot
+        for slot, k in enumerate(keys.tolist(), start):
+            old = slots.get(k)
+            if old is not None:
+                ddied[old] = epoch
+                replaced += 1
+            slots[k] = slot
+        base_pos = s.base.find(keys)
+        base_pos = base_pos[base_pos >= 0]
+        s.base.died[base_pos] = epoch
+        self._base_dead += int(base_pos.size)
+        replaced += int(base_pos.size)
+        self._publish(dkeys, dcodes, ddied, end, epoch, s.live + m - replaced)
+        self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        s = self._snap
+        limit = max(self._min_delta, int(self._delta_fraction * s.base.size))
+        if s.delta_len + self._base_dead > limit:
+            self._compact()
+
+    def _compact(self) -> None:
+        s = self._snap
+        if s.delta_len == 0 and self._base_dead == 0:
+            return
+        alive = s.base.died == _NEVER
+        slots = np.fromiter(self._delta_slot.values(), np.int64, len(self._delta_slot))
+        keys = np.concatenate([s.base.keys[alive], s.delta_keys[slots]])
+        codes = np.concatenate([s.base.codes[alive], s.delta_codes[slots]])
+        base = _Base.build(keys, codes)
+        empty = np.empty(0, np.int64)
+        self._snap = _Snapshot(
+            base, empty, np.empty((0, _WORDS), np.uint64), empty.copy(), 0, s.epoch + 1, base.size
+        )
+        self._delta_slot = {}
+        self._base_dead = 0
+
+    # ----------------------------------------------------------------- search
+
+    def _search(self, queries: U64Array, threshold: int) -> list[list[tuple[int, int]]]:
+        s = self._snap  # one snapshot for the whole call
+        b = queries.shape[0]
+        qid_parts: list[Int64Array] = []
+        key_parts: list[Int64Array] = []
+        dist_parts: list[Int64Array] = []
+        if s.base.size:
+            for qid, pos, dist in self._search_base(s.base, queries, threshold):
+                alive = s.base.died[pos] > s.epoch
+                qid_parts.append(qid[alive])
+                key_parts.append(s.base.keys[pos[alive]])
+                dist_parts.append(dist[alive])
+        if s.delta_len:
+            dcodes = s.delta_codes[: s.delta_len]
+            for i in range(b):
+                pos, dist = _scan(dcodes, queries[i], threshold)
+                alive = s.delta_died[pos] > s.epoch
+                qid_parts.append(np.full(int(alive.sum()), i, np.int64))
+                key_parts.append(s.delta_keys[pos[alive]])
+                dist_parts.append(dist[alive])
+        results: list[list[tuple[int, int]]] = [[] for _ in range(b)]
+        if not qid_parts:
+            return results
+        qid = np.concatenate(qid_parts)
+        keys = np.concatenate(key_parts)
+        dist = np.concatenate(dist_parts)
+        order = np.lexsort((keys, dist, qid))
+        qid, keys, dist = qid[order], keys[order], dist[order]
+        bounds = np.searchsorted(qid, np.arange(b + 1)).tolist()
+        pairs = list(zip(keys.tolist(), dist.tolist(), strict=True))
+        for i in range(b):
+            if bounds[i] != bounds[i + 1]:
+                results[i] = pairs[bounds[i] : bounds[i + 1]]
+        return results
+
+    def _search_base(
+        self, base: _Base, queries: U64Array, threshold: int
+    ) -> list[tuple[Int64Array, Int64Array, Int64Array]]:
+        """(query row, base position, distance) triples of every match in the base, deduped."""
+        n = base.size
+        b = queries.shape[0]
+        plan = _plan(threshold, self._max_share)
+        out: list[tuple[Int64Array, Int64Array, Int64Array]] = []
+        to_scan: list[int]
+        if plan.chunk is None:
+            to_scan = list(range(b))
+        else:
+            assert plan.mask is not None and plan.offset_base is not None
+            halves = queries.view(np.uint16).astype(np.int64)  # (b, 16) chunk values
+            slot = plan.offset_base + (halves[:, plan.chunk] ^ plan.mask)  # (b, probes)
+            starts = base.offsets[slot]
+            lengths = base.offsets[slot + 1] - starts
+            per_query = lengths.sum(axis=1)
+            scan_mask = per_query > self._max_share * n
+            to_scan = np.flatnonzero(scan_mask).tolist()
+            probe_rows = np.flatnonzero(~scan_mask)
+            # Group queries into rounds of bounded size so a big batch stays in memory.
+            round_start = 0
+            cum = np.cumsum(per_query[probe_rows])
+            while round_start < probe_rows.size:
+                before = cum[round_start - 1] if round_start else 0
+                round_end = int(np.searchsorted(cum, before + _CANDIDATE_BUDGET, side="right"))
+                round_end = max(round_end, round_start + 1)
+                rows = probe_rows[round_start:round_end]
+                out.append(
+                    self._verify(base, queries, rows, starts[rows], lengths[rows], threshold)
+                )
+                round_start = round_end
+        for i in to_scan:
+            pos, dist = _scan(base.codes, queries[i], threshold)
+            out.append((np.full(pos.size, i, np.int64), pos, dist))
+        return out
+
+    @staticmethod
+    def _verify(
+        base: _Base,
+        queries: U64Array,
+        rows: NDArray[np.intp],
+        starts: Int64Array,
+        lengths: Int64Array,
+        threshold: int,
+    ) -> tuple[Int64Array, Int64Array, Int64Array]:
+        flat_len = lengths.reshape(-1)
+        total = int(flat_len.sum())
+        if total == 0:
+            empty = np.empty(0, np.int64)
+            return empty, empty, empty
+        # Concatenate the bucket slices: index i of run j is starts[j] + (i - run_begin[j]).
+        run_end = np.cumsum(flat_len)
+        shift = starts.reshape(-1) - (run_end - flat_len)
+        posting_idx = np.arange(total, dtype=np.int64) + np.repeat(shift, flat_len)
+        candidates = base.postings[posting_idx]
+        per_row = lengths.sum(axis=1)
+        owner = np.repeat(rows, per_row)
+        gathered = base.codes.take(candidates, axis=0)
+        xored = np.bitwise_xor(gathered, queries.take(owner, axis=0), out=gathered)
+        hit, dist = _within(xored, threshold)
+        if hit.size == 0:
+            empty = np.empty(0, np.int64)
+            return empty, empty, empty
+        # A code can surface through several chunks: keep one (query, position) of each.
+        qid = owner[hit].astype(np.int64)
+        pos = candidates[hit].astype(np.int64)
+        _, first = np.unique(qid * base.size + pos, return_index=True)
+        return qid[first], pos[first], dist[first]

@@ -1,0 +1,246 @@
+"""PDQ range search (Hamming <= t) on one core: PDQIndex against the scan baselines.
+
+    .venv/bin/python bench/pdq_index.py [--sizes 100000,1000000,10000000] [--queries 1000]
+
+Data: uniform random 256-bit codes; for every query, neighbours planted at known distances
+(0, 8, 16, 24, 31 inside t = 31; 32 and 40 outside). Baselines measured in the same run: the
+memory-bandwidth bound of a full scan (DRAM read rate / 32 N bytes), numpy brute force
+(blocked bitwise_count scan) and FAISS IndexBinaryFlat.range_search (radius t + 1: FAISS's
+radius is strict). Prints the machine and markdown tables to paste into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from common import (  # pin_one_core() must run before numpy starts its thread pools
+    Stopwatch,
+    best_time,
+    fmt_rate,
+    machine_info,
+    pin_one_core,
+    print_table,
+    read_bandwidth,
+)
+
+pin_one_core()
+
+import numpy as np  # noqa: E402
+
+from app.signals.pdq_index import PDQIndex, scan_codes  # noqa: E402
+
+try:
+    import faiss  # type: ignore[import-untyped]
+
+    faiss.omp_set_num_threads(1)
+except ImportError:  # FAISS is an optional baseline
+    faiss = None
+
+THRESHOLD = 31
+INSIDE = (0, 8, 16, 24, 31)
+OUTSIDE = (32, 40)
+BATCH = 100
+REPEAT = 3  # passes over the queries; the best is reported
+BASELINE_SECONDS = 3.0  # time budget per scan baseline; it uses fewer queries when slow
+
+
+def flip_bits(code: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    bits = np.unpackbits(code)
+    bits[rng.choice(256, size=count, replace=False)] ^= 1
+    return np.packbits(bits)
+
+
+def make_data(
+    n: int, queries: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[set[int]]]:
+    """Codes, their keys, query codes, and for each query the keys planted within t."""
+    codes = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
+    keys = np.arange(n, dtype=np.int64) * 7 + 1_000_000  # sparse, like row ids
+    query_codes = rng.integers(0, 256, size=(queries, 32), dtype=np.uint8)
+    per_query = len(INSIDE) + len(OUTSIDE)
+    rows = rng.choice(n, size=queries * per_query, replace=False)
+    planted: list[set[int]] = []
+    for i in range(queries):
+        inside: set[int] = set()
+        for j, d in enumerate(INSIDE + OUTSIDE):
+            row = int(rows[i * per_query + j])
+            codes[row] = flip_bits(query_codes[i], d, rng)
+            if d <= THRESHOLD:
+                inside.add(int(keys[row]))
+        planted.append(inside)
+    return codes, keys, query_codes, planted
+
+
+def run_size(
+    n: int, queries: int, bandwidth: float, seed: int
+) -> tuple[list[dict[str, str]], dict[str, str]]:
+    rng = np.random.default_rng(seed)
+    codes, keys, query_codes, planted = make_data(n, queries, rng)
+    rows: list[dict[str, str]] = []
+
+    def row(method: str, single: float, batched: float | None, recall: str, note: str) -> None:
+        rows.append(
+            {
+                "codes": f"{n:,}",
+                "method": method,
+                "queries/s": fmt_rate(single),
+                f"queries/s, batch {BATCH}": fmt_rate(batched) if batched else "",
+                "ms/query": f"{1e3 / single:.3g}",
+                "recall t<=31": recall,
+                "notes": note,
+            }
+        )
+
+    row(
+        "memory-bandwidth bound", bandwidth / (32 * n), None, "", f"{bandwidth / 1e9:.1f} GB/s read"
+    )
+
+    # ---- PDQIndex
+    with Stopwatch() as build:
+        index = PDQIndex.from_arrays(keys, codes)
+    index.query(query_codes[0].tobytes())  # warm the probe plan
+    answers: list[list[tuple[int, int]]] = []
+    batch_answers: list[list[tuple[int, int]]] = []
+
+    def run_single() -> None:
+        answers[:] = [index.query(q.tobytes(), THRESHOLD) for q in query_codes]
+
+    def run_batched() -> None:
+        batch_answers.clear()
+        for start in range(0, queries, BATCH):
+            batch_answers.extend(index.query_many(query_codes[start : start + BATCH], THRESHOLD))
+
+    # Best of a few passes: neighbours on a shared machine add noise, never speed.
+    single_seconds = best_time(run_single, repeat=REPEAT)
+    batched_seconds = best_time(run_batched, repeat=REPEAT)
+    assert batch_answers == answers, "query_many disagrees with query"
+    found = sum(len(planted[i] & {k for k, _ in answers[i]}) for i in range(queries))
+    recall = found / sum(len(p) for p in planted)
+    index_single = queries / single_seconds
+    memory = index.memory_bytes()
+    row(
+        "PDQIndex (numpy, multi-index hashing)",
+        index_single,
+        queries / batched_seconds,
+        f"{recall:.2%}",
+        f"build {build.seconds:.2f} s; {memory / 2**20:.0f} MiB ({memory / n:.0f} B/code)",
+    )
+
+    # ---- numpy brute force: also the exactness check of the index on a sample
+    sample = max(1, min(queries, int(BASELINE_SECONDS / max(1e-9, 10e-9 * n))))
+    with Stopwatch() as scan:
+        for i in range(sample):
+            expected = [(int(keys[r]), d) for r, d in scan_codes(codes, query_codes[i].tobytes())]
+            expected.sort(key=lambda kd: (kd[1], kd[0]))
+            assert answers[i] == expected, f"index differs from brute force on query {i}"
+    row(
+        "numpy brute force (bitwise_count)",
+        sample / scan.seconds,
+        None,
+        "100.00%",
+        f"{sample} queries; matches index",
+    )
+
+    # ---- FAISS IndexBinaryFlat
+    faiss_single = None
+    if faiss is not None:
+        flat = faiss.IndexBinaryFlat(256)
+        with Stopwatch() as fbuild:
+            flat.add(codes)
+        fsample = max(1, min(queries, int(BASELINE_SECONDS / max(1e-9, 4e-9 * n))))
+        with Stopwatch() as fsingle:
+            for i in range(fsample):
+                _lims, dist, ids = flat.range_search(query_codes[i : i + 1], THRESHOLD + 1)
+                got = sorted(
+                    zip(keys[ids].tolist(), dist.tolist(), strict=True),
+                    key=lambda kd: (kd[1], kd[0]),
+                )
+                assert got == answers[i], f"FAISS differs from index on query {i}"
+        fbatch = min(fsample, BATCH)
+        fb = best_time(lambda: flat.range_search(query_codes[:fbatch], THRESHOLD + 1), repeat=1)
+        faiss_single = fsample / fsingle.seconds
+        row(
+            "FAISS IndexBinaryFlat.range_search",
+            faiss_single,
+            fbatch / fb,
+            "100.00%",
+            f"add {fbuild.seconds:.2f} s",
+        )
+        del flat
+    if faiss_single:
+        rows[1]["notes"] += f"; {index_single / faiss_single:.1f}x FAISS"
+
+    # ---- updates
+    fresh = rng.integers(0, 256, size=(1000, 32), dtype=np.uint8)
+    fresh_keys = np.arange(1000, dtype=np.int64) * -3 - 1  # disjoint from existing keys
+    with Stopwatch() as ins:
+        for k, c in zip(fresh_keys.tolist(), fresh, strict=True):
+            index.add(k, c.tobytes())
+    victims = rng.choice(keys, size=1000, replace=False).tolist()
+    with Stopwatch() as dele:
+        for k in victims:
+            index.remove(k)
+    with Stopwatch() as delta_q:
+        for q in query_codes[: min(queries, 200)]:
+            index.query(q.tobytes(), THRESHOLD)
+    with Stopwatch() as comp:
+        index.compact()
+    with Stopwatch() as bulk:
+        index.add_many(fresh_keys + 1, fresh)  # 1,000 re-inserts in one call
+    updates = {
+        "codes": f"{n:,}",
+        "insert 1,000 (add)": f"{ins.seconds * 1e3:.1f} ms",
+        "delete 1,000 (remove)": f"{dele.seconds * 1e3:.1f} ms",
+        "add_many 1,000": f"{bulk.seconds * 1e3:.1f} ms",
+        "queries/s with 1k delta + 1k tombstones": fmt_rate(min(queries, 200) / delta_q.seconds),
+        "compact": f"{comp.seconds:.2f} s",
+        "build": f"{build.seconds:.2f} s",
+    }
+    gc.collect()
+    return rows, updates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        default="100000,1000000,10000000",
+        help="comma-separated; 10M needs about 2 GB and a minute",
+    )
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=20240601)
+    args = parser.parse_args()
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+
+    extra = {
+        "faiss": faiss.__version__ if faiss is not None else "not installed",
+        "threshold": str(THRESHOLD),
+    }
+    print(machine_info(extra))
+    bandwidth = read_bandwidth()
+    print(f"read bandwidth, one core: {bandwidth / 1e9:.1f} GB/s\n")
+    results: list[dict[str, str]] = []
+    updates: list[dict[str, str]] = []
+    for n in sizes:
+        r, u = run_size(n, args.queries, bandwidth, args.seed)
+        results += r
+        updates.append(u)
+        gc.collect()
+        print_table(r)
+        print(flush=True)
+    print("## PDQ range search, t <= 31, one core\n")
+    print_table(results)
+    print("\n## Updates\n")
+    print_table(updates)
+
+
+if __name__ == "__main__":
+    main()
