@@ -232,6 +232,146 @@ def identifier_new_key(
     print(f"SIGNET_IDENTIFIER_KEYS={key_id}={key}")
 
 
+# --- media hashing -------------------------------------------------------------------------
+
+PROGRESS_MIN_FILES = 20  # below this a run is over before a progress bar helps
+
+
+@app.command("hash")
+def hash_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Files and directories (walked).")],
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Publish the hashes as signals to the node.")
+    ] = False,
+    match: Annotated[
+        bool, typer.Option("--match", help="Match the hashes against the node's signals.")
+    ] = False,
+    categories: Annotated[
+        str, typer.Option(help="For --submit, comma-separated, e.g. csam,sextortion.")
+    ] = "",
+    types: Annotated[str, typer.Option(help="Hash types to send.")] = "pdq,md5,sha256",
+    threshold: Annotated[
+        int | None, typer.Option(min=0, max=256, help="PDQ match distance (node default 31).")
+    ] = None,
+    quality_min: Annotated[
+        int, typer.Option(min=0, max=100, help="Do not send PDQ hashes of lower quality.")
+    ] = 50,
+    allow_low_quality: Annotated[
+        bool, typer.Option(help="Send PDQ hashes below --quality-min too.")
+    ] = False,
+    opinion: Annotated[str | None, typer.Option(help="For --submit.")] = None,
+    confidence: Annotated[int | None, typer.Option(min=0, max=100, help="For --submit.")] = None,
+    tlp: Annotated[str | None, typer.Option(help="For --submit: red, amber, green, clear.")] = None,
+    url: Annotated[str | None, typer.Option(help="Node URL (SIGNET_URL).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key (SIGNET_API_KEY; prefer the variable).")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Items per request.")] = 1000,
+    jobs: Annotated[int, typer.Option(min=1, help="Hashing processes.")] = 1,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar on stderr (default: long runs on a TTY).")
+    ] = None,
+) -> None:
+    """Hash files here: MD5 and SHA-256 of every file, PDQ and quality of images.
+
+    Prints one JSON line per file. With --submit / --match only the hex hashes are sent to the
+    node; no file content ever leaves this machine. Exits 1 if any file could not be hashed."""
+    from collections.abc import Iterator
+
+    from app.client import NodeClient
+    from app.hashing import (
+        MEDIA_TYPES,
+        FileHashes,
+        Pipeline,
+        SendOptions,
+        hash_file,
+        image_extensions,
+    )
+    from app.hashing import iter_files as walk
+
+    type_list = tuple(t.strip() for t in types.split(",") if t.strip())
+    bad = [t for t in type_list if t not in MEDIA_TYPES]
+    cats = tuple(c.strip() for c in categories.split(",") if c.strip())
+    if bad:
+        err.print(f"[red]error:[/red] --types: unknown {', '.join(bad)}; use pdq,md5,sha256")
+        raise typer.Exit(2)
+    if submit and not cats:
+        err.print("[red]error:[/red] --submit needs --categories (e.g. --categories csam)")
+        raise typer.Exit(2)
+    fields: dict[str, object] = {}
+    if opinion is not None:
+        fields["opinion"] = opinion
+    if confidence is not None:
+        fields["confidence"] = confidence
+    if tlp is not None:
+        fields["audience"] = {"tlp": tlp}
+    opts = SendOptions(
+        categories=cats,
+        types=type_list,
+        threshold=threshold,
+        quality_min=quality_min,
+        allow_low_quality=allow_low_quality,
+        signal_fields=tuple(fields.items()),
+    )
+    exts: frozenset[str] = frozenset()
+    if "pdq" in type_list:
+        try:
+            import pdqhash  # noqa: F401
+            import PIL  # noqa: F401
+        except ImportError:
+            err.print("[red]error:[/red] PDQ needs the media extra: pip install 'signet[media]'")
+            raise typer.Exit(2) from None
+        exts = image_extensions()
+    files = list(walk(paths))
+    client = NodeClient(url, api_key) if (submit or match) else None
+    pipeline = Pipeline(
+        opts,
+        submit=client.submit_signals if client and submit else None,
+        match=client.match if client and match else None,
+        batch=batch,
+    )
+    long_run = err.is_terminal and len(files) > PROGRESS_MIN_FILES
+    show = progress if progress is not None else long_run
+    failed = 0
+
+    def emit(lines: list[dict[str, object]]) -> None:
+        nonlocal failed
+        for line in lines:
+            failed += "error" in line
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+
+    from functools import partial
+
+    from rich.progress import Progress
+
+    hasher = partial(hash_file, extensions=exts)
+    results: Iterator[FileHashes]
+    with Progress(console=err, disable=not show, transient=True) as bar:
+        task = bar.add_task("hashing", total=len(files))
+        if jobs > 1:
+            from multiprocessing import Pool
+
+            pool = Pool(jobs)
+            results = pool.imap(hasher, files, chunksize=4)
+        else:
+            pool = None
+            results = map(hasher, files)
+        try:
+            for h in results:
+                emit(pipeline.add(h))
+                bar.advance(task)
+            emit(pipeline.flush())
+        finally:
+            if pool is not None:
+                pool.terminate()
+            if client is not None:
+                client.close()
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(pipeline.counts.items()))
+    err.print(f"{len(files)} files, {failed} failed" + (f"; {summary}" if summary else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
 # --- node key and database -----------------------------------------------------------------
 
 
