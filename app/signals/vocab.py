@@ -192,7 +192,7 @@ def _validate_tokens(
         if value not in known:
             raise InvalidSignal(
                 f,
-                f"unknown {what[:-1]} '{value[:64]}'{_hint(value, known)}; "
+                f"unknown {_SINGULAR.get(what, what)} '{value[:64]}'{_hint(value, known)}; "
                 f"known: {', '.join(sorted(known))}",
             )
         out.add(value)
@@ -201,6 +201,7 @@ def _validate_tokens(
     return sorted(out)
 
 
+_SINGULAR = {"categories": "category", "indicators": "indicator"}
 _CATEGORIES = frozenset(c.value for c in Category)
 _INDICATORS = frozenset(i.value for i in Indicator)
 
