@@ -79,11 +79,15 @@ def serve(
 
     node = open_node(settings)  # migrate once, before workers start
     api_url = f"http://{host}:{port}"
-    err.print(f"[bold]Signet node[/bold] {settings.origin}")
-    err.print(f"  verifier key  {node.verifier_key}")
-    err.print(f"  database      {_redact(settings.database_url)}")
-    err.print(f"  API           {api_url}   docs: {api_url}/docs")
-    err.print(f"  admin key     {_self()} api-keys create --name admin --scopes admin")
+    # Plain prints: rich would wrap the verifier key, which operators copy and paste.
+    lines = [
+        f"Signet node {settings.origin}",
+        f"  verifier key  {node.verifier_key}",
+        f"  database      {_redact(settings.database_url)}",
+        f"  API           {api_url}   docs: {api_url}/docs",
+        f"  admin key     {_self()} api-keys create --name admin --scopes admin",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
     node.db.dispose()
     os.environ.setdefault("SIGNET_HOST", host)
     os.environ.setdefault("SIGNET_PORT", str(port))
@@ -103,10 +107,10 @@ def _self() -> str:
     import os
 
     me = sys.argv[0]
-    if os.path.basename(me) == "signet" and os.path.isabs(me):
-        rel = os.path.relpath(me)
-        return rel if not rel.startswith("..") else me
-    return "signet"
+    if os.path.basename(me) != "signet" or os.sep not in me:
+        return "signet"
+    rel = os.path.relpath(me)
+    return me if rel.startswith("..") else rel
 
 
 def _redact(url: str) -> str:

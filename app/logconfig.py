@@ -13,3 +13,4 @@ def configure_logging(level: str) -> None:
     )
     # Access logs carry URLs with query strings; keep them off by default.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
