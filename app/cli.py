@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,6 +22,12 @@ from app.errors import ConfigError, InvalidInput, SignetError
 from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.progress import Progress
+
+    from app.audit.verify import AuditReport
+    from app.crypto.keys import VerifierKey
     from app.services.node import Node
 
 app = typer.Typer(
@@ -36,6 +43,10 @@ app.add_typer(api_keys_app, name="api-keys")
 app.add_typer(identifier_app, name="identifier")
 app.add_typer(key_app, name="key")
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="Verify a node's exchange log.", no_args_is_help=True)
+log_app = typer.Typer(help="The exchange log (operator).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(log_app, name="log")
 
 SCOPES_HELP = "Comma-separated: submit,match,read,feedback,admin,audit,feed"
 KEY_ID_HELP = "Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY, or the only key)."
@@ -399,6 +410,152 @@ def db_upgrade() -> None:
     db = Database(_settings().database_url)
     migrate.upgrade(db)
     err.print(f"database at revision {migrate.current_revision(db)}")
+
+
+@key_app.command("rotate")
+def key_rotate() -> None:
+    """Replace the node key with a new one, handed over by a signed rotation record in the log.
+
+    Records signed with the old key keep verifying (verifiers resolve keys by key_id and learn
+    the new key from the log). Restart running servers so they sign with the new key."""
+    from app.services import keys
+    from app.services import log as exchange_log
+
+    node = _node()
+    rotation = keys.rotate(node)
+    exchange_log.publish_checkpoint(node)
+    err.print(f"Rotated the node key (log entry {rotation.index}); old key kept for verifying.")
+    err.print("Restart running `signet serve` processes so they sign with the new key.")
+    err.print("Give peers and auditors the new verifier key:")
+    print(rotation.new_key)
+
+
+# --- exchange log and auditing ---------------------------------------------------------------
+
+
+def _vkey(text: str, option: str) -> VerifierKey:
+    from app.crypto.keys import VerifierKey
+
+    try:
+        return VerifierKey.parse(text.strip())
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {option}: {exc.reason}")
+        raise typer.Exit(2) from None
+
+
+def _audit_progress(enabled: bool) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def _audit_run(
+    run: Callable[[Callable[[int, int], object]], AuditReport], show: bool | None
+) -> None:
+    from app.audit.errors import AuditFailed
+
+    with _audit_progress(err.is_terminal if show is None else show) as bar:
+        task = bar.add_task("verifying", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            report = run(progress)
+        except AuditFailed as exc:
+            bar.stop()
+            err.print(f"[red]FAILED[/red] {exc}")
+            raise typer.Exit(1) from None
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items()))
+    verified = sum(report.verified.values())
+    unverified = sum(report.unverified.values())
+    err.print(f"[green]OK[/green] {report.origin}: {report.size} entries ({kinds})")
+    err.print(
+        f"  records verified {verified}, unverified (origin not pinned) {unverified}, "
+        f"commitments {report.commitments}, node keys {len(report.keys)}"
+    )
+    print(json.dumps({"origin": report.origin, "size": report.size, "ok": True}))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    url: Annotated[str, typer.Argument(help="The node's URL.")],
+    key: Annotated[str, typer.Option("--key", help="The node's pinned verifier key.")],
+    token: Annotated[
+        str, typer.Option("--token", envvar="SIGNET_AUDIT_KEY", help="API key with scope audit.")
+    ],
+    state: Annotated[
+        Path | None, typer.Option(help="Last verified checkpoint: prove the log only grew.")
+    ] = None,
+    peer_key: Annotated[
+        list[str] | None, typer.Option("--peer-key", help="Verify records of this peer too.")
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar on stderr (default: on a terminal).")
+    ] = None,
+) -> None:
+    """Verify a node's whole log: checkpoint signature, every entry and record, the root and,
+    with --state, consistency with the last run. Exit 1 naming the first failure."""
+    from app.audit.run import audit_node
+
+    pinned = _vkey(key, "--key")
+    peers = [_vkey(k, "--peer-key") for k in peer_key or []]
+    _audit_run(
+        lambda p: audit_node(url, token, pinned, peer_keys=peers, state_path=state, progress=p),
+        progress,
+    )
+
+
+@audit_app.command("verify-export")
+def audit_verify_export(
+    directory: Annotated[Path, typer.Argument(help="A directory from `signet log export`.")],
+    key: Annotated[str, typer.Option("--key", help="The node's pinned verifier key.")],
+    state: Annotated[Path | None, typer.Option(help="Last verified checkpoint.")] = None,
+    peer_key: Annotated[list[str] | None, typer.Option("--peer-key")] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar on stderr (default: on a terminal).")
+    ] = None,
+) -> None:
+    """Verify an exported log offline, as `audit verify` does online."""
+    from app.audit.run import audit_export
+
+    pinned = _vkey(key, "--key")
+    peers = [_vkey(k, "--peer-key") for k in peer_key or []]
+    _audit_run(
+        lambda p: audit_export(directory, pinned, peer_keys=peers, state_path=state, progress=p),
+        progress,
+    )
+
+
+@log_app.command("export")
+def log_export(
+    directory: Annotated[Path, typer.Argument(help="Where to write the export.")],
+) -> None:
+    """Publish a checkpoint and write it, every entry it covers and the verifier key to DIR."""
+    from app.services import log as exchange_log
+
+    node = _node()
+    with _audit_progress(err.is_terminal) as bar:
+        task = bar.add_task("exporting", total=None)
+        size = exchange_log.export(node, directory, lambda n: bar.advance(task, n))
+    err.print(f"Exported {size} entries to {directory}")
+    err.print(f"Verify with: signet audit verify-export {directory} --key '{node.verifier_key}'")
+
+
+@log_app.command("checkpoint")
+def log_checkpoint() -> None:
+    """Publish a checkpoint now and print it."""
+    from app.services import log as exchange_log
+
+    print(exchange_log.publish_checkpoint(_node()).note, end="")
 
 
 def main() -> None:

@@ -11,7 +11,9 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, health, problems, signals, wellknown
+from app.api import log as log_api
 from app.api.limits import BodyLimit
+from app.services import log as exchange_log
 from app.services.background import Background
 from app.services.index_sync import IndexSync
 from app.services.node import Node, open_node
@@ -31,6 +33,8 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_node = node or open_node(settings)
+        if node is None:  # a real start (tests inject their node): log config changes
+            exchange_log.log_config_if_changed(the_node)
         sync = IndexSync(the_node)
         sync.load()
         the_node.after_commit.append(sync.refresh)
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.include_router(signals.router)
     app.include_router(admin.router)
     app.include_router(wellknown.router)
+    app.include_router(log_api.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_item_schemas(app)
     return app
