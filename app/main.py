@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, health, problems, signals, wellknown
+from app.api import federation as federation_api
+from app.api import feeds as feeds_api
 from app.api import log as log_api
+from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
 from app.services import log as exchange_log
 from app.services.background import Background
+from app.services.federation import Federation
 from app.services.index_sync import IndexSync
 from app.services.node import Node, open_node
 from app.settings import Settings, get_settings
@@ -27,7 +32,13 @@ operators manage keys and peers; auditors read the signed exchange log.
 Every error is an RFC 9457 problem+json naming the field and the reason."""
 
 
-def create_app(settings: Settings | None = None, *, node: Node | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    node: Node | None = None,
+    peer_clients: Mapping[str, httpx.Client] | None = None,
+) -> FastAPI:
+    """`peer_clients` (base URL -> httpx client) lets tests run several nodes in one process."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -39,14 +50,19 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
         sync.load()
         the_node.after_commit.append(sync.refresh)
         sync.start()
-        background = Background(the_node)
+        federation = Federation(the_node, clients=peer_clients)
+        the_node.after_commit.append(federation.changed)
+        background = Background(the_node, federation)
         if settings.background:
             background.start()
+            federation.start()
         app.state.node = the_node
+        app.state.federation = federation
         log.info("node %s ready (%s)", settings.origin, the_node.verifier_key)
         try:
             yield
         finally:
+            federation.stop()
             background.stop()
             sync.stop()
             if node is None:
@@ -70,7 +86,10 @@ def create_app(settings: Settings | None = None, *, node: Node | None = None) ->
     app.include_router(signals.router)
     app.include_router(admin.router)
     app.include_router(wellknown.router)
+    app.include_router(federation_api.router)
     app.include_router(log_api.router)
+    app.include_router(feeds_api.router)
+    app.include_router(taxii_api.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_item_schemas(app)
     return app

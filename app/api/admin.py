@@ -1,14 +1,31 @@
-"""Operator endpoints: API keys (peers come with federation)."""
+"""Operator endpoints: API keys and peers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
 
 from app.api.deps import AdminKey, NodeDep
+from app.api.federation import FederationDep
 from app.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut
-from app.services import apikeys
+from app.services import apikeys, peers
+from app.services.peers import PeerIn, PeerOut, PeerPolicyIn
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+PeerOrigin = Annotated[str, Path(max_length=253, description="The peer's origin.")]
+
+
+class SyncResultOut(BaseModel):
+    peer: str
+    pages: int
+    applied: int
+    duplicate: int
+    refused: int
+    cursor: int
+    error: str | None
 
 
 @router.post("/api-keys", operation_id="create_api_key", response_model=ApiKeyCreated)
@@ -25,3 +42,47 @@ def list_api_keys(node: NodeDep, _: AdminKey) -> list[ApiKeyOut]:
 @router.post("/api-keys/{key_id}/revoke", operation_id="revoke_api_key", response_model=ApiKeyOut)
 def revoke_api_key(key_id: int, node: NodeDep, _: AdminKey) -> ApiKeyOut:
     return apikeys.revoke(node, key_id)
+
+
+# --- peers -----------------------------------------------------------------------------------
+
+
+@router.post("/peers", operation_id="add_peer", response_model=PeerOut, status_code=201)
+def add_peer(body: PeerIn, fed: FederationDep, _: AdminKey) -> PeerOut:
+    """Pin a peer: its descriptor at `url` must be signed by `verifier_key` and name it."""
+    return peers.add(fed.node, body, fed.client.descriptor)
+
+
+@router.get("/peers", operation_id="list_peers", response_model=list[PeerOut])
+def list_peers(
+    node: NodeDep,
+    _: AdminKey,
+    removed: Annotated[bool, Query(description="Include removed peers.")] = False,
+) -> list[PeerOut]:
+    """Peers with their sync status: cursor, lag, last success, last error."""
+    return peers.list_all(node, removed=removed)
+
+
+@router.get("/peers/{origin}", operation_id="get_peer", response_model=PeerOut)
+def get_peer(origin: PeerOrigin, node: NodeDep, _: AdminKey) -> PeerOut:
+    return peers.get(node, origin)
+
+
+@router.put("/peers/{origin}/policy", operation_id="set_peer_policy", response_model=PeerOut)
+def set_peer_policy(origin: PeerOrigin, body: PeerPolicyIn, node: NodeDep, _: AdminKey) -> PeerOut:
+    """What we share with the peer: `categories=a,b;types=pdq,md5;tlp=green,amber`."""
+    return peers.set_policy(node, origin, body.policy)
+
+
+@router.delete("/peers/{origin}", operation_id="remove_peer", response_model=PeerOut)
+def remove_peer(origin: PeerOrigin, node: NodeDep, _: AdminKey) -> PeerOut:
+    """Stop federating: its requests are refused from now on, nothing more is sent to it."""
+    return peers.remove(node, origin)
+
+
+@router.post("/peers/{origin}/sync", operation_id="sync_peer", response_model=SyncResultOut)
+def sync_peer(origin: PeerOrigin, fed: FederationDep, _: AdminKey) -> SyncResultOut:
+    """Pull from the peer now."""
+    peers.get(fed.node, origin)
+    r = fed.pull(origin)
+    return SyncResultOut(**r.__dict__)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from app.services import log as exchange_log
 from app.services import signals
 from app.services.node import Node
 
+if TYPE_CHECKING:
+    from app.services.federation import Federation
+
 log = logging.getLogger("signet.background")
 
 
 class Background:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, federation: Federation | None = None) -> None:
         self.node = node
+        self.federation = federation
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -32,15 +37,21 @@ class Background:
 
     def start(self) -> None:
         settings = self.node.settings
-        self.every(
-            settings.checkpoint_interval,
-            "checkpoint",
-            lambda: exchange_log.publish_checkpoint(self.node),
-        )
+        self.every(settings.checkpoint_interval, "checkpoint", self._checkpoint)
+        if self.federation is not None:
+            self.every(60.0, "nonce-purge", self.federation.nonces.purge)
         self.every(60.0, "expire", lambda: signals.expire_due(self.node))
         self.every(3600.0, "purge", lambda: signals.purge(self.node))
         for thread in self._threads:
             thread.start()
+
+    def _checkpoint(self) -> None:
+        exchange_log.publish_checkpoint(self.node)
+        if self.federation is not None:
+            # Witnesses cosign right after each checkpoint (only peers that have not yet).
+            from app.services import witness
+
+            witness.request_cosignatures(self.node, self.federation.client)
 
     def stop(self) -> None:
         self._stop.set()

@@ -89,7 +89,8 @@ class FeedbackRow(SQLModel, table=True):
     created_at: datetime = _ts()
     received_from: str | None = Field(default=None, sa_column=Column(String(253), nullable=True))
     submitted_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    change_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # Indexed: federation pages follow it to find feedback to route (services/sync.py).
+    change_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, index=True))
     record: dict[str, Any] = _json(dict)
 
 
@@ -150,4 +151,106 @@ class CheckpointRow(SQLModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     root_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
     note: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _ts()
+
+
+# --- federation ----------------------------------------------------------------------------
+
+
+class PeerRow(SQLModel, table=True):
+    """A peer node we federate with: its pinned key, what we share with it, and sync status.
+
+    A removed peer keeps its row (with `removed_at`) so the log and the records it sent stay
+    explainable; it can no longer authenticate and is no longer pulled from or sent to.
+    """
+
+    __tablename__ = "peer"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    origin: str = Field(sa_column=Column(String(253), nullable=False, unique=True))
+    url: str = Field(sa_column=Column(String(2048), nullable=False))
+    verifier_key: str = Field(sa_column=Column(String(512), nullable=False))
+    policy: dict[str, Any] = _json(dict)
+    added_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    removed_at: datetime | None = _ts(nullable=True)
+    # Pull state: `cursor` is a position in the peer's log; stored with the records it covers.
+    cursor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    remote_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    last_attempt: datetime | None = _ts(nullable=True)
+    last_success: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failures: int = 0
+    records_received: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    records_refused: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    records_delivered: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # Witnessing of OUR log by this peer: the size it last cosigned (the `old` we send next).
+    witness_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    witness_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class NonceRow(SQLModel, table=True):
+    """An RFC 9421 nonce seen from `keyid`, kept until `expires_at` (Unix seconds)."""
+
+    __tablename__ = "http_nonce"
+
+    keyid: str = Field(sa_column=Column(String(255), primary_key=True))
+    nonce: str = Field(sa_column=Column(String(256), primary_key=True))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
+class WitnessStateRow(SQLModel, table=True):
+    """As a witness: the latest checkpoint of `origin`'s log we cosigned."""
+
+    __tablename__ = "witness_state"
+
+    origin: str = Field(sa_column=Column(String(253), primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    root_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = _ts()
+
+
+class CosignatureRow(SQLModel, table=True):
+    """A peer's cosignature line on one of OUR checkpoints."""
+
+    __tablename__ = "cosignature"
+
+    size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    witness: str = Field(sa_column=Column(String(253), primary_key=True))
+    line: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _ts()
+
+
+class EquivocationRow(SQLModel, table=True):
+    """Evidence that a log signed two histories: the checkpoint we cosigned and the new one."""
+
+    __tablename__ = "equivocation"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    origin: str = Field(sa_column=Column(String(253), nullable=False, index=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cosigned_note: str = Field(sa_column=Column(Text, nullable=False))
+    conflicting_note: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _ts()
+
+
+class ReceivedRecordRow(SQLModel, table=True):
+    """A record accepted from a peer, for idempotent apply: one row per (origin, kind, id,
+    version). `digest` (SHA-256 of the canonical record) lets reconcile match it to what the
+    sender says it delivered."""
+
+    __tablename__ = "received_record"
+    __table_args__ = (
+        UniqueConstraint("origin", "kind", "rid", "version", name="uq_received_record"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    origin: str = Field(sa_column=Column(String(253), nullable=False))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    rid: str = Field(sa_column=Column(String(64), nullable=False))
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False))
+    digest: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    received_from: str = Field(sa_column=Column(String(253), nullable=False))
+    log_idx: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = _ts()

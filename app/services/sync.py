@@ -1,0 +1,545 @@
+"""Pull sync: the pages we serve to a peer, and applying the pages we pull from one.
+
+Serving (`GET /federation/v1/records?after=&limit=`). The cursor is a position in OUR log:
+every signal and feedback row carries `change_seq`, the log index of its latest change
+(gap-free and commit-ordered, see storage/db.py). A cursor counts log entries looked at; a
+page walks rows with `after <= change_seq < log size` in that order and turns each into the record a peer needs:
+a live signal -> its signed record; a retracted one -> the origin's retraction; feedback ->
+the verdict, routed only toward the signal's origin. Every record passes `audience.may_send`
+(audience, hop limit, the peer's policy, never back to its origin). Rows the peer may not see
+still move the cursor. `next` is one past the change_seq of the last row looked at, or the
+log size when everything was looked at, so a page is the same on any worker and a restart resumes
+exactly. One `delivered` log entry per non-empty page: {to, after, up_to, count, digests}.
+
+Applying. Every record is verified against its ORIGIN's pinned key, whoever relayed it, and
+checked with `audience.may_accept`; it is applied at most once per (origin, kind, id, version)
+and logged as `received` {from, digest, record or salted commitment}. Refusals from an
+authenticated peer are logged too (one `refused` entry per page, first reasons only), so a peer
+cannot fill our log but its misbehaviour is on record. The peer's cursor is stored in the same
+transaction, and only if it still equals the page's `after`: a crash mid-pull loses nothing and
+applies nothing twice, and two pullers of the same peer cannot both apply one page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.crypto.canonical import canonical_json
+from app.crypto.keys import VerifierKey
+from app.crypto.records import verify_record
+from app.errors import InvalidInput, SignetError
+from app.federation.audience import RecordMeta, is_origin, may_accept, may_send
+from app.federation.errors import MalformedRecord, OwnRecordReturned
+from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
+from app.services import feedback as feedback_service
+from app.services import log as exchange_log
+from app.services.node import Node
+from app.services.peers import policy_of
+from app.services.tx import transaction
+from app.signals.match_index import match_key
+from app.signals.types import canonicalize
+from app.signals.vocab import Verdict
+from app.storage import log as log_store
+from app.storage import peers as store
+from app.storage.models import FeedbackRow, SignalRow
+from app.storage.types import utcnow
+
+log = logging.getLogger("signet.sync")
+
+DEFAULT_PAGE = 500
+_SCAN_CHUNK = 500
+_MAX_LOGGED_REASONS = 20
+_VERDICTS = frozenset(v.value for v in Verdict)
+
+
+def digest_hex(record: dict[str, Any]) -> str:
+    """SHA-256 of the canonical record, signature included: what reconcile compares."""
+    return hashlib.sha256(canonical_json(record)).hexdigest()
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    seq: int
+    record: dict[str, Any]
+    meta: RecordMeta | None  # None: already routed (feedback goes only toward its origin)
+    hops: int  # envelope hops to send
+
+
+def _signal_candidate(row: SignalRow, now: datetime) -> _Candidate | None:
+    meta = RecordMeta.from_record(row.record, row.hops)
+    if row.status == "retracted":
+        if row.retraction is None:
+            return None
+        record = row.retraction
+    elif row.status == "expired" or row.valid_until <= now:
+        return None  # expired signals are not handed on; peers expire their copies themselves
+    else:
+        record = row.record
+    return _Candidate(row.change_seq, record, meta, row.hops + 1)
+
+
+def _feedback_target(fb: FeedbackRow, signal: SignalRow | None, our_peers: set[str]) -> str | None:
+    """Where a verdict goes: to the signal's origin, or toward it through the node we got the
+    signal from when the origin is not our peer. Never anywhere else."""
+    if signal is None or signal.origin == fb.origin:
+        return None
+    if signal.received_from is None:
+        return None  # our own signal: the verdict stays with us
+    if signal.origin in our_peers:
+        return signal.origin
+    return signal.received_from
+
+
+def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
+    """The page of records `peer` (an authenticated, current peer) may see after `after`."""
+    if after < 0:
+        raise InvalidInput("after", "must be >= 0")
+    limit = max(1, min(limit, MAX_PAGE_RECORDS))
+    now = utcnow()
+    envelopes: list[RecordEnvelope] = []
+    with node.db.read() as session:
+        row = store.get_peer(session, peer)
+        if row is None:
+            raise InvalidInput("peer", "not a current peer")
+        policy = policy_of(row)
+        our_peers = set(store.pinned_keys(session))
+        # Size first: everything with change_seq < size is committed and visible after it.
+        upto = log_store.log_size(session)
+        cursor = after
+        full = False
+        while not full:
+            sigs = store.signals_changed(session, cursor, upto, _SCAN_CHUNK)
+            fbs = store.feedback_changed(session, cursor, upto, _SCAN_CHUNK)
+            if not sigs and not fbs:
+                cursor = upto
+                break
+            # Both lists hold every row below `bound`; from it on, one of them may have more.
+            bound = upto
+            if len(sigs) == _SCAN_CHUNK:
+                bound = min(bound, sigs[-1].change_seq + 1)
+            if len(fbs) == _SCAN_CHUNK:
+                bound = min(bound, fbs[-1].change_seq + 1)
+            signals_for_fb = store.signals_by_keys(
+                session, [(f.signal_origin, f.signal_uid) for f in fbs if f.change_seq < bound]
+            )
+            items: list[tuple[int, SignalRow | FeedbackRow]] = [(s.change_seq, s) for s in sigs]
+            items += [(f.change_seq, f) for f in fbs]
+            items.sort(key=lambda x: x[0])
+            for seq, item in items:
+                if seq >= bound:
+                    break
+                cand = _candidate(item, node, peer, our_peers, signals_for_fb, now)
+                if cand is not None and (
+                    cand.meta is None or may_send(cand.meta, peer, policy, our_origin=node.origin)
+                ):
+                    envelopes.append(RecordEnvelope(cand.record, cand.hops))
+                cursor = seq + 1
+                if len(envelopes) >= limit:
+                    full = True
+                    break
+            else:
+                cursor = bound
+    has_more = full and cursor < upto
+    checkpoint = exchange_log.latest_checkpoint(node).note
+    page = RecordsPage(envelopes, cursor, checkpoint, has_more)
+    if envelopes:
+        _log_delivered(node, peer, after, cursor, envelopes)
+    return page
+
+
+def _candidate(
+    item: SignalRow | FeedbackRow,
+    node: Node,
+    peer: str,
+    our_peers: set[str],
+    signals: dict[tuple[str, str], SignalRow],
+    now: datetime,
+) -> _Candidate | None:
+    try:
+        if isinstance(item, SignalRow):
+            return _signal_candidate(item, now)
+        signal = signals.get((item.signal_origin, item.signal_uid))
+        if signal is None or signal.tlp == "red" or item.origin == peer:
+            return None
+        if _feedback_target(item, signal, our_peers) != peer:
+            return None
+        # Our own verdicts go out as a first transfer, relayed ones as a relay.
+        return _Candidate(
+            item.change_seq, item.record, None, 1 if item.origin == node.origin else 2
+        )
+    except MalformedRecord:
+        log.warning("skipping a stored record with an unusable audience (seq %s)", item.change_seq)
+        return None
+
+
+def _log_delivered(
+    node: Node, peer: str, after: int, up_to: int, envelopes: list[RecordEnvelope]
+) -> None:
+    digests = [digest_hex(e.record) for e in envelopes]
+    with transaction(node) as tx:
+        tx.append(
+            "delivered",
+            {"to": peer, "after": after, "up_to": up_to, "count": len(digests), "digests": digests},
+        )
+        row = store.get_peer(tx.session, peer)
+        if row is not None:
+            row.records_delivered += len(digests)
+            tx.session.add(row)
+
+
+# --- applying -------------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    duplicate: int = 0
+    refused: int = 0
+    stale: bool = False  # another puller applied this page first
+    reasons: list[str] = field(default_factory=list)
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _str(record: dict[str, Any], name: str, max_len: int = 64) -> str:
+    value = record.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise _Refused(f"{name} must be a string of 1..{max_len} characters")
+    return value
+
+
+def _time(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise _Refused(f"{name} must be an RFC 3339 time")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Refused(f"{name} must be an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise _Refused(f"{name} has no time zone")
+    return parsed
+
+
+class _Applier:
+    """Applies one page inside one write transaction."""
+
+    def __init__(self, tx: Any, peer: str, keys: dict[str, VerifierKey]) -> None:
+        self.tx = tx
+        self.node: Node = tx.node
+        self.peer = peer
+        self.keys = keys
+        self.result = ApplyResult()
+        self.new_signals: dict[tuple[str, str], dict[str, Any]] = {}
+        self.new_feedback: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []
+        self.seen_keys: set[store.RecordKey] = set()
+        self.now = utcnow()
+
+    def run(self, envelopes: list[RecordEnvelope]) -> None:
+        session = self.tx.session
+        parsed: list[tuple[RecordEnvelope, store.RecordKey | None]] = []
+        refs: set[tuple[str, str]] = set()
+        for env in envelopes:
+            key = _record_key(env.record)
+            parsed.append((env, key))
+            if key is not None:
+                kind = key[1]
+                if kind == "signal":
+                    refs.add((key[0], key[2]))
+                else:
+                    sig = env.record.get("signal")
+                    if isinstance(sig, dict) and isinstance(sig.get("origin"), str):
+                        refs.add((sig["origin"], str(sig.get("id"))))
+        have = store.received_keys(session, [k for _, k in parsed if k is not None])
+        self.signals = store.signals_by_keys(session, refs)
+        for env, key in parsed:
+            try:
+                if key is None:
+                    raise _Refused("record kind, id or version unusable")
+                if key in have or key in self.seen_keys:
+                    self.result.duplicate += 1
+                    continue
+                if self._apply(env, key):
+                    self.result.applied += 1
+                else:
+                    self.result.duplicate += 1
+                self.seen_keys.add(key)
+            except _Refused as exc:
+                self._refuse(env, exc.reason)
+            except (SignetError, ValueError, TypeError, KeyError) as exc:
+                self._refuse(env, f"{type(exc).__name__}: {exc}")
+        store.insert_signals(session, list(self.new_signals.values()))
+        store.insert_feedback(session, self.new_feedback)
+        store.add_received(session, self.received)
+
+    def _refuse(self, env: RecordEnvelope, reason: str) -> None:
+        self.result.refused += 1
+        if len(self.result.reasons) < _MAX_LOGGED_REASONS:
+            try:
+                digest = digest_hex(env.record)
+            except SignetError:
+                digest = "unhashable"
+            self.result.reasons.append(f"{digest[:16]} {reason[:200]}")
+
+    def _verify(self, record: dict[str, Any]) -> None:
+        verify_record(record, lambda origin: self.keys.get(origin))
+
+    def _log(
+        self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
+    ) -> int:
+        digest = digest_hex(record)
+        extra = {"from": self.peer, "digest": digest}
+        idx: int = self.tx.append_record("received", record, tlp, **extra)
+        if not dedupe:
+            return idx
+        origin, kind, rid, version = key
+        self.received.append(
+            {
+                "origin": origin,
+                "kind": kind,
+                "rid": rid,
+                "version": version,
+                "digest": digest,
+                "received_from": self.peer,
+                "log_idx": idx,
+                "created_at": self.now,
+            }
+        )
+        return idx
+
+    def _apply(self, env: RecordEnvelope, key: store.RecordKey) -> bool:
+        """Apply one record; False if it changed nothing (an older version than we hold)."""
+        record = env.record
+        origin = key[0]
+        if origin == self.node.origin:
+            raise OwnRecordReturned(f"{self.peer} sent back one of our own records")
+        if origin not in self.keys:
+            raise _Refused(f"origin {origin} is not pinned")
+        self._verify(record)
+        kind = key[1]
+        if kind == "signal":
+            return self._signal(env, key)
+        if kind == "retraction":
+            self._retraction(env, key)
+        else:
+            self._feedback(env, key)
+        return True
+
+    def _signal(self, env: RecordEnvelope, key: store.RecordKey) -> bool:
+        record = env.record
+        meta = RecordMeta.from_record(record, env.hops)
+        may_accept(meta, self.peer, self.keys, self.node.origin)
+        attrs = record.get("attrs", {})
+        if not isinstance(attrs, dict):
+            raise _Refused("attrs must be an object")
+        type_ = _str(record, "type", 32)
+        canon = canonicalize(
+            type_,
+            record.get("value"),
+            quality=attrs.get("quality") if type_ == "pdq" else None,
+            allow_low_quality=True,
+            key_id=attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None,
+            domain=attrs.get("domain") if isinstance(attrs.get("domain"), str) else None,
+        )
+        if canon.value != record.get("value"):
+            raise _Refused("value is not in canonical form")
+        indicators = record.get("indicators", [])
+        if not isinstance(indicators, list) or not all(isinstance(i, str) for i in indicators):
+            raise _Refused("indicators must be a list of strings")
+        confidence = record.get("confidence", 50)
+        if isinstance(confidence, bool) or not isinstance(confidence, int):
+            raise _Refused("confidence must be an integer")
+        valid_from = _time(record.get("valid_from"), "valid_from")
+        valid_until = _time(record.get("valid_until"), "valid_until")
+        origin, _, uid, version = key
+        held = self.signals.get((origin, uid))
+        if held is not None and held.version >= version:
+            return False  # an older version than we hold (or ours under another record)
+        idx = self._log(record, meta.tlp.value, key)
+        key_id = attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None
+        values: dict[str, Any] = {
+            "uid": uid,
+            "origin": origin,
+            "version": version,
+            "type": canon.type.value,
+            "value": canon.value,
+            "match_key": match_key(canon.type.value, canon.value, key_id),
+            "attrs": attrs,
+            "categories": sorted(meta.categories),
+            "indicators": indicators,
+            "opinion": _str(record, "opinion", 32),
+            "confidence": confidence,
+            "reviewed": record.get("reviewed") is True,
+            "tlp": meta.tlp.value,
+            "audience_peers": sorted(meta.peers),
+            "audience_hops": meta.hop_limit,
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+            "updated_at": self.now,
+            "change_seq": idx,
+            "received_from": self.peer,
+            "hops": env.hops,
+            "record": record,
+        }
+        if held is not None:
+            if held.status == "retracted":
+                return True  # a retraction stands for every version
+            for name, value in values.items():
+                setattr(held, name, value)
+            held.status = "active"
+            self.tx.session.add(held)
+            return True
+        values.update(
+            status="active",
+            retracted_at=None,
+            retract_reason=None,
+            retraction=None,
+            created_at=self.now,
+            submitted_by=None,
+            feedback_counts={},
+            feedback_status="none",
+        )
+        self.new_signals[(origin, uid)] = values
+        return True
+
+    def _retraction(self, env: RecordEnvelope, key: store.RecordKey) -> None:
+        record = env.record
+        origin, _, uid, _ = key
+        if record["signal"].get("origin") != origin:
+            raise _Refused("a retraction may only withdraw its origin's own signal")
+        reason = record.get("reason")
+        at = _time(record.get("time"), "time")
+        pending = self.new_signals.get((origin, uid))
+        held = self.signals.get((origin, uid))
+        if pending is None and held is None:
+            # We never held it (it was retracted before it reached us). Logged as received, but
+            # not marked applied, so that should a copy of the signal arrive later by another
+            # path, that path's retraction still applies. Its audience is unknown here, so the
+            # log keeps only a commitment.
+            self._log(record, "amber", key, dedupe=False)
+            return
+        signal_record = pending["record"] if pending is not None else held.record  # type: ignore[union-attr]
+        meta = RecordMeta.from_record(signal_record, env.hops)
+        may_accept(meta, self.peer, self.keys, self.node.origin)
+        idx = self._log(record, meta.tlp.value, key)
+        changes = {
+            "status": "retracted",
+            "retracted_at": at,
+            "retract_reason": reason if isinstance(reason, str) else None,
+            "retraction": record,
+            "updated_at": self.now,
+            "change_seq": idx,
+        }
+        if pending is not None:
+            pending.update(changes)
+            pending["hops"] = env.hops
+        else:
+            assert held is not None
+            for name, value in changes.items():
+                setattr(held, name, value)
+            held.hops = env.hops
+            self.tx.session.add(held)
+
+    def _feedback(self, env: RecordEnvelope, key: store.RecordKey) -> None:
+        record = env.record
+        origin, _, uid, _ = key
+        ref = record["signal"]
+        signal_key = (str(ref.get("origin")), str(ref.get("id")))
+        verdict = record.get("verdict")
+        if verdict not in _VERDICTS:
+            raise _Refused("unknown verdict")
+        held = self.signals.get(signal_key)
+        if held is None:
+            raise _Refused("feedback about a signal we do not hold")
+        if held.tlp == "red":
+            raise _Refused("feedback about a red signal cannot come from a peer")
+        at = _time(record.get("time"), "time")
+        reason = record.get("reason")
+        tlp = held.tlp
+        idx = self._log(record, tlp, key)
+        self.new_feedback.append(
+            {
+                "uid": uid,
+                "origin": origin,
+                "signal_origin": held.origin,
+                "signal_uid": held.uid,
+                "verdict": verdict,
+                "reason": reason if isinstance(reason, str) else None,
+                "created_at": at,
+                "received_from": self.peer,
+                "submitted_by": None,
+                "change_seq": idx,
+                "record": record,
+            }
+        )
+        feedback_service.count(held, str(verdict))
+        self.tx.session.add(held)
+
+
+def _record_key(record: dict[str, Any]) -> store.RecordKey | None:
+    """(origin, kind, id, version) of a record, or None if unusable."""
+    origin = record.get("origin")
+    kind = record.get("kind")
+    if not is_origin(origin) or kind not in ("signal", "retraction", "feedback"):
+        return None
+    assert isinstance(origin, str)
+    if kind == "signal":
+        rid, version = record.get("id"), record.get("version", 1)
+    elif kind == "retraction":
+        sig = record.get("signal")
+        if not isinstance(sig, dict):
+            return None
+        rid, version = sig.get("id"), 1
+    else:
+        if not isinstance(record.get("signal"), dict):
+            return None
+        rid, version = record.get("id"), 1
+    if not isinstance(rid, str) or not 0 < len(rid) <= 64:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**31:
+        return None
+    return (origin, str(kind), rid, version)
+
+
+def apply_page(node: Node, peer: str, after: int, page: RecordsPage) -> ApplyResult:
+    """Apply a page pulled from `peer` with `after`, and move the cursor, in one transaction."""
+    with transaction(node) as tx:
+        row = store.get_peer(tx.session, peer)
+        if row is None:
+            return ApplyResult(stale=True)
+        if row.cursor != after:
+            return ApplyResult(stale=True)
+        keys = {o: VerifierKey.parse(k) for o, k in store.pinned_keys(tx.session).items()}
+        applier = _Applier(tx, peer, keys)
+        applier.run(page.records)
+        result = applier.result
+        if result.refused:
+            tx.append("refused", {"from": peer, "count": result.refused, "reasons": result.reasons})
+            log.warning(
+                "refused %d record(s) from %s: %s",
+                result.refused,
+                peer,
+                "; ".join(result.reasons[:3]),
+            )
+        row.cursor = page.next
+        row.remote_size = max(row.remote_size, _checkpoint_size(page.checkpoint), page.next)
+        row.records_received += result.applied
+        row.records_refused += result.refused
+        tx.session.add(row)
+    return result
+
+
+def _checkpoint_size(note: str) -> int:
+    lines = note.split("\n")
+    return int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0
