@@ -1,0 +1,89 @@
+"""Queries behind the consumer feeds (StopNCII-style, changes, TAXII): signals in log order.
+
+Every query here takes the TLP levels the caller may see and filters on them in SQL, so a
+restricted row never reaches the service layer of a feed at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import String, cast, func
+from sqlmodel import Session, col, select
+
+from app.storage.models import LogEntryRow, SignalRow
+
+
+def log_index_at(session: Session, at: datetime) -> int:
+    """The first log index whose entry was appended at or after `at` (the log size if none).
+
+    Entries are appended under the sequencer lock with the clock read inside it, so their times
+    never decrease along the index: a binary search over primary-key lookups finds the boundary
+    in O(log n) without an index on the time column.
+    """
+    size = session.exec(select(func.count()).select_from(LogEntryRow)).one()
+    lo, hi = 0, int(size)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        entry = session.get(LogEntryRow, mid)
+        if entry is None or entry.created_at >= at:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def signals_by_change(
+    session: Session,
+    *,
+    tlps: Sequence[str],
+    after_seq: int,
+    limit: int,
+    types: Sequence[str] | None = None,
+    category: str | None = None,
+) -> list[tuple[SignalRow, datetime]]:
+    """Signals whose latest change is after `after_seq`, in change order, each with the time of
+    that change (the log entry's time). `limit` rows at most."""
+    stmt = (
+        select(SignalRow, LogEntryRow.created_at)
+        .join(LogEntryRow, col(LogEntryRow.idx) == col(SignalRow.change_seq))
+        .where(col(SignalRow.tlp).in_(list(tlps)), col(SignalRow.change_seq) > after_seq)
+    )
+    if types is not None:
+        stmt = stmt.where(col(SignalRow.type).in_(list(types)))
+    if category is not None:
+        # categories is a JSON list of vocabulary words; its text holds each one in quotes on
+        # both engines. autoescape keeps `_` from acting as a LIKE wildcard.
+        stmt = stmt.where(
+            cast(col(SignalRow.categories), String).contains(f'"{category}"', autoescape=True)
+        )
+    stmt = stmt.order_by(col(SignalRow.change_seq)).limit(limit)
+    return [(row, at) for row, at in session.exec(stmt).all()]
+
+
+def expired_between(
+    session: Session,
+    *,
+    tlps: Sequence[str],
+    since: datetime,
+    until: datetime,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[SignalRow]:
+    """Unretracted signals whose `valid_until` falls in (since, until], ordered by
+    (valid_until, id) and resumable after such a pair."""
+    stmt = select(SignalRow).where(
+        col(SignalRow.tlp).in_(list(tlps)),
+        col(SignalRow.status) != "retracted",
+        col(SignalRow.valid_until) > since,
+        col(SignalRow.valid_until) <= until,
+    )
+    if after is not None:
+        at, row_id = after
+        stmt = stmt.where(
+            (col(SignalRow.valid_until) > at)
+            | ((col(SignalRow.valid_until) == at) & (col(SignalRow.id) > row_id))
+        )
+    stmt = stmt.order_by(col(SignalRow.valid_until), col(SignalRow.id)).limit(limit)
+    return list(session.exec(stmt).all())
