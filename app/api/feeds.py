@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.api.deps import FeedKey, NodeDep
 from app.errors import Unauthenticated
 from app.services import apikeys, feeds
-from app.storage.models import ApiKeyRow
+from app.services.apikeys import Caller
 
 STOPNCII_BASE = "/stopncii/v1"
 
@@ -28,7 +28,7 @@ def stopncii_key(
     x_functions_key: Annotated[str | None, Header(max_length=256)] = None,
     ocp_apim_subscription_key: Annotated[str | None, Header(max_length=256)] = None,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
-) -> ApiKeyRow:
+) -> Caller:
     key = x_functions_key or ocp_apim_subscription_key or (creds.credentials if creds else None)
     if (
         x_functions_key
@@ -44,7 +44,7 @@ def stopncii_key(
     return apikeys.authenticate(node, key, "feed")
 
 
-StopNCIIKey = Annotated[ApiKeyRow, Depends(stopncii_key)]
+StopNCIIKey = Annotated[Caller, Depends(stopncii_key)]
 
 
 @router.get(

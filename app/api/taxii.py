@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from app.api.deps import NodeDep
 from app.errors import NotFound, Unauthenticated
 from app.services import apikeys, feeds
-from app.storage.models import ApiKeyRow
+from app.services.apikeys import Caller
 
 TAXII_MEDIA = "application/taxii+json;version=2.1"
 TAXII_BASE = "/taxii2"
@@ -32,7 +32,7 @@ class TaxiiResponse(JSONResponse):
 
 def taxii_key(
     node: NodeDep, authorization: Annotated[str | None, Header(max_length=1024)] = None
-) -> ApiKeyRow:
+) -> Caller:
     scheme, _, value = (authorization or "").partition(" ")
     key: str | None = None
     if scheme.lower() == "bearer":
@@ -48,7 +48,7 @@ def taxii_key(
     return apikeys.authenticate(node, key, "feed")
 
 
-TaxiiKey = Annotated[ApiKeyRow, Depends(taxii_key)]
+TaxiiKey = Annotated[Caller, Depends(taxii_key)]
 CollectionId = Annotated[str, Path(max_length=64)]
 
 

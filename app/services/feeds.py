@@ -19,11 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.errors import InvalidInput
+from app.services.apikeys import Caller
 from app.services.node import Node
 from app.services.timefmt import parse_rfc3339, rfc3339
 from app.signals.vocab import Category
 from app.storage import feeds as q
-from app.storage.models import ApiKeyRow, SignalRow
+from app.storage.models import SignalRow
 from app.storage.types import utcnow
 
 MAX_PAGE = 1000
@@ -36,7 +37,7 @@ class FeedLeak(AssertionError):
     """A row outside the caller's audience reached a feed renderer (a bug, never user input)."""
 
 
-def visible_tlps(key: ApiKeyRow) -> tuple[str, ...]:
+def visible_tlps(key: Caller) -> tuple[str, ...]:
     """TLP levels an API-key consumer may read through any feed."""
     return ("clear", "green") if key.member else ("clear",)
 
@@ -131,7 +132,7 @@ _WITHDRAWAL_MARGIN = timedelta(seconds=2)
 
 
 def stopncii_fetch(
-    node: Node, key: ApiKeyRow, start_timestamp: int, page_size: int, token: str | None
+    node: Node, key: Caller, start_timestamp: int, page_size: int, token: str | None
 ) -> dict[str, Any]:
     """One FetchHashes page, in the shape the StopNCII client parses.
 
@@ -203,7 +204,7 @@ def _stopncii_record(row: SignalRow, at: datetime) -> dict[str, Any]:
 # --- signed changes feed (signet_tx) -----------------------------------------------------------
 
 
-def changes(node: Node, key: ApiKeyRow, after: int, limit: int) -> dict[str, Any]:
+def changes(node: Node, key: Caller, after: int, limit: int) -> dict[str, Any]:
     """Signed records in log order: a signal's record while it stands, its origin's signed
     retraction once withdrawn. `next` is the log position to ask for next."""
     tlps = visible_tlps(key)
@@ -242,7 +243,7 @@ def _decode_expiry(token: str) -> tuple[datetime, int]:
 
 
 def expired(
-    node: Node, key: ApiKeyRow, since: str, until: str | None, after: str | None, limit: int
+    node: Node, key: Caller, since: str, until: str | None, after: str | None, limit: int
 ) -> dict[str, Any]:
     """Signals whose validity ended in (since, until]: what a follower must delete for expiry,
     which (unlike a retraction) is not a change in the log."""
@@ -406,7 +407,7 @@ def to_indicator(row: SignalRow) -> dict[str, Any]:
 
 def taxii_objects(
     node: Node,
-    key: ApiKeyRow,
+    key: Caller,
     collection: str,
     *,
     added_after: str | None,

@@ -53,9 +53,7 @@ def _taxii_all(client: Any, headers: dict[str, str], cid: str) -> list[dict[str,
     out: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 4}
     for _ in range(100):
-        r = client.get(
-            f"/taxii2/signet/collections/{cid}/objects/", params=params, headers=headers
-        )
+        r = client.get(f"/taxii2/signet/collections/{cid}/objects/", params=params, headers=headers)
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == TAXII
         body = r.json()
@@ -163,9 +161,7 @@ def test_stopncii_token_is_stable_under_inserts(client, auth, make_key):
         seen += [x["hashValue"] for x in r["hashRecords"]]
         token = r["nextPageToken"]
     assert len(seen) == len(set(seen)) == 8
-    bad = client.get(
-        "/stopncii/v1/FetchHashes", params={"nextPageToken": "s1.x.y"}, headers=feed
-    )
+    bad = client.get("/stopncii/v1/FetchHashes", params={"nextPageToken": "s1.x.y"}, headers=feed)
     assert bad.status_code == 400
 
 
@@ -174,7 +170,7 @@ def test_changes_carry_signed_retractions_and_expiry(client, auth, make_key, nod
     from app.crypto.records import verify_record
 
     feed = make_key("feed")
-    a, b = submit(client, auth, signal("pdq", "x", "clear"), signal("md5", "y", "clear"))
+    a, _ = submit(client, auth, signal("pdq", "x", "clear"), signal("md5", "y", "clear"))
     client.post(f"/v1/signals/{a}/retract", json={"reason": "test"}, headers=auth)
     items = _changes_all(client, feed)
     assert [i["record"]["kind"] for i in items] == ["signal", "retraction"]
