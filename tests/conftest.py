@@ -51,7 +51,8 @@ def pg_url(worker_id: str) -> Iterator[str]:
     if PG_ADMIN_URL is None:
         pytest.skip("no PostgreSQL server (set SIGNET_TEST_POSTGRES_URL)")
     admin = make_url(_psycopg(PG_ADMIN_URL))
-    name = f"signet_test_{worker_id}"
+    # The pid keeps concurrent test sessions on one server out of each other's databases.
+    name = f"signet_test_{worker_id}_{os.getpid()}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, status
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
 from app.schemas import (
@@ -77,8 +78,10 @@ def retract_signal(signal_id: SignalId, body: RetractIn, node: NodeDep, _: Submi
 
 
 @router.post("/match", operation_id="match", response_model=MatchBatchResult, tags=["match"])
-def match(body: MatchBatchIn, node: NodeDep, key: MatchKey) -> MatchBatchResult:
+async def match(body: MatchBatchIn, node: NodeDep, key: MatchKey) -> MatchBatchResult:
     """Match a batch of values against every active signal this node holds.
+
+    Async on purpose: answered from memory, it needs no worker thread (see docs/matching.md).
 
     `pdq` by Hamming distance (default threshold 31), `text_tlsh` by TLSH distance, `text` finds
     keyword and TLSH hits in a message (never stored), every other type exactly."""
@@ -90,7 +93,7 @@ def match(body: MatchBatchIn, node: NodeDep, key: MatchKey) -> MatchBatchResult:
         for m in r.matches
     ]
     if seen:
-        feedback.report_seen(node, seen, key.id)
+        await run_in_threadpool(feedback.report_seen, node, seen, key.id)
     return result
 
 

@@ -1,50 +1,108 @@
 """Keeps a worker's in-memory MatchIndex in step with the database.
 
-Every change to a signal sets its `change_seq` to the log index of the entry recording it. Log
-indexes are assigned under the sequencer lock and committed in order, so "rows with change_seq >
-the last one applied" never skips a commit. Each worker polls that every `index_poll_interval`
-seconds (a few indexed rows, usually none) and also right after its own writes.
+Every change to a signal sets its `change_seq` to the log index of the entry recording it, and
+every feedback row carries the log index of its own entry. Log indexes are assigned under the
+sequencer lock and committed in order, so "rows with change_seq > the last one applied" never
+skips a commit. Each worker polls that every `index_poll_interval` seconds (a few indexed rows,
+usually none) and also right after its own commits. Signal changes re-index the signal; feedback
+only refreshes the `feedback_status` a hit shows.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
+
+from sqlalchemy import Row, select, tuple_
+from sqlmodel import Session, col
 
 from app.services.node import Node
 from app.signals.match_index import IndexedSignal
-from app.storage import repos
-from app.storage.models import SignalRow
+from app.storage.models import FeedbackRow, SignalRow
 
 log = logging.getLogger("signet.index")
 
+# Only what the index and a hit need: start-up reads these columns, never whole ORM objects.
+_SIGNAL = SignalRow.__table__.c  # type: ignore[attr-defined]
+_COLUMNS = (
+    _SIGNAL.id,
+    _SIGNAL.uid,
+    _SIGNAL.origin,
+    _SIGNAL.type,
+    _SIGNAL.value,
+    _SIGNAL.match_key,
+    _SIGNAL.categories,
+    _SIGNAL.indicators,
+    _SIGNAL.opinion,
+    _SIGNAL.confidence,
+    _SIGNAL.reviewed,
+    _SIGNAL.valid_until,
+    _SIGNAL.status,
+    _SIGNAL.feedback_status,
+    _SIGNAL.change_seq,
+)
+_BATCH = 10_000
 
-def _indexed(row: SignalRow) -> IndexedSignal:
+
+def _indexed(r: Row[Any]) -> IndexedSignal:
     return IndexedSignal(
-        row_id=row.id or 0,
-        type=row.type,
-        match_key=row.match_key,
-        value=row.value,
-        valid_until=row.valid_until.timestamp(),
-        active=row.status == "active",
+        row_id=r.id,
+        type=r.type,
+        match_key=r.match_key,
+        value=r.value,
+        valid_until=r.valid_until.timestamp(),
+        active=r.status == "active",
+        public={
+            "id": r.uid,
+            "origin": r.origin,
+            "type": r.type,
+            "categories": r.categories,
+            "indicators": r.indicators,
+            "opinion": r.opinion,
+            "confidence": r.confidence,
+            "reviewed": r.reviewed,
+            "valid_until": r.valid_until,
+            "feedback_status": r.feedback_status,
+        },
     )
+
+
+def _max(session: Session, column: Any) -> int:
+    from sqlalchemy import func
+
+    return int(session.execute(select(func.max(column))).scalar() or 0)
 
 
 class IndexSync:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.applied_seq = -1
+        self.applied_feedback_seq = -1
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def load(self) -> None:
-        """Full load at start-up."""
+        """Full load at start-up, in id order and in batches."""
         with self._lock, self.node.db.read() as session:
-            seq = repos.max_change_seq(session)
-            rows = repos.all_active(session)
-            self.node.index.load([_indexed(r) for r in rows])
-            self.applied_seq = seq
+            seq = _max(session, col(SignalRow.change_seq))
+            fb_seq = _max(session, col(FeedbackRow.change_seq))
+            signals: list[IndexedSignal] = []
+            last = 0
+            while True:
+                rows = session.execute(
+                    select(*_COLUMNS)
+                    .where(col(SignalRow.status) == "active", col(SignalRow.id) > last)
+                    .order_by(col(SignalRow.id))
+                    .limit(_BATCH)
+                ).all()
+                if not rows:
+                    break
+                signals += [_indexed(r) for r in rows]
+                last = rows[-1].id
+            self.node.index.load(signals)
+            self.applied_seq, self.applied_feedback_seq = seq, fb_seq
         log.info("match index loaded: %s", self.node.index.stats())
 
     def refresh(self) -> int:
@@ -53,12 +111,39 @@ class IndexSync:
             total = 0
             while True:
                 with self.node.db.read() as session:
-                    rows = repos.changed_since(session, self.applied_seq)
-                if not rows:
-                    return total
+                    rows = session.execute(
+                        select(*_COLUMNS)
+                        .where(col(SignalRow.change_seq) > self.applied_seq)
+                        .order_by(col(SignalRow.change_seq))
+                        .limit(_BATCH)
+                    ).all()
+                    if not rows:
+                        break
                 self.node.index.apply([_indexed(r) for r in rows])
                 self.applied_seq = rows[-1].change_seq
                 total += len(rows)
+            return total + self._refresh_feedback()
+
+    def _refresh_feedback(self) -> int:
+        with self.node.db.read() as session:
+            changed = session.execute(
+                select(FeedbackRow.signal_origin, FeedbackRow.signal_uid, FeedbackRow.change_seq)  # type: ignore[call-overload]
+                .where(col(FeedbackRow.change_seq) > self.applied_feedback_seq)
+                .order_by(col(FeedbackRow.change_seq))
+                .limit(_BATCH)
+            ).all()
+            if not changed:
+                return 0
+            keys = list({(r[0], r[1]) for r in changed})
+            statuses = session.execute(
+                select(SignalRow.id, SignalRow.feedback_status).where(  # type: ignore[call-overload]
+                    tuple_(col(SignalRow.origin), col(SignalRow.uid)).in_(keys)
+                )
+            ).all()
+        for row_id, status in statuses:
+            self.node.index.update_public(row_id, feedback_status=status)
+        self.applied_feedback_seq = changed[-1][2]
+        return len(changed)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="index-sync", daemon=True)

@@ -1,9 +1,10 @@
 """Matching: what a platform calls at upload time.
 
 Queries are answered from the worker's in-memory `MatchIndex` (kept in step by
-`app.services.index_sync`); only the hits are read from the database. A `text` query (a message
-the platform sends to its own node) is folded, split into words and probed for keyword phrases,
-and hashed with TLSH for near-duplicate templates; the text is never stored or logged.
+`app.services.index_sync`, which also keeps what a hit shows), without any database read.
+A `text` query (a message the platform sends to its own node) is folded, split into words and
+probed for keyword phrases, and hashed with TLSH for near-duplicate templates; the text is never
+stored or logged.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from app.signals.match_index import match_key
 from app.signals.types import canonicalize
 from app.signals.types.text import fold_text
 from app.signals.vocab import IDENTIFIER_TYPES, SignalType
-from app.storage import repos
-from app.storage.models import SignalRow
 
 DEFAULT_PDQ_THRESHOLD = 31
 DEFAULT_TLSH_THRESHOLD = 70  # TLSH's own guidance: < 100 similar, < 50 very similar
@@ -76,13 +75,16 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         codes = np.frombuffer(b"".join(c for _, c in group), dtype=np.uint8).reshape(-1, 32)
         for (i, _), found in zip(group, node.index.pdq(codes, threshold, now), strict=True):
             hits[i] = [(r, d, None) for r, d in found]
-    rows = _rows(node, {h[0] for hs in hits for h in hs})
     results = []
     for i, hs in enumerate(hits):
         if i in errors:
             results.append(MatchResult(index=i, status="rejected", error=errors[i]))
             continue
-        matches = [_hit(rows[r], d, m) for r, d, m in hs if r in rows and _live(rows[r])]
+        matches = []
+        for row_id, distance, matched in hs:
+            s = node.index.get(row_id)
+            if s is not None:  # removed between the search and now: no longer a hit
+                matches.append(MatchHit(**s.public, distance=distance, matched=matched))
         results.append(MatchResult(index=i, status="ok", matches=matches))
     return MatchBatchResult(results=results)
 
@@ -98,32 +100,3 @@ def _match_text(node: Node, q: MatchQuery, now: float) -> list[Hit]:
         threshold = DEFAULT_TLSH_THRESHOLD if q.threshold is None else q.threshold
         found += [(r, d, "text_tlsh") for r, d in node.index.tlsh(digest, threshold, now)]
     return found
-
-
-def _rows(node: Node, ids: set[int]) -> dict[int, SignalRow]:
-    if not ids:
-        return {}
-    with node.db.read() as session:
-        return repos.signals_by_ids(session, sorted(ids))
-
-
-def _live(row: SignalRow) -> bool:
-    # The index may lag a change made by another worker by up to one poll; the row may not.
-    return row.status == "active" and row.valid_until.timestamp() > time.time()
-
-
-def _hit(row: SignalRow, distance: int | None, matched: str | None) -> MatchHit:
-    return MatchHit(
-        id=row.uid,
-        origin=row.origin,
-        type=row.type,
-        distance=distance,
-        categories=row.categories,
-        indicators=row.indicators,
-        opinion=row.opinion,
-        confidence=row.confidence,
-        reviewed=row.reviewed,
-        valid_until=row.valid_until,
-        feedback_status=row.feedback_status,
-        matched=matched,
-    )

@@ -14,8 +14,9 @@ matching at once, before any purge.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import tlsh
@@ -35,6 +36,9 @@ class IndexedSignal:
     value: str
     valid_until: float  # POSIX seconds
     active: bool
+    # What a match answers about the signal (id, origin, categories, ...), kept here so a hit
+    # needs no database read.
+    public: Mapping[str, Any] = field(default_factory=dict)
 
 
 def match_key(type_: str, value: str, key_id: str | None = None) -> str:
@@ -104,6 +108,16 @@ class MatchIndex:
             _discard(self._exact, old.match_key, row_id)
             if old.type == "keyword":
                 _discard(self._keywords, old.value, row_id)
+
+    def get(self, row_id: int) -> IndexedSignal | None:
+        return self._rows.get(row_id)
+
+    def update_public(self, row_id: int, **changes: Any) -> None:
+        """Refresh what a hit shows (e.g. the feedback status) without re-indexing."""
+        with self._lock:
+            s = self._rows.get(row_id)
+            if s is not None:
+                self._rows[row_id] = replace(s, public={**s.public, **changes})
 
     def _live(self, row_id: int, now: float) -> bool:
         s = self._rows.get(row_id)

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
 from app.storage.models import LogHead
@@ -72,8 +71,10 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         url,
         echo=echo,
         connect_args={"check_same_thread": False, "timeout": 30},
-        # A file database: a pool would keep connections across forks and threads for no gain.
-        poolclass=NullPool,
+        # Reuse connections: opening one (and its PRAGMAs) costs more than a whole indexed read.
+        # Worker processes are spawned, not forked, so no pooled connection crosses a fork.
+        pool_size=8,
+        max_overflow=16,
     )
 
     @event.listens_for(engine, "connect")
