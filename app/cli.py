@@ -422,8 +422,11 @@ def key_rotate() -> None:
     from app.services import log as exchange_log
 
     node = _node()
-    rotation = keys.rotate(node)
-    exchange_log.publish_checkpoint(node)
+    try:
+        rotation = keys.rotate(node)
+        exchange_log.publish_checkpoint(node)
+    finally:
+        node.db.dispose()
     err.print(f"Rotated the node key (log entry {rotation.index}); old key kept for verifying.")
     err.print("Restart running `signet serve` processes so they sign with the new key.")
     err.print("Give peers and auditors the new verifier key:")
@@ -543,9 +546,12 @@ def log_export(
     from app.services import log as exchange_log
 
     node = _node()
-    with _audit_progress(err.is_terminal) as bar:
-        task = bar.add_task("exporting", total=None)
-        size = exchange_log.export(node, directory, lambda n: bar.advance(task, n))
+    try:
+        with _audit_progress(err.is_terminal) as bar:
+            task = bar.add_task("exporting", total=None)
+            size = exchange_log.export(node, directory, lambda n: bar.advance(task, n))
+    finally:
+        node.db.dispose()
     err.print(f"Exported {size} entries to {directory}")
     err.print(f"Verify with: signet audit verify-export {directory} --key '{node.verifier_key}'")
 
@@ -555,7 +561,11 @@ def log_checkpoint() -> None:
     """Publish a checkpoint now and print it."""
     from app.services import log as exchange_log
 
-    print(exchange_log.publish_checkpoint(_node()).note, end="")
+    node = _node()
+    try:
+        print(exchange_log.publish_checkpoint(node).note, end="")
+    finally:
+        node.db.dispose()
 
 
 def main() -> None:

@@ -15,15 +15,17 @@ PAGE = 1000
 
 
 class AuditClient:
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+    def __init__(
+        self, url: str, token: str, *, timeout: float = 30.0, http: httpx.Client | None = None
+    ) -> None:
+        """`http`: an existing client to send through (e.g. a test client); not closed here."""
+        self._owned = http is None
+        self._http = http or httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {token}"}
 
     def close(self) -> None:
-        self._http.close()
+        if self._owned:
+            self._http.close()
 
     def __enter__(self) -> AuditClient:
         return self
@@ -33,7 +35,7 @@ class AuditClient:
 
     def _get(self, path: str, **params: int) -> httpx.Response:
         try:
-            resp = self._http.get(path, params=params)
+            resp = self._http.get(path, params=params, headers=self._headers)
         except httpx.HTTPError as exc:
             raise AuditFailed(f"GET {path}: {exc}") from exc
         if resp.status_code != 200:
