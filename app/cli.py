@@ -12,7 +12,7 @@ import logging
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,6 +46,8 @@ app.add_typer(db_app, name="db")
 audit_app = typer.Typer(help="Verify a node's exchange log.", no_args_is_help=True)
 log_app = typer.Typer(help="The exchange log (operator).", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+peers_app = typer.Typer(help="Peers: pin their keys, choose what to share.", no_args_is_help=True)
+app.add_typer(peers_app, name="peers")
 app.add_typer(log_app, name="log")
 
 SCOPES_HELP = "Comma-separated: submit,match,read,feedback,admin,audit,feed"
@@ -504,17 +506,131 @@ def audit_verify(
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar on stderr (default: on a terminal).")
     ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option("--witness", help="A witness's pinned key (a peer's verifier key)."),
+    ] = None,
+    quorum: Annotated[
+        int, typer.Option(help="Valid --witness cosignatures the checkpoint needs.")
+    ] = 0,
 ) -> None:
     """Verify a node's whole log: checkpoint signature, every entry and record, the root and,
-    with --state, consistency with the last run. Exit 1 naming the first failure."""
+    with --state, consistency with the last run; with --witness/--quorum, that enough pinned
+    peers cosigned the checkpoint. Exit 1 naming the first failure."""
     from app.audit.run import audit_node
 
     pinned = _vkey(key, "--key")
     peers = [_vkey(k, "--peer-key") for k in peer_key or []]
-    _audit_run(
-        lambda p: audit_node(url, token, pinned, peer_keys=peers, state_path=state, progress=p),
-        progress,
+    if quorum > len(witness or []):
+        err.print("[red]error:[/red] --quorum is larger than the number of --witness keys")
+        raise typer.Exit(2)
+
+    def run(p: Callable[[int, int], object]) -> AuditReport:
+        report = audit_node(url, token, pinned, peer_keys=peers, state_path=state, progress=p)
+        if witness:
+            _check_witnesses(url, token, pinned, report, witness, quorum)
+        return report
+
+    _audit_run(run, progress)
+
+
+def _check_witnesses(
+    url: str,
+    token: str,
+    pinned: VerifierKey,
+    report: AuditReport,
+    witness: list[str],
+    quorum: int,
+) -> None:
+    """Cosignatures on the audited checkpoint. Peers cosign a checkpoint seconds after it is
+    published, so a fresh one is given a few seconds to gather them."""
+    import time
+
+    from app.audit.client import AuditClient
+    from app.audit.errors import AuditFailed
+    from app.audit.federation import check_quorum, witness_key
+    from app.crypto.checkpoint import open_checkpoint
+
+    keys = [witness_key(w) for w in witness]
+    deadline = time.monotonic() + 15
+    with AuditClient(url, token) as client:
+        while True:
+            note = client._get("/v1/log/checkpoint", size=report.size).text
+            cp = open_checkpoint(note, pinned)
+            if cp.root_hash != report.root:
+                raise AuditFailed(f"checkpoint at size {report.size} changed during the audit")
+            try:
+                valid = check_quorum(note, pinned, keys, quorum)
+                break
+            except AuditFailed:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    names = ", ".join(c.name for c in valid) or "none"
+    err.print(f"  witnesses: {len(valid)} of {len(keys)} cosigned ({names}), quorum {quorum}")
+
+
+@audit_app.command("reconcile")
+def audit_reconcile(
+    url_a: Annotated[str, typer.Argument(help="Node A's URL.")],
+    url_b: Annotated[str, typer.Argument(help="Node B's URL.")],
+    key_a: Annotated[str, typer.Option("--key-a", help="A's pinned verifier key.")],
+    key_b: Annotated[str, typer.Option("--key-b", help="B's pinned verifier key.")],
+    token_a: Annotated[str, typer.Option("--token-a", help="Audit API key at A.")],
+    token_b: Annotated[str, typer.Option("--token-b", help="Audit API key at B.")],
+) -> None:
+    """Verify both logs, then check that every record A says it delivered to B is in B's log
+    as received from A (or accounted for: held from another peer, refused), and the reverse.
+    Run it on a quiet federation: a page in flight shows up as missing."""
+    from app.audit.client import AuditClient
+    from app.audit.errors import AuditFailed
+    from app.audit.federation import reconcile, scan
+    from app.audit.run import audit_node
+
+    pa, pb = _vkey(key_a, "--key-a"), _vkey(key_b, "--key-b")
+    try:
+        # The receiver's side of each direction is read first by the other's audit, so
+        # pages served while we read are the only source of noise.
+        ra = audit_node(url_a, token_a, pa, peer_keys=[pb])
+        rb = audit_node(url_b, token_b, pb, peer_keys=[pa])
+        with AuditClient(url_a, token_a) as ca, AuditClient(url_b, token_b) as cb:
+            result = reconcile(scan(ca, ra.origin, ra.size), scan(cb, rb.origin, rb.size))
+    except AuditFailed as exc:
+        err.print(f"[red]FAILED[/red] {exc}")
+        raise typer.Exit(1) from None
+    for d in result.directions:
+        mark = "[green]OK[/green]" if d.ok else "[red]MISMATCH[/red]"
+        err.print(
+            f"{mark} {d.sender} -> {d.receiver}: delivered {d.delivered}, received {d.received}, "
+            f"held from another peer {d.held_from_elsewhere}, refused {d.refused}, "
+            f"missing {len(d.missing)}, unexplained {len(d.unexplained)}"
+        )
+        for digest in d.missing[:10]:
+            err.print(f"    missing at {d.receiver}: {digest}")
+        for digest in d.unexplained[:10]:
+            err.print(
+                f"    {d.receiver} logged as received but {d.sender} never delivered: {digest}"
+            )
+    print(
+        json.dumps(
+            {
+                "ok": result.ok,
+                "directions": [
+                    {
+                        "from": d.sender,
+                        "to": d.receiver,
+                        "delivered": d.delivered,
+                        "received": d.received,
+                        "missing": d.missing,
+                        "unexplained": d.unexplained,
+                    }
+                    for d in result.directions
+                ],
+            }
+        )
     )
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @audit_app.command("verify-export")
@@ -566,6 +682,144 @@ def log_checkpoint() -> None:
         print(exchange_log.publish_checkpoint(node).note, end="")
     finally:
         node.db.dispose()
+
+
+# --- federation ----------------------------------------------------------------------------
+
+
+def _peer_table(rows: list[Any]) -> Table:
+    table = Table("origin", "url", "policy", "cursor", "lag", "last success", "last error")
+    for p in rows:
+        policy = ";".join(f"{k}={'*' if v is None else ','.join(v)}" for k, v in p.policy.items())
+        table.add_row(
+            p.origin + (" (removed)" if p.removed_at else ""),
+            p.url,
+            policy,
+            str(p.cursor),
+            str(p.lag),
+            p.last_success.isoformat(timespec="seconds") if p.last_success else "never",
+            (p.last_error or "")[:60],
+        )
+    return table
+
+
+@peers_app.command("add")
+def peers_add(
+    url: Annotated[str, typer.Argument(help="The peer's base URL.")],
+    key: Annotated[str, typer.Option("--key", help="Its verifier key, obtained out of band.")],
+    policy: Annotated[
+        str,
+        typer.Option(help="What to share with it: 'categories=a,b;types=pdq,md5;tlp=green,amber'."),
+    ] = "",
+) -> None:
+    """Pin a peer. Its descriptor at URL must be signed by KEY and name the same origin."""
+    from app.federation.client import PeerClient
+    from app.services import peers
+
+    node = _node()
+    client = PeerClient(node.origin, node.key.sign)
+    try:
+        row = peers.add(
+            node, peers.PeerIn(url=url, verifier_key=key, policy=policy), client.descriptor
+        )
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {exc.field}: {exc.reason}")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+        node.db.dispose()
+    err.print(f"Pinned peer [bold]{row.origin}[/bold] at {row.url}")
+    err.print(f"  sharing: {row.policy}")
+
+
+@peers_app.command("list")
+def peers_list(
+    removed: Annotated[bool, typer.Option(help="Include removed peers.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+) -> None:
+    """Peers with their sync status."""
+    from app.services import peers
+
+    node = _node()
+    try:
+        rows = peers.list_all(node, removed=removed)
+    finally:
+        node.db.dispose()
+    if as_json:
+        for r in rows:
+            print(r.model_dump_json())
+        return
+    out.print(_peer_table(rows))
+
+
+@peers_app.command("remove")
+def peers_remove(origin: Annotated[str, typer.Argument(help="The peer's origin.")]) -> None:
+    """Stop federating with a peer: its requests are refused, nothing more goes to it."""
+    from app.services import peers
+
+    node = _node()
+    try:
+        peers.remove(node, origin)
+    finally:
+        node.db.dispose()
+    err.print(f"Removed peer {origin}")
+
+
+@peers_app.command("set-policy")
+def peers_set_policy(
+    origin: Annotated[str, typer.Argument(help="The peer's origin.")],
+    policy: Annotated[str, typer.Argument(help="'categories=a,b;types=pdq;tlp=green,amber'")],
+) -> None:
+    """Change what is shared with a peer (a log entry)."""
+    from app.services import peers
+
+    node = _node()
+    try:
+        row = peers.set_policy(node, origin, policy)
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {exc.field}: {exc.reason}")
+        raise typer.Exit(2) from None
+    finally:
+        node.db.dispose()
+    err.print(f"{origin}: sharing {row.policy}")
+
+
+@app.command("sync")
+def sync_cmd(
+    peer: Annotated[str | None, typer.Argument(help="One peer's origin (default: all).")] = None,
+) -> None:
+    """Pull from peers now (the server also does it in the background and on notify)."""
+    from app.services.federation import Federation
+
+    node = _node()
+    fed = Federation(node)
+    try:
+        results = [fed.pull(peer)] if peer else fed.pull_all()
+    finally:
+        fed.client.close()
+        node.db.dispose()
+    failed = False
+    for r in results:
+        if r.error:
+            failed = True
+            err.print(f"[red]{r.peer}[/red]: {r.error}")
+        else:
+            err.print(
+                f"{r.peer}: {r.applied} applied, {r.duplicate} duplicate, {r.refused} refused "
+                f"({r.pages} page(s), cursor {r.cursor})"
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_cmd(
+    keep: Annotated[bool, typer.Option(help="Keep the nodes' data directories.")] = False,
+) -> None:
+    """Three nodes on loopback (two platforms and an NGO) federating, step by step."""
+    from app.demo import run_demo
+
+    raise typer.Exit(run_demo(out, keep=keep))
 
 
 def main() -> None:

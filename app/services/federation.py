@@ -202,11 +202,22 @@ class Federation:
     def wake(self, peer: str) -> None:
         with self._lock:
             event = self._wake.get(peer)
+            if event is None and self._threads and not self._stop.is_set():
+                # A peer added moments ago (its loop starts at the next supervisor round).
+                event = self._start_loop(peer)
         if event is not None:
             event.set()
-        elif not self._threads:
+        else:
             # No loops running (CLI or tests): pull now on a short-lived thread.
             threading.Thread(target=self.pull, args=(peer,), daemon=True).start()
+
+    def _start_loop(self, peer: str) -> threading.Event:
+        """Start `peer`'s pull loop; call with `_lock` held."""
+        event = self._wake[peer] = threading.Event()
+        t = threading.Thread(target=self._peer_loop, args=(peer,), name=f"sync-{peer}", daemon=True)
+        self._loops[peer] = t
+        t.start()
+        return event
 
     def pull(self, peer: str) -> PullResult:
         """Pull from `peer` until it has nothing more; never raises for peer trouble."""
@@ -342,12 +353,7 @@ class Federation:
                 peers = set(self.current_peers())
                 with self._lock:
                     for peer in peers - set(self._loops):
-                        self._wake[peer] = threading.Event()
-                        t = threading.Thread(
-                            target=self._peer_loop, args=(peer,), name=f"sync-{peer}", daemon=True
-                        )
-                        self._loops[peer] = t
-                        t.start()
+                        self._start_loop(peer)
                     for peer in set(self._loops) - peers:
                         self._wake[peer].set()
             except Exception:

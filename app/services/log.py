@@ -74,16 +74,23 @@ class LogEntry:
 
 
 def checkpoint_note(node: Node, size: int | None = None) -> str:
-    """The latest checkpoint note, or the one stored for `size`."""
+    """The latest checkpoint note, or the one stored for `size`, with the cosignatures peers
+    gave it (C2SP tlog-cosignature lines appended; verifiers ignore keys they do not know)."""
+    from app.storage import peers as peer_store
+
     if size is None:
-        return latest_checkpoint(node).note
-    if size < 0:
-        raise InvalidInput("size", "must be >= 0")
+        row = latest_checkpoint(node)
+    else:
+        if size < 0:
+            raise InvalidInput("size", "must be >= 0")
+        with node.db.read() as session:
+            found = log_store.checkpoint_at(session, size)
+        if found is None:
+            raise NotFound(f"no checkpoint was published at size {size}")
+        row = found
     with node.db.read() as session:
-        row = log_store.checkpoint_at(session, size)
-    if row is None:
-        raise NotFound(f"no checkpoint was published at size {size}")
-    return row.note
+        lines = [c.line for c in peer_store.cosignatures(session, row.size)]
+    return row.note + "".join(lines)
 
 
 def _size(session: Session) -> int:

@@ -142,7 +142,11 @@ def add(node: Node, spec: PeerIn, fetch: FetchDescriptor, *, replace: bool = Fal
         raise InvalidInput("verifier_key", "this is our own key")
     policy = parse_policy(node, spec.policy)
     descriptor = fetch(url)
-    check_descriptor(descriptor, key)
+    try:
+        check_descriptor(descriptor, key)
+    except VerificationError as exc:
+        # The operator's input does not match what the URL serves: refuse, naming why.
+        raise InvalidInput("verifier_key", f"refused: {exc}") from None
     now = utcnow()
     with transaction(node) as tx:
         row = store.get_peer(tx.session, key.origin, removed=True)

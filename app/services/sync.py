@@ -3,13 +3,14 @@
 Serving (`GET /federation/v1/records?after=&limit=`). The cursor is a position in OUR log:
 every signal and feedback row carries `change_seq`, the log index of its latest change
 (gap-free and commit-ordered, see storage/db.py). A cursor counts log entries looked at; a
-page walks rows with `after <= change_seq < log size` in that order and turns each into the record a peer needs:
-a live signal -> its signed record; a retracted one -> the origin's retraction; feedback ->
-the verdict, routed only toward the signal's origin. Every record passes `audience.may_send`
-(audience, hop limit, the peer's policy, never back to its origin). Rows the peer may not see
-still move the cursor. `next` is one past the change_seq of the last row looked at, or the
-log size when everything was looked at, so a page is the same on any worker and a restart resumes
-exactly. One `delivered` log entry per non-empty page: {to, after, up_to, count, digests}.
+page walks rows with `after <= change_seq < log size` in that order and turns each into the
+record a peer needs: a live signal -> its signed record; a retracted one -> the origin's
+retraction; feedback -> the verdict, routed only toward the signal's origin. Every record
+passes `audience.may_send` (audience, hop limit, the peer's policy, never back to its
+origin). Rows the peer may not see still move the cursor. `next` is one past the change_seq
+of the last row looked at, or the log size when everything was looked at, so a page is the
+same on any worker and a restart resumes exactly. One `delivered` log entry per non-empty
+page: {to, after, up_to, count, digests}.
 
 Applying. Every record is verified against its ORIGIN's pinned key, whoever relayed it, and
 checked with `audience.may_accept`; it is applied at most once per (origin, kind, id, version)

@@ -8,7 +8,9 @@ from typing import Any
 from tests.federation_int.conftest import PDQ, TNode, mesh
 
 
-def test_signal_reaches_peers_and_retraction_stops_it(make_nodes: Callable[..., list[TNode]]) -> None:
+def test_signal_reaches_peers_and_retraction_stops_it(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
     a, b, c = make_nodes("a.test", "b.test", "c.test")
     mesh(a, b, c)
     sid = a.submit(type="pdq", value=PDQ, quality=90)
@@ -41,9 +43,7 @@ def test_signal_reaches_peers_and_retraction_stops_it(make_nodes: Callable[..., 
 def test_amber_goes_only_to_the_named_peer(make_nodes: Callable[..., list[TNode]]) -> None:
     a, b, c = make_nodes("a.test", "b.test", "c.test")
     mesh(a, b, c)
-    a.submit(
-        type="md5", value="ab" * 16, audience={"tlp": "amber", "peers": ["b.test"]}
-    )
+    a.submit(type="md5", value="ab" * 16, audience={"tlp": "amber", "peers": ["b.test"]})
     b.pull(a)
     c.pull(a)
     # b relays nothing amber to c.
@@ -150,3 +150,32 @@ def test_cursor_and_pages(make_nodes: Callable[..., list[TNode]]) -> None:
     (status,) = peers
     assert status["records_received"] == 25 and status["lag"] == 0
     assert status["last_success"] is not None and status["last_error"] is None
+
+
+def test_push_notify_makes_peers_pull(make_nodes: Callable[..., list[TNode]]) -> None:
+    import time
+
+    a, b, c = make_nodes("a.test", "b.test", "c.test")
+    mesh(a, b, c)
+    a.submit(type="md5", value="0e" * 16)
+    assert a.fed.push() == 2
+    assert a.fed.push() == 0  # nothing changed since: no notify storm
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        b.refresh()
+        c.refresh()
+        if b.match("md5", "0e" * 16) and c.match("md5", "0e" * 16):
+            break
+        time.sleep(0.05)
+    assert b.match("md5", "0e" * 16) and c.match("md5", "0e" * 16)
+
+
+def test_metrics(make_nodes: Callable[..., list[TNode]]) -> None:
+    a, b = make_nodes("a.test", "b.test")
+    mesh(a, b)
+    a.submit(type="md5", value="0e" * 16)
+    b.pull(a)
+    assert b.client.get("/metrics").status_code == 401
+    text = b.client.get("/metrics", headers=b.admin).text
+    assert 'signet_peer_records_received_total{peer="a.test"} 1.0' in text
+    assert 'signet_peer_lag_entries{peer="a.test"}' in text
