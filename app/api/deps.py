@@ -16,7 +16,8 @@ from app.services.node import Node
 _bearer = HTTPBearer(auto_error=False, description="An API key from `signet api-keys create`.")
 
 
-def get_node(request: Request) -> Node:
+async def get_node(request: Request) -> Node:
+    # Async so FastAPI does not hand this trivial lookup to a worker thread on every request.
     node: Node = request.app.state.node
     return node
 
