@@ -14,8 +14,6 @@ Records are keyed by "<origin>/<signal id>", so two origins sharing a hash stay 
 retracting one leaves the other.
 """
 
-from __future__ import annotations
-
 import logging
 import time
 import typing as t
@@ -106,7 +104,7 @@ class SignetCredentials(auth.CredentialHelper):
     api_key: str = field(metadata={"help": "Signet API key: scope feed (+match, feedback)"})
 
     @classmethod
-    def _from_str(cls, s: str) -> SignetCredentials:
+    def _from_str(cls, s: str) -> "SignetCredentials":
         return cls(api_key=s.strip())
 
     def _are_valid(self) -> bool:
@@ -207,7 +205,7 @@ class SignetSignalExchangeAPI(
         cls,
         collab: SignetCollabConfig,
         credentials: SignetCredentials | None = None,
-    ) -> SignetSignalExchangeAPI:
+    ) -> "SignetSignalExchangeAPI":
         credentials = credentials or SignetCredentials.get(cls)
         return cls(collab, credentials.api_key)
 
