@@ -38,7 +38,7 @@ def publish_checkpoint(node: Node) -> CheckpointRow:
         latest = log_store.latest_checkpoint(session)
         if latest is not None and latest.size == size:
             return latest
-        reader = log_store.NodeReader(session)
+        reader = logscan.NodeReader(session)
         if size:
             reader.prefetch(merkle.perfect_node_ids(0, size))
         root = merkle.root_hash(size, reader)
@@ -126,7 +126,7 @@ def inclusion_proof(node: Node, index: int, size: int) -> tuple[bytes, list[byte
         current = _size(session)
         if size > current:
             raise InvalidInput("size", f"beyond the log (size {current})")
-        reader = log_store.NodeReader(session)
+        reader = logscan.NodeReader(session)
         # One query for every node the proof needs, then pure computation.
         reader.prefetch([(0, index), *merkle.inclusion_proof_node_ids(index, size)])
         return reader(0, index), merkle.inclusion_proof(index, size, reader)
@@ -142,7 +142,7 @@ def consistency_proof(node: Node, size1: int, size2: int) -> list[bytes]:
         current = _size(session)
         if size2 > current:
             raise InvalidInput("to", f"beyond the log (size {current})")
-        reader = log_store.NodeReader(session)
+        reader = logscan.NodeReader(session)
         reader.prefetch(merkle.consistency_proof_node_ids(size1, size2))
         return merkle.consistency_proof(size1, size2, reader)
 

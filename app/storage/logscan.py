@@ -5,12 +5,56 @@ Kept apart from the append path: nothing here takes the sequencer lock or writes
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlmodel import Session, col
 
 from app.storage.models import LogEntryRow, LogNodeRow
+
+_CHUNK = 200  # terms per OR: far below SQLite's expression-depth limit
+
+
+def node_hashes(session: Session, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Many perfect-subtree hashes by primary key, a few queries for any number of them.
+
+    Written as `(level = ? AND idx = ?) OR ...` on purpose: SQLite (3.40) answers a row-value
+    `(level, idx) IN (...)` with a full table scan, which made every proof O(n); the OR form
+    is one index search per term there (MULTI-INDEX OR) and a BitmapOr on PostgreSQL.
+    """
+    out: dict[tuple[int, int], bytes] = {}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        cond = or_(
+            *(and_(col(LogNodeRow.level) == lv, col(LogNodeRow.idx) == ix) for lv, ix in chunk)
+        )
+        rows = session.execute(
+            select(LogNodeRow.level, LogNodeRow.idx, LogNodeRow.hash).where(cond)  # type: ignore[call-overload]
+        ).all()
+        out.update({(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
+    return out
+
+
+class NodeReader:
+    """`get(level, index)` for proof code: prefetch what `merkle.*_node_ids` names in one go."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    def prefetch(self, ids: Iterable[tuple[int, int]]) -> None:
+        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
+        self._cache.update(node_hashes(self._session, missing))
+
+    def __call__(self, level: int, index: int) -> bytes:
+        h = self._cache.get((level, index))
+        if h is None:
+            found = node_hashes(self._session, [(level, index)])
+            if not found:
+                raise LookupError(f"log node ({level}, {index}) missing")
+            h = self._cache[(level, index)] = found[(level, index)]
+        return h
 
 
 def leaf_hashes(session: Session, start: int, end: int) -> list[bytes]:
