@@ -55,7 +55,7 @@ StopNCIIKey = Annotated[Caller, Depends(stopncii_key)]
 def fetch_hashes(
     node: NodeDep,
     key: StopNCIIKey,
-    start_timestamp: Annotated[int, Query(alias="startTimestamp", ge=0, le=2**40)] = 0,
+    start_timestamp: Annotated[int, Query(alias="startTimestamp", ge=0, le=253_402_300_799)] = 0,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=10_000)] = 800,
     next_page_token: Annotated[str | None, Query(alias="nextPageToken", max_length=64)] = None,
 ) -> dict[str, Any]:

@@ -89,8 +89,16 @@ def _scan(
     return kept, cursor, cursor_at, more
 
 
+def _is_count(text: str) -> bool:
+    """ASCII digits within a signed 64-bit column (str.isdigit also accepts e.g. '²')."""
+    return text.isascii() and text.isdigit() and int(text) < 2**62
+
+
 def _epoch(ts: int) -> datetime:
-    return datetime.fromtimestamp(max(ts, 0), UTC)
+    try:
+        return datetime.fromtimestamp(max(ts, 0), UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidInput("startTimestamp", "Unix seconds before the year 10000") from None
 
 
 # --- StopNCII-style FetchHashes ----------------------------------------------------------------
@@ -122,7 +130,7 @@ def _decode_token(token: str) -> tuple[int, int]:
         len(token) > 64
         or len(parts) != 3
         or parts[0] != "s1"
-        or not all(p.isdigit() for p in parts[1:])
+        or not all(_is_count(p) for p in parts[1:])
     ):
         raise InvalidInput("nextPageToken", "not a token this node issued")
     return int(parts[1]), int(parts[2])
@@ -235,10 +243,13 @@ def _decode_expiry(token: str) -> tuple[datetime, int]:
         len(token) > 64
         or len(parts) != 3
         or parts[0] != "e1"
-        or not all(p.isdigit() for p in parts[1:])
+        or not all(_is_count(p) for p in parts[1:])
     ):
         raise InvalidInput("after", "not a cursor this node issued")
-    at = datetime.fromtimestamp(int(parts[1]) / 1_000_000, UTC)
+    try:
+        at = datetime.fromtimestamp(int(parts[1]) / 1_000_000, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidInput("after", "not a cursor this node issued") from None
     return at, int(parts[2])
 
 
@@ -254,7 +265,7 @@ def expired(
         since_dt = parse_rfc3339(since)
         until_dt = min(parse_rfc3339(until), now) if until else now
     except ValueError:
-        raise InvalidInput("since", "an RFC 3339 time with a timezone") from None
+        raise InvalidInput("since/until", "RFC 3339 times with a timezone") from None
     resume = _decode_expiry(after) if after else None
     with node.db.read() as session:
         rows = q.expired_between(
@@ -421,7 +432,7 @@ def taxii_objects(
     if types is not None and "indicator" not in types:
         return {"more": False, "objects": []}, None, None
     if next_token:
-        if not next_token.isdigit() or len(next_token) > 20:
+        if not _is_count(next_token):
             raise InvalidInput("next", "not a `next` value this server issued")
         after = int(next_token)
     elif added_after:
@@ -429,8 +440,9 @@ def taxii_objects(
             since = parse_rfc3339(added_after)
         except ValueError:
             raise InvalidInput("added_after", "an RFC 3339 timestamp") from None
+        # added_after is exclusive; date_added has microsecond precision.
+        since = min(since, datetime.max.replace(tzinfo=UTC) - timedelta(microseconds=1))
         with node.db.read() as session:
-            # added_after is exclusive; date_added has microsecond precision.
             after = q.log_index_at(session, since + timedelta(microseconds=1)) - 1
     else:
         after = -1

@@ -246,3 +246,31 @@ def test_taxii_discovery_and_stix_validity(client, auth, make_key):
         headers=basic,
     ).json()
     assert none == {"more": False, "objects": []}
+
+
+def test_junk_cursors_are_400_not_500(client, auth, make_key):
+    one_of_each(client, auth)
+    feed = make_key("feed")
+    fn = _fn_key(feed)
+    cid = _collections(client, feed)["all"]
+    cases = [
+        ("/stopncii/v1/FetchHashes", {"nextPageToken": "s1.99999999999999999999999.1"}, fn),
+        ("/stopncii/v1/FetchHashes", {"nextPageToken": "s1.².1"}, fn),
+        ("/stopncii/v1/FetchHashes", {"startTimestamp": 10**15}, fn),
+        (
+            "/v1/changes/expired",
+            {"since": "2020-01-01T00:00:00Z", "after": "e1.9" + "9" * 40 + ".1"},
+            feed,
+        ),
+        ("/v1/changes/expired", {"since": "2020-01-01T00:00:00Z", "until": "nope"}, feed),
+        (f"/taxii2/signet/collections/{cid}/objects/", {"next": "9" * 30}, feed),
+        (
+            f"/taxii2/signet/collections/{cid}/objects/",
+            {"added_after": "9999-12-31T23:59:59.999999Z"},
+            feed,
+        ),
+        (f"/taxii2/signet/collections/{cid}/objects/", {"added_after": "yesterday"}, feed),
+    ]
+    for path, params, headers in cases:
+        r = client.get(path, params=params, headers=headers)
+        assert r.status_code < 500, (path, params, r.text)
