@@ -175,10 +175,12 @@ class SignetSignalExchangeAPI(
         self.base = collab.node_url.rstrip("/")
         self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
-        self.keys: dict[str, VerifierKey] = {}
+        # Several keys per origin may be pinned (across a key rotation, records signed by the
+        # old key keep verifying); a record picks the pinned key its key_id names.
+        self.keys: dict[tuple[str, str], VerifierKey] = {}
         for text in collab.verifier_keys:
             key = VerifierKey.parse(text.strip())
-            self.keys[key.origin] = key
+            self.keys[(key.origin, key.key_id)] = key
 
     @classmethod
     def get_name(cls) -> str:
@@ -228,7 +230,14 @@ class SignetSignalExchangeAPI(
     def _verify(self, record: t.Any) -> bool:
         """True if verified, False if its origin is not pinned; raises if it fails."""
         try:
-            verify_record(record, self.keys.get)
+            key_id = record.get("key_id")
+            verify_record(
+                record,
+                lambda origin: (
+                    self.keys.get((origin, key_id))
+                    or next((k for (o, _), k in self.keys.items() if o == origin), None)
+                ),
+            )
         except UnknownKeyError:
             log.warning("skipping a record from unpinned origin %r", record.get("origin"))
             return False

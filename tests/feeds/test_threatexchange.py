@@ -183,7 +183,8 @@ def test_extension_refuses_tampered_and_skips_unpinned(live, tmp_path):
 
     other = NodeKey.from_seed(b"\x07" * 32).verifier_key("other.example")
     api, _ = _signet_api(live, feed)
-    api.keys = {"other.example": api.keys.get("other.example") or _parse(other)}
+    parsed = _parse(other)
+    api.keys = {(parsed.origin, parsed.key_id): parsed}
     store, _ = _fetch(api)  # our node's origin is not pinned: skipped, not trusted
     assert store == {}
 
