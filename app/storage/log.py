@@ -2,15 +2,15 @@
 
 Appends happen inside a write transaction (`Database.write()`), which already holds the
 sequencer row, so `LogAppender` can read the head, append and move the head without races.
-Proof computation lives in `app.crypto.merkle`; this module only fetches the nodes it asks for.
+Proof computation lives in `app.crypto.merkle`; batched node reads for proofs are in
+`app.storage.logscan`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, select, update
 from sqlmodel import Session, col
 
 from app.crypto import merkle
@@ -81,36 +81,6 @@ def node_hash(session: Session, level: int, index: int) -> bytes:
     if h is None:
         raise LookupError(f"log node ({level}, {index}) missing")
     return bytes(h)
-
-
-def node_hashes(session: Session, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """Fetch many perfect-subtree hashes in one query."""
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(LogNodeRow.level, LogNodeRow.idx, LogNodeRow.hash).where(  # type: ignore[call-overload]
-            tuple_(col(LogNodeRow.level), col(LogNodeRow.idx)).in_(list(ids))
-        )
-    ).all()
-    return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
-
-
-class NodeReader:
-    """A `get(level, index)` for proof code that batches reads via `merkle.*_node_ids` hints."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._cache: dict[tuple[int, int], bytes] = {}
-
-    def prefetch(self, ids: Iterable[tuple[int, int]]) -> None:
-        missing = [i for i in ids if i not in self._cache]
-        self._cache.update(node_hashes(self._session, missing))
-
-    def __call__(self, level: int, index: int) -> bytes:
-        h = self._cache.get((level, index))
-        if h is None:
-            h = self._cache[(level, index)] = node_hash(self._session, level, index)
-        return h
 
 
 def log_size(session: Session) -> int:
