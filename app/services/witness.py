@@ -39,6 +39,7 @@ from app.services import log as exchange_log
 from app.services.node import Node
 from app.services.tx import transaction
 from app.storage import log as log_store
+from app.storage import logscan
 from app.storage import peers as store
 from app.storage.models import WitnessStateRow
 from app.storage.types import utcnow
@@ -143,7 +144,7 @@ def _proof(node: Node, old: int, new: int) -> list[bytes]:
     if old == 0 or old == new:
         return []
     with node.db.read() as session:
-        reader = log_store.NodeReader(session)
+        reader = logscan.NodeReader(session)
         reader.prefetch(merkle.consistency_proof_node_ids(old, new))
         return merkle.consistency_proof(old, new, reader)
 
