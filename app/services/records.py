@@ -11,7 +11,7 @@ from typing import Any
 
 from app.crypto.records import sign_record
 from app.services.node import Node
-from app.services.timefmt import rfc3339
+from app.services.timefmt import parse_rfc3339, rfc3339
 
 RECORD_VERSION = 1
 
@@ -50,6 +50,29 @@ def signal_body(
         "valid_from": rfc3339(valid_from),
         "valid_until": rfc3339(valid_until),
         "audience": {"tlp": tlp, "peers": peers, "hops": hops},
+    }
+
+
+def signal_columns(body: dict[str, Any]) -> dict[str, Any]:
+    """The signal table's columns that restate a signal record's fields, read from the record so
+    the row says exactly what was signed (timestamps included, at the record's precision)."""
+    audience = body["audience"]
+    return {
+        "uid": body["id"],
+        "version": body["version"],
+        "type": body["type"],
+        "value": body["value"],
+        "attrs": body["attrs"],
+        "categories": body["categories"],
+        "indicators": body["indicators"],
+        "opinion": body["opinion"],
+        "confidence": body["confidence"],
+        "reviewed": body["reviewed"],
+        "tlp": audience["tlp"],
+        "audience_peers": audience["peers"],
+        "audience_hops": audience["hops"],
+        "valid_from": parse_rfc3339(body["valid_from"]),
+        "valid_until": parse_rfc3339(body["valid_until"]),
     }
 
 

@@ -197,22 +197,9 @@ def _publish(tx: Any, p: PreparedSignal, submitted_by: int | None) -> SignalRow:
     record = records.sign(node, body)
     seq = tx.append_record("signal", record, spec.audience.tlp.value)
     row = SignalRow(
-        uid=uid,
+        **records.signal_columns(body),
         origin=node.origin,
-        type=p.type,
-        value=p.value,
         match_key=p.match_key,
-        attrs=p.attrs,
-        categories=spec.categories,
-        indicators=spec.indicators,
-        opinion=spec.opinion.value,
-        confidence=spec.confidence,
-        reviewed=spec.reviewed,
-        tlp=spec.audience.tlp.value,
-        audience_peers=sorted(spec.audience.peers),
-        audience_hops=spec.audience.hops,
-        valid_from=now,
-        valid_until=p.valid_until,
         created_at=now,
         updated_at=now,
         change_seq=seq,
