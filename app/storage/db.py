@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
@@ -33,7 +34,13 @@ class Database:
             self.engine = _sqlite_engine(url, echo=echo)
         else:
             self.engine = create_engine(
-                url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10
+                url,
+                echo=echo,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
             )
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
 
@@ -63,6 +70,13 @@ class Database:
         self.engine.dispose()
 
 
+def _json_dumps(value: Any) -> str:
+    # JSON columns (records, categories, ...) are written on every insert: orjson is ~10x faster
+    # than the json module. Stored JSON need not be canonical; signatures cover RFC 8785 bytes
+    # computed separately (app.crypto.canonical).
+    return orjson.dumps(value).decode()
+
+
 def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
@@ -71,6 +85,8 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         url,
         echo=echo,
         connect_args={"check_same_thread": False, "timeout": 30},
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         # Reuse connections: opening one (and its PRAGMAs) costs more than a whole indexed read.
         # Worker processes are spawned, not forked, so no pooled connection crosses a fork.
         pool_size=8,
