@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 from app.storage.models import LogHead
 
 _WRITE = "signet_write"
+LOG_SIZE = "signet_log_size"
 
 
 class Database:
@@ -54,7 +55,14 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A transaction holding the sequencer lock; commits on success, rolls back on error."""
         with Session(self._write_engine, expire_on_commit=False) as session:
-            session.exec(select(LogHead).where(LogHead.id == 1).with_for_update()).one()
+            head = LogHead.__table__.c  # type: ignore[attr-defined]
+            size = (
+                session.connection()
+                .execute(select(head.size).where(head.id == 1).with_for_update())
+                .scalar_one()
+            )
+            # The log size read under the lock; LogAppender starts from it and keeps it current.
+            session.info[LOG_SIZE] = size
             try:
                 yield session
                 session.commit()

@@ -14,8 +14,13 @@ from sqlalchemy import delete, select, update
 from sqlmodel import Session, col
 
 from app.crypto import merkle
+from app.storage.db import LOG_SIZE
 from app.storage.models import CheckpointRow, LogEntryRow, LogHead, LogNodeRow
 from app.storage.types import utcnow
+
+_ENTRY = LogEntryRow.__table__  # type: ignore[attr-defined]
+_NODE = LogNodeRow.__table__  # type: ignore[attr-defined]
+_HEAD = LogHead.__table__  # type: ignore[attr-defined]
 
 
 class LogAppender:
@@ -23,10 +28,10 @@ class LogAppender:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        head = session.get(LogHead, 1)
-        if head is None:
-            raise RuntimeError("log_head row missing: run `signet db upgrade`")
-        self.start = self.size = head.size
+        # Core statements on the session's connection: the append path runs once per write
+        # transaction, and the ORM's per-statement bookkeeping was most of its cost.
+        self._conn = session.connection()
+        self.start = self.size = log_size(session)
         # Nodes written in this transaction, so consecutive appends need no reads at all.
         self._fresh: dict[tuple[int, int], bytes] = {}
         self._entries: list[dict[str, object]] = []
@@ -36,7 +41,7 @@ class LogAppender:
         cached = self._fresh.get((level, index))
         if cached is not None:
             return cached
-        return node_hash(self._session, level, index)
+        return node_hash(self._session, level, index)  # at most one read per completed level
 
     def append(self, kind: str, data: bytes, created_at: datetime | None = None) -> int:
         """Append one leaf (its canonical bytes); returns its index."""
@@ -64,28 +69,35 @@ class LogAppender:
         """Write the buffered entries and nodes and move the head."""
         if self.size == self.start:
             return
-        self._session.execute(LogEntryRow.__table__.insert(), self._entries)  # type: ignore[attr-defined]
-        self._session.execute(LogNodeRow.__table__.insert(), self._nodes)  # type: ignore[attr-defined]
-        self._session.execute(update(LogHead).where(col(LogHead.id) == 1).values(size=self.size))
+        self._conn.execute(_ENTRY.insert(), self._entries)
+        self._conn.execute(_NODE.insert(), self._nodes)
+        self._conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(size=self.size))
+        self._session.info[LOG_SIZE] = self.size
         self._entries.clear()
         self._nodes.clear()
         self.start = self.size
 
 
 def node_hash(session: Session, level: int, index: int) -> bytes:
-    h = session.execute(
-        select(LogNodeRow.hash).where(  # type: ignore[call-overload]
-            col(LogNodeRow.level) == level, col(LogNodeRow.idx) == index
-        )
-    ).scalar_one_or_none()
+    h = (
+        session.connection()
+        .execute(select(_NODE.c.hash).where(_NODE.c.level == level, _NODE.c.idx == index))
+        .scalar_one_or_none()
+    )
     if h is None:
         raise LookupError(f"log node ({level}, {index}) missing")
     return bytes(h)
 
 
 def log_size(session: Session) -> int:
-    head = session.get(LogHead, 1)
-    return head.size if head else 0
+    """The log's size; inside a write transaction, as of the sequencer lock plus our appends."""
+    size = session.info.get(LOG_SIZE)
+    if size is None:
+        found = session.connection().execute(select(_HEAD.c.size).where(_HEAD.c.id == 1))
+        size = found.scalar_one_or_none()
+        if size is None:
+            raise RuntimeError("log_head row missing: run `signet db upgrade`")
+    return int(size)
 
 
 def entries(session: Session, start: int, end: int) -> list[LogEntryRow]:
