@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import orjson
 import rfc8785
 
 from app.crypto.errors import MalformedError
@@ -43,11 +45,22 @@ def canonical_json(obj: object) -> bytes:
     beyond ±2**53, non-string keys, non-JSON types): signing them would mean signing bytes
     another implementation cannot reproduce.
 
-    Fast path: records and log entries are plain JSON (see `_plain`), for which the standard
-    library's sorted, compact, non-ASCII-preserving output is byte-for-byte RFC 8785 (same
-    escapes: `\\b \\f \\n \\r \\t \\" \\\\` and lowercase `\\u00xx` for other controls), at
-    about a tenth of the cost. A lone surrogate cannot be UTF-8 encoded and falls back.
+    Fast path (records and log entries, on every signature and log append): orjson with sorted
+    keys gives RFC 8785's bytes for plain JSON — same escapes (`\\b \\f \\n \\r \\t`,
+    lowercase `\\u00xx` for other controls, everything else raw UTF-8), and key order by code
+    point, which equals UTF-16 order unless a supplementary-plane character is present. So its
+    output is used only when it provably holds no float (no `.`/`e` in a number, no `null`,
+    which is how orjson writes NaN), no integer beyond ±2**53 (refused by the strict-integer
+    option), only string keys (orjson refuses others), no non-JSON type (refused via
+    `default`) and no supplementary-plane character. Anything else takes the reference
+    implementation, whose answer (bytes or refusal) is authoritative.
     """
+    try:
+        out = orjson.dumps(obj, default=_not_json, option=_ORJSON_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        out = None
+    if out is not None and _fast_output_is_exact(out):
+        return out
     if _plain(obj):
         try:
             return json.dumps(
@@ -59,3 +72,28 @@ def canonical_json(obj: object) -> bytes:
         return rfc8785.dumps(obj)  # type: ignore[arg-type]
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
         raise MalformedError("json", f"cannot canonicalise: {exc}") from exc
+
+
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_STRICT_INTEGER
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+)
+# A number with a fraction or exponent (a float), or `null` (how orjson writes NaN and the
+# infinities, besides genuine nulls), where a value starts: after `:`, `,` or `[`. The same
+# bytes inside a string (say "12:30.5") only send the value down the slower exact paths.
+_NOT_EXACT = re.compile(rb"[:,\[]-?[0-9]+[.eE]|[:,\[]null")
+_SUPPLEMENTARY = re.compile(rb"[\xf0-\xf4]")
+
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"not a JSON type: {type(value).__name__}")
+
+
+def _fast_output_is_exact(out: bytes) -> bool:
+    if out[:1] not in (b"{", b"["):  # a bare scalar: not worth a fast path
+        return False
+    if not out.isascii() and _SUPPLEMENTARY.search(out):
+        return False
+    return _NOT_EXACT.search(out) is None

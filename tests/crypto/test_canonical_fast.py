@@ -12,7 +12,7 @@ _ints = st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1)
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
 _keys = st.one_of(st.text(alphabet=st.characters(max_codepoint=127), max_size=8), _text)
 _json = st.recursive(
-    st.none() | st.booleans() | _ints | _text,
+    st.none() | st.booleans() | _ints | _text | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
     max_leaves=20,
 )
