@@ -25,6 +25,10 @@ _WRITE = "signet_write"
 LOG_SIZE = "signet_log_size"
 
 
+_HEAD = LogHead.__table__.c  # type: ignore[attr-defined]
+_LOCK_LOG_HEAD = select(_HEAD.size).where(_HEAD.id == 1).with_for_update()
+
+
 class Database:
     """One node's database: an engine, a read session and a serialised write session."""
 
@@ -55,12 +59,7 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A transaction holding the sequencer lock; commits on success, rolls back on error."""
         with Session(self._write_engine, expire_on_commit=False) as session:
-            head = LogHead.__table__.c  # type: ignore[attr-defined]
-            size = (
-                session.connection()
-                .execute(select(head.size).where(head.id == 1).with_for_update())
-                .scalar_one()
-            )
+            size = session.connection().execute(_LOCK_LOG_HEAD).scalar_one()
             # The log size read under the lock; LogAppender starts from it and keeps it current.
             session.info[LOG_SIZE] = size
             try:

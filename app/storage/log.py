@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlmodel import Session, col
 
 from app.crypto import merkle
@@ -21,6 +21,14 @@ from app.storage.types import utcnow
 _ENTRY = LogEntryRow.__table__  # type: ignore[attr-defined]
 _NODE = LogNodeRow.__table__  # type: ignore[attr-defined]
 _HEAD = LogHead.__table__  # type: ignore[attr-defined]
+# Built once: SQLAlchemy then reuses their compiled form instead of rebuilding a cache key for a
+# new statement object in every write transaction.
+_INSERT_ENTRIES = _ENTRY.insert()
+_INSERT_NODES = _NODE.insert()
+_SET_SIZE = update(_HEAD).where(_HEAD.c.id == 1).values(size=bindparam("new_size"))
+_NODE_HASH = select(_NODE.c.hash).where(
+    _NODE.c.level == bindparam("level"), _NODE.c.idx == bindparam("idx")
+)
 
 
 class LogAppender:
@@ -69,9 +77,9 @@ class LogAppender:
         """Write the buffered entries and nodes and move the head."""
         if self.size == self.start:
             return
-        self._conn.execute(_ENTRY.insert(), self._entries)
-        self._conn.execute(_NODE.insert(), self._nodes)
-        self._conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(size=self.size))
+        self._conn.execute(_INSERT_ENTRIES, self._entries)
+        self._conn.execute(_INSERT_NODES, self._nodes)
+        self._conn.execute(_SET_SIZE, {"new_size": self.size})
         self._session.info[LOG_SIZE] = self.size
         self._entries.clear()
         self._nodes.clear()
@@ -81,7 +89,7 @@ class LogAppender:
 def node_hash(session: Session, level: int, index: int) -> bytes:
     h = (
         session.connection()
-        .execute(select(_NODE.c.hash).where(_NODE.c.level == level, _NODE.c.idx == index))
+        .execute(_NODE_HASH, {"level": level, "idx": index})
         .scalar_one_or_none()
     )
     if h is None:
