@@ -81,9 +81,12 @@ _ORJSON_OPTIONS = (
     | orjson.OPT_PASSTHROUGH_DATETIME
 )
 # A number with a fraction or exponent (a float), or `null` (how orjson writes NaN and the
-# infinities, besides genuine nulls), where a value starts: after `:`, `,` or `[`. The same
-# bytes inside a string (say "12:30.5") only send the value down the slower exact paths.
-_NOT_EXACT = re.compile(rb"[:,\[]-?[0-9]+[.eE]|[:,\[]null")
+# infinities, besides genuine nulls), as a whole value: after `:`, `,` or `[` and before `,`,
+# `]` or `}`. The same bytes inside a string (say "a:1.5,b") only send the value down the
+# slower exact paths; a timestamp such as "00:00:00.5Z" does not match.
+_NOT_EXACT = re.compile(
+    rb"[:,\[](?:-?[0-9]+(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)|null)[,\]}]"
+)
 _SUPPLEMENTARY = re.compile(rb"[\xf0-\xf4]")
 
 
