@@ -135,6 +135,38 @@ def _pid_holding(server_port: int, client_port: int, pids: set[int]) -> int | No
 
 
 @contextmanager
+def serve_process(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `signet serve ARGS` with `env` until /healthz answers; stop its process group after."""
+    url = f"http://127.0.0.1:{env['SIGNET_PORT']}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [SIGNET, "serve", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so the whole process group (workers too) can be stopped
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("node did not start:\n" + log.read_text()[-2000:])
+            time.sleep(0.1)
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+@contextmanager
 def running_node(
     tmp_path: Path, *, workers: int = 1, origin: str = "e2e.example"
 ) -> Iterator[NodeProc]:
@@ -151,36 +183,10 @@ def running_node(
     for name in ("SIGNET_DATABASE_URL", "SIGNET_URL", "SIGNET_API_KEY"):
         env.pop(name, None)
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SIGNET, "serve", "--workers", str(workers)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so the whole process group (workers too) can be stopped
-        )
-    node = NodeProc(f"http://127.0.0.1:{port}", port, env, proc, log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(node.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("node did not start:\n" + log.read_text()[-2000:])
-            time.sleep(0.1)
+    with serve_process(env, log, "--workers", str(workers)) as proc:
+        node = NodeProc(f"http://127.0.0.1:{port}", port, env, proc, log)
         if workers > 1:  # wait until every worker has started and loaded its index
             deadline = time.monotonic() + 30
             while len(node.worker_pids()) < workers and time.monotonic() < deadline:
                 time.sleep(0.1)
         yield node
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)

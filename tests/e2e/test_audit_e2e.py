@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -31,7 +29,7 @@ from sqlalchemy.engine import make_url
 from app.crypto import merkle
 from app.crypto.canonical import canonical_json
 
-from .node_proc import SIGNET, free_port, running_node
+from .node_proc import SIGNET, free_port, running_node, serve_process
 
 pytestmark = pytest.mark.e2e
 
@@ -154,30 +152,8 @@ def pg_database() -> Iterator[str]:
 @contextmanager
 def serve(env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
-    env = {**env, "SIGNET_PORT": str(port)}
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SIGNET, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("node did not start:\n" + log.read_text()[-2000:])
-            time.sleep(0.1)
-        yield url
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+    with serve_process({**env, "SIGNET_PORT": str(port)}, log):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_two_processes_on_one_postgres_log(tmp_path: Path) -> None:
