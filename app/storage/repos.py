@@ -6,7 +6,6 @@ after what the node does with the data, not after SQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, or_, select
@@ -35,13 +34,6 @@ def get_signal(session: Session, uid: str, origin: str | None = None) -> SignalR
     rows = list(session.execute(stmt).scalars())
     rows.sort(key=lambda r: (r.received_from is not None, r.id))
     return rows[0] if rows else None
-
-
-def signals_by_ids(session: Session, ids: Sequence[int]) -> dict[int, SignalRow]:
-    if not ids:
-        return {}
-    stmt = select(SignalRow).where(col(SignalRow.id).in_(list(ids)))
-    return {r.id: r for r in session.execute(stmt).scalars() if r.id is not None}
 
 
 def list_signals(
@@ -92,28 +84,6 @@ def list_signals(
     return out
 
 
-def changed_since(session: Session, seq: int, limit: int = 10_000) -> list[SignalRow]:
-    """Signals whose latest change is after log index `seq`, in commit order."""
-    stmt = (
-        select(SignalRow)
-        .where(col(SignalRow.change_seq) > seq)
-        .order_by(col(SignalRow.change_seq))
-        .limit(limit)
-    )
-    return list(session.execute(stmt).scalars())
-
-
-def all_active(session: Session) -> list[SignalRow]:
-    stmt = select(SignalRow).where(col(SignalRow.status) == "active")
-    return list(session.execute(stmt).scalars())
-
-
-def max_change_seq(session: Session) -> int:
-    from sqlalchemy import func
-
-    return int(session.execute(select(func.max(SignalRow.change_seq))).scalar() or 0)
-
-
 def expire_due(session: Session, now: datetime) -> list[SignalRow]:
     stmt = select(SignalRow).where(
         col(SignalRow.status) == "active", col(SignalRow.valid_until) <= now
@@ -137,21 +107,6 @@ def purge_before(session: Session, cutoff: datetime) -> int:
         )
     session.execute(delete(SignalRow).where(col(SignalRow.id).in_([r[0] for r in rows])))
     return len(rows)
-
-
-# --- feedback ------------------------------------------------------------------------------
-
-
-def feedback_for(session: Session, signal_origin: str, signal_uid: str) -> list[FeedbackRow]:
-    stmt = select(FeedbackRow).where(
-        col(FeedbackRow.signal_origin) == signal_origin, col(FeedbackRow.signal_uid) == signal_uid
-    )
-    return list(session.execute(stmt).scalars())
-
-
-def get_feedback(session: Session, origin: str, uid: str) -> FeedbackRow | None:
-    stmt = select(FeedbackRow).where(col(FeedbackRow.origin) == origin, col(FeedbackRow.uid) == uid)
-    return session.execute(stmt).scalars().first()
 
 
 # --- API keys ------------------------------------------------------------------------------
