@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, health, problems, signals, wellknown
+from app.api import docs as api_docs
 from app.api import federation as federation_api
 from app.api import feeds as feeds_api
 from app.api import log as log_api
@@ -73,6 +74,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served from packaged assets by app.api.docs, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "signals", "description": "Publish, read and retract signals."},
             {"name": "match", "description": "Match uploads and accounts at upload time."},
@@ -82,6 +86,7 @@ def create_app(
         ],
     )
     problems.install(app)
+    api_docs.install(app)
     app.include_router(health.router)
     app.include_router(signals.router)
     app.include_router(admin.router)
