@@ -91,6 +91,46 @@ def test_stopncii_client_fetch_then_match(live):
     assert pdq
 
 
+def _stopncii_api(live: t.Any, feed: str) -> t.Any:
+    creds = StopNCIICredentials._from_str(f"{feed},{feed},{live.url}/stopncii/v1")
+    collab = CollaborationConfigBase(name="signet", api="stop_ncii", enabled=True)
+    api = StopNCIISignalExchangeAPI.for_collab(collab, creds)
+    api.api.fetch_hashes = _small_pages(api.api.fetch_hashes)
+    return api
+
+
+def _retract(live: t.Any, key: str, uid: str) -> None:
+    httpx.post(
+        f"{live.url}/v1/signals/{uid}/retract",
+        json={"reason": "withdrawn"},
+        headers={"Authorization": f"Bearer {key}"},
+    ).raise_for_status()
+
+
+def test_stopncii_client_never_stores_a_withdrawal_it_never_held(live):
+    """Issue 18: a walk that ends in the same second as a retraction used to send that signal
+    as `Withdrawn` on the next resume, which the unmodified client stores as an active hash."""
+    platform = live.key("submit", "read", "feedback")
+    api = _stopncii_api(live, live.key("feed"))
+    (kept,) = _submit(live, platform, signal("pdq", "ncii-kept", "clear"))
+    (gone,) = _submit(live, platform, signal("pdq", "ncii-gone-before", "clear"))
+    _retract(live, platform, gone)  # retracted before the consumer ever fetched
+    store, checkpoint = _fetch(api)
+    assert set(store) == {("pdq", hexof("ncii-kept"))}
+
+    (held,) = _submit(live, platform, signal("pdq", "ncii-held", "clear"))
+    store, checkpoint = _fetch(api, checkpoint, store)  # now holds `held`
+    (never,) = _submit(live, platform, signal("pdq", "ncii-never", "clear"))
+    _retract(live, platform, never)  # created and withdrawn between two fetches
+    _retract(live, platform, held)
+    store, checkpoint = _fetch(api, checkpoint, store)
+    store, checkpoint = _fetch(api, checkpoint, store)  # and resuming again changes nothing
+    # The client's bug keeps `held` as active (documented; the node did send its withdrawal),
+    # but nothing it never held appears in its store.
+    assert set(store) == {("pdq", hexof("ncii-kept")), ("pdq", hexof("ncii-held"))}
+    assert kept
+
+
 def _small_pages(fetch: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     def paged(**kwargs: t.Any) -> t.Any:
         kwargs["page_size"] = 2
