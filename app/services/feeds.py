@@ -161,7 +161,8 @@ def stopncii_fetch(
     resume. A retracted signal is sent as `Withdrawn` only when a page of the same walk covered
     the signal's first log index while the retraction was not yet committed (the page records
     the log size it read after its scan, and log indexes are commit-ordered), and the signal was
-    still valid when withdrawn: that page delivered it as active. No clock is compared. Everything else retracted is left out.
+    still valid when withdrawn: that page delivered it as active. No clock is compared.
+    Everything else retracted is left out.
 
     Resuming. Each page's `nextSetTimestamp` is unique per key (the current second, or one more
     than the key's last), so a consumer resuming from it resumes exactly at that page's end. A

@@ -107,9 +107,7 @@ def log_size(session: Session) -> int:
     return int(session.exec(select(LogHead.size).where(col(LogHead.id) == 1)).one())
 
 
-def stopncii_delivered(
-    session: Session, key_id: int, walk: int, seq: int, changed_at: int
-) -> bool:
+def stopncii_delivered(session: Session, key_id: int, walk: int, seq: int, changed_at: int) -> bool:
     """Whether a page of this walk covered log index `seq` while the change at log index
     `changed_at` was not yet visible."""
     stmt = (
@@ -127,7 +125,7 @@ def stopncii_delivered(
 
 
 def prune_stopncii_pages(session: Session, key_id: int, before: datetime) -> None:
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         delete(StopNCIIPageRow).where(
             col(StopNCIIPageRow.key_id) == key_id, col(StopNCIIPageRow.issued_at) < before
         )
