@@ -276,6 +276,7 @@ def retract(node: Node, uid: str, reason: str) -> SignalOut:
             signal_origin=row.origin, signal_uid=row.uid, version=row.version, reason=reason, at=now
         )
         record = records.sign(node, body)
+        row.created_seq = row.change_seq  # where feed consumers saw it appear
         row.change_seq = tx.append_record("retraction", record, row.tlp)
         row.status = "retracted"
         row.retracted_at = now
