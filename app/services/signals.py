@@ -69,7 +69,11 @@ def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
     if not isinstance(raw, dict):
         raise InvalidSignal("", "each signal must be a JSON object")
     spec = SignalIn.model_validate(raw)
-    known_ids = node.settings.identifier_keys
+    known_ids = set(node.settings.identifier_keys)
+    if known_ids:  # OPRF epoch ids are identifier key ids too (docs/identifiers.md)
+        from app.services.oprf import epoch_ids
+
+        known_ids |= epoch_ids(node.settings)
     if spec.key_id is not None and known_ids and spec.key_id not in known_ids:
         known = ", ".join(sorted(known_ids))
         raise InvalidSignal("key_id", f"unknown identifier key id; this node uses: {known}")

@@ -48,6 +48,10 @@ PUBLIC = {
         "random_scalar", "scalar_bytes", "scalar_int", "scalar_mult", "scalar_mult_base",
         "unblind", "verify_proof",
     ],
+    "oprf_threshold": [
+        "EPOCH_RE", "Epoch", "Finalized", "Holder", "HolderProofError", "Partial", "combine",
+        "deal", "evaluate_share", "finalize", "lagrange_at_zero", "verify_partial",
+    ],
     "errors": [
         "EquivocationError", "KeyFileError", "MalformedError", "UnknownKeyError",
         "UnknownLogError", "WitnessConflict",
