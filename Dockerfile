@@ -12,6 +12,9 @@ RUN python -m venv /opt/signet \
     && /opt/signet/bin/pip install --no-cache-dir '.[media]'
 
 FROM python:3.11-slim
+# pysodium (the identifier OPRF) loads the system libsodium.
+RUN apt-get update && apt-get install -y --no-install-recommends libsodium23 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home /var/lib/signet signet \
     && mkdir -p /var/lib/signet && chown signet /var/lib/signet
 COPY --from=build /opt/signet /opt/signet

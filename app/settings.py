@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     sync_interval: float = Field(30.0, gt=0, description="Seconds between background pulls.")
     background: bool = Field(True, description="Run checkpoint, purge and sync loops.")
 
+    # Identifier OPRF (docs/identifiers.md). A key holder loads its share files; a member node
+    # loads the public epoch files (the first is the current epoch). Comma-separated paths.
+    oprf_share_files: str = Field("", description="Key-holder share files (secret, mode 0600).")
+    oprf_epoch_files: str = Field("", description="Public OPRF epoch files this node serves.")
+    oprf_holder_limit: int = Field(
+        60_000, ge=1, description="Holder: evaluations per minute per member node."
+    )
+    oprf_key_limit: int = Field(
+        20_000, ge=1, description="Member: OPRF evaluations per minute per API key."
+    )
+
     @field_validator("origin")
     @classmethod
     def _origin(cls, v: str) -> str:

@@ -447,6 +447,8 @@ class _Applier:
             pending["hops"] = env.hops
         else:
             assert held is not None
+            if held.status != "retracted":
+                held.created_seq = held.change_seq  # where feed consumers saw it appear
             for name, value in changes.items():
                 setattr(held, name, value)
             held.hops = env.hops
