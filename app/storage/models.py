@@ -284,3 +284,19 @@ class StopNCIIPageRow(SQLModel, table=True):
     issued_at: datetime = _ts()
 
     __table_args__ = (Index("ix_stopncii_page_walk_end", "key_id", "walk", "end_seq"),)
+
+
+class LeaseRow(SQLModel, table=True):
+    """A named lease one process of the node holds at a time (e.g. "pull": the pull loops).
+
+    `expires_ms` is wall-clock milliseconds; a holder renews well before it, and any process
+    may take a lease whose expiry has passed (its holder died or hung). See services/lease.py.
+    """
+
+    __tablename__ = "lease"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    holder: str = Field(sa_column=Column(String(200), nullable=False))
+    expires_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Bumped on every change of holder: lets a holder tell it lost the lease in between.
+    generation: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
