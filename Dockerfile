@@ -13,8 +13,9 @@ RUN python -m venv /opt/signet \
     && /opt/signet/bin/pip install --no-cache-dir '.[media]'
 
 FROM python:3.11-slim
-# ICU's runtime library for pyicu (the same Debian release as the build stage).
-RUN apt-get update && apt-get install -y --no-install-recommends libicu72 \
+# pysodium (the identifier OPRF) loads the system libsodium; pyicu the system ICU (same Debian
+# release as the build stage).
+RUN apt-get update && apt-get install -y --no-install-recommends libsodium23 libicu72 \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home /var/lib/signet signet \
     && mkdir -p /var/lib/signet && chown signet /var/lib/signet

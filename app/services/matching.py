@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from app.errors import InvalidInput, InvalidSignal
 from app.schemas import ItemError, MatchBatchResult, MatchHit, MatchQuery, MatchResult
+from app.services import roster
 from app.services.node import Node
 from app.services.signals import key_id_of, pydantic_item_error
 from app.signals.match_index import match_key
@@ -86,6 +87,7 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         for (i, _), found in zip(group, node.index.pdq(codes, threshold, now), strict=True):
             hits[i] = [(r, d, None) for r, d in found]
     results = []
+    dropped = roster.dropped(node)  # members a roster removed or suspended, if it says drop
     for i, hs in enumerate(hits):
         if i in errors:
             results.append(MatchResult(index=i, status="rejected", error=errors[i]))
@@ -93,7 +95,8 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         matches = []
         for row_id, distance, matched in hs:
             s = node.index.get(row_id)
-            if s is not None:  # removed between the search and now: no longer a hit
+            # None: removed between the search and now, no longer a hit.
+            if s is not None and s.public.get("origin") not in dropped:
                 matches.append(MatchHit(**s.public, distance=distance, matched=matched))
         results.append(MatchResult(index=i, status="ok", matches=matches))
     return MatchBatchResult(results=results)
