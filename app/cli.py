@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli_roster import roster_app
 from app.errors import ConfigError, InvalidInput, SignetError
 from app.settings import Settings, load_settings
 
@@ -49,6 +50,7 @@ app.add_typer(audit_app, name="audit")
 peers_app = typer.Typer(help="Peers: pin their keys, choose what to share.", no_args_is_help=True)
 app.add_typer(peers_app, name="peers")
 app.add_typer(log_app, name="log")
+app.add_typer(roster_app, name="roster")
 
 SCOPES_HELP = "Comma-separated: submit,match,read,feedback,admin,audit,feed"
 KEY_ID_HELP = "Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY, or the only key)."

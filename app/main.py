@@ -16,6 +16,7 @@ from app.api import federation as federation_api
 from app.api import feeds as feeds_api
 from app.api import log as log_api
 from app.api import oprf as oprf_api
+from app.api import roster as roster_api
 from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
 from app.services import log as exchange_log
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(feeds_api.router)
     app.include_router(taxii_api.router)
     app.include_router(oprf_api.router)
+    app.include_router(roster_api.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_item_schemas(app)
     return app

@@ -286,6 +286,18 @@ class StopNCIIPageRow(SQLModel, table=True):
     __table_args__ = (Index("ix_stopncii_page_walk_end", "key_id", "walk", "end_seq"),)
 
 
+class RosterRow(SQLModel, table=True):
+    """A federation roster version this node accepted (see app/federation/roster.py)."""
+
+    __tablename__ = "roster"
+
+    version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    digest: str = Field(sa_column=Column(String(64), nullable=False))
+    # The document exactly as received (signatures included), RFC 8785 JSON text.
+    document: str = Field(sa_column=Column(Text, nullable=False))
+    accepted_at: datetime = _ts()
+
+
 class LeaseRow(SQLModel, table=True):
     """A named lease one process of the node holds at a time (e.g. "pull": the pull loops).
 

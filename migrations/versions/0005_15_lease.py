@@ -1,7 +1,7 @@
 """Leases: one process of a node runs the pull loops
 
 Revision ID: i15a
-Revises: i18a
+Revises: i17a
 Create Date: 2026-12-03 09:50:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'i15a'
-down_revision: str | None = 'i18a'
+down_revision: str | None = 'i17a'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
