@@ -26,7 +26,7 @@ from app.storage.types import utcnow
 
 CACHE_SECONDS = 1.0
 KEY_PREFIX = "sgn_"
-SCOPES = ("submit", "match", "read", "feedback", "admin", "audit", "feed")
+SCOPES = ("submit", "match", "read", "feedback", "admin", "audit", "feed", "metrics")
 
 
 def _hash(key: str) -> str:

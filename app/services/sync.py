@@ -38,6 +38,7 @@ from app.federation.errors import MalformedRecord, OwnRecordReturned
 from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
 from app.services import feedback as feedback_service
 from app.services import log as exchange_log
+from app.services import rekey
 from app.services import roster as roster_svc
 from app.services.node import Node
 from app.services.peers import policy_of
@@ -301,7 +302,11 @@ class _Applier:
             self.result.reasons.append(f"{digest[:16]} {reason[:200]}")
 
     def _verify(self, record: dict[str, Any]) -> None:
-        verify_record(record, lambda origin: self.keys.get(origin))
+        # A peer's records signed before its key rotation verify under the retired key.
+        verify_record(
+            record,
+            lambda origin: rekey.key_for(self.tx.session, self.keys, origin, record.get("key_id")),
+        )
 
     def _log(
         self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
