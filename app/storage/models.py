@@ -284,3 +284,20 @@ class StopNCIIPageRow(SQLModel, table=True):
     issued_at: datetime = _ts()
 
     __table_args__ = (Index("ix_stopncii_page_walk_end", "key_id", "walk", "end_seq"),)
+
+
+class TombstoneRow(SQLModel, table=True):
+    """A retraction received for a signal this node does not hold (yet).
+
+    Verified against the origin's key before it is kept, and kept so that a relay serving the
+    original record later cannot bring the retracted signal back (services/sync.py): the
+    signal then arrives already retracted.
+    """
+
+    __tablename__ = "retraction_tombstone"
+
+    origin: str = Field(sa_column=Column(String(253), primary_key=True))
+    uid: str = Field(sa_column=Column(String(64), primary_key=True))
+    record: dict[str, Any] = _json(dict)
+    received_from: str = Field(sa_column=Column(String(253), nullable=False))
+    created_at: datetime = _ts()
