@@ -570,6 +570,50 @@ def _check_witnesses(
     err.print(f"  witnesses: {len(valid)} of {len(keys)} cosigned ({names}), quorum {quorum}")
 
 
+@audit_app.command("report")
+def audit_report(
+    url: Annotated[str, typer.Argument(help="The node's URL.")],
+    key: Annotated[str, typer.Option("--key", help="The node's pinned verifier key.")],
+    token: Annotated[
+        str, typer.Option("--token", envvar="SIGNET_AUDIT_KEY", help="API key with scope audit.")
+    ],
+    since: Annotated[
+        str | None, typer.Option(help="From this date (YYYY-MM-DD or RFC 3339).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Up to this date (a bare date: inclusive).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="json, md or html.")] = "json",
+) -> None:
+    """Transparency report: verify the whole log first, then compute the figures from its
+    entries alone. Same log size -> byte-identical JSON (docs/console.md)."""
+    from app.audit import report as transparency
+    from app.audit.errors import AuditFailed
+
+    if format not in ("json", "md", "html"):
+        err.print("[red]error:[/red] --format must be json, md or html")
+        raise typer.Exit(2)
+    pinned = _vkey(key, "--key")
+    try:
+        lo = transparency.parse_bound(since)
+        hi = transparency.parse_bound(until, end=True)
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] --{exc.field}: {exc.reason}")
+        raise typer.Exit(2) from None
+    try:
+        origin, note, entries = transparency.collect_node(url, token, pinned)
+    except AuditFailed as exc:
+        err.print(f"[red]FAILED[/red] {exc}")
+        raise typer.Exit(1) from None
+    rep = transparency.compute(origin, note, entries, since=lo, until=hi)
+    render = {
+        "json": transparency.to_json,
+        "md": transparency.to_markdown,
+        "html": transparency.to_html,
+    }[format]
+    sys.stdout.write(render(rep))
+
+
 @audit_app.command("reconcile")
 def audit_reconcile(
     url_a: Annotated[str, typer.Argument(help="Node A's URL.")],

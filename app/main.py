@@ -17,6 +17,7 @@ from app.api import feeds as feeds_api
 from app.api import log as log_api
 from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
+from app.console import install as _console_install
 from app.services import log as exchange_log
 from app.services.background import Background
 from app.services.federation import Federation
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(log_api.router)
     app.include_router(feeds_api.router)
     app.include_router(taxii_api.router)
+    _console_install(app)  # /console: operator and auditor pages (app/console/)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_item_schemas(app)
     return app
