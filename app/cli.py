@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli_roster import roster_app
 from app.errors import ConfigError, InvalidInput, SignetError
 from app.settings import Settings, load_settings
 
@@ -49,6 +50,7 @@ app.add_typer(audit_app, name="audit")
 peers_app = typer.Typer(help="Peers: pin their keys, choose what to share.", no_args_is_help=True)
 app.add_typer(peers_app, name="peers")
 app.add_typer(log_app, name="log")
+app.add_typer(roster_app, name="roster")
 
 SCOPES_HELP = "Comma-separated: submit,match,read,feedback,admin,audit,feed"
 KEY_ID_HELP = "Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY, or the only key)."
@@ -208,11 +210,29 @@ def identifier_hash(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the signal fields as JSON.")
     ] = False,
+    use_oprf: Annotated[
+        bool,
+        typer.Option(
+            "--oprf",
+            help="Threshold OPRF through the node (SIGNET_URL, SIGNET_API_KEY) instead of a "
+            "shared key. VALUE '-' reads one identifier per line from stdin (up to 1,000).",
+        ),
+    ] = False,
+    epoch_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="--oprf: the public epoch file to verify holders against (default: the "
+            "first of SIGNET_OPRF_EPOCH_FILES, else the node's current epoch)."
+        ),
+    ] = None,
 ) -> None:
-    """Normalise and key-hash an identifier with a federation identifier key."""
+    """Normalise and key-hash an identifier: shared key (HMAC), or --oprf (stronger)."""
     from app.signals.identifiers import hash_identifier
 
     settings = _settings()
+    if use_oprf:
+        _identifier_hash_oprf(value, type, region, as_json, epoch_file, settings)
+        return
     keys = settings.identifier_keys
     chosen = (
         key_id or settings.default_identifier_key or (next(iter(keys)) if len(keys) == 1 else None)
@@ -237,6 +257,74 @@ def identifier_hash(
         print(json.dumps({"type": type, "value": digest, "key_id": chosen}))
     else:
         print(digest)
+
+
+def _identifier_hash_oprf(
+    value: str,
+    type: str,
+    region: str | None,
+    as_json: bool,
+    epoch_file: Path | None,
+    settings: Settings,
+) -> None:
+    from app.client import NodeClient
+    from app.crypto.oprf_threshold import Epoch
+    from app.services.oprf import load_epoch_file
+    from app.signals.identifiers import hash_identifiers_oprf
+
+    values = [v for v in sys.stdin.read().splitlines() if v.strip()] if value == "-" else [value]
+    files = [p for p in settings.oprf_epoch_files.split(",") if p.strip()]
+    try:
+        with NodeClient() as client:
+            if epoch_file is not None or files:
+                epoch = load_epoch_file(epoch_file or Path(files[0].strip()))
+            else:
+                # Weaker: the node names the holders' public shares. Pin an epoch file instead.
+                listing = client.oprf_epochs()
+                current = [e for e in listing["epochs"] if e["epoch"] == listing["current"]]
+                if not current:
+                    err.print("[red]error:[/red] the node serves no OPRF epoch")
+                    raise typer.Exit(2)
+                epoch = Epoch.from_json(current[0])
+            digests = hash_identifiers_oprf(
+                type, values, epoch, client.oprf_evaluate, default_region=region
+            )
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {exc.field}: {exc.reason}")
+        raise typer.Exit(2) from None
+    except SignetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    for digest in digests:
+        if as_json:
+            print(json.dumps({"type": type, "value": digest, "key_id": epoch.epoch}))
+        else:
+            print(digest)
+
+
+@identifier_app.command("ceremony")
+def identifier_ceremony(
+    epoch: Annotated[str, typer.Option(help="Epoch id, the identifier key_id, e.g. oprf-2026")],
+    holders: Annotated[
+        list[str], typer.Option("--holder", help="A key holder's origin (repeat, in order).")
+    ],
+    threshold: Annotated[int, typer.Option(help="Holders needed to evaluate.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the files.")],
+) -> None:
+    """OPRF key ceremony (trusted dealer): one share file per holder and the public epoch file.
+
+    Give each holder its share file over a secure channel and delete it here; publish the epoch
+    file to every member. The whole key exists only in this process's memory.
+    """
+    from app.services.oprf import write_ceremony
+
+    try:
+        written = write_ceremony(epoch, holders, threshold, out_dir)
+    except SignetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for path in written:
+        print(path)
 
 
 @identifier_app.command("new-key")

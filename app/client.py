@@ -120,3 +120,16 @@ class NodeClient:
         """POST /v1/match: one batch; the answer has one result per query, in order."""
         result: dict[str, Any] = self.post("/v1/match", {"queries": queries})
         return result
+
+    def oprf_evaluate(self, epoch: str, blinded: list[str]) -> dict[str, Any]:
+        """POST /v1/identifiers/oprf/evaluate: blinded elements to the key holders, verified
+        partials back (`hash_identifiers_oprf` verifies them again and combines them)."""
+        result: dict[str, Any] = self.post(
+            "/v1/identifiers/oprf/evaluate", {"epoch": epoch, "blinded": blinded}
+        )
+        return result
+
+    def oprf_epochs(self) -> dict[str, Any]:
+        """GET /v1/identifiers/oprf/epochs: the public epochs this node serves."""
+        result: dict[str, Any] = self.get("/v1/identifiers/oprf/epochs")
+        return result

@@ -15,6 +15,8 @@ from app.api import admin, health, problems, signals, wellknown
 from app.api import federation as federation_api
 from app.api import feeds as feeds_api
 from app.api import log as log_api
+from app.api import oprf as oprf_api
+from app.api import roster as roster_api
 from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
 from app.services import log as exchange_log
@@ -22,6 +24,7 @@ from app.services.background import Background
 from app.services.federation import Federation
 from app.services.index_sync import IndexSync
 from app.services.node import Node, open_node
+from app.services.oprf import OprfService
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("signet")
@@ -53,6 +56,9 @@ def create_app(
         federation = Federation(the_node, clients=peer_clients)
         the_node.after_commit.append(federation.changed)
         background = Background(the_node, federation)
+        oprf = OprfService(the_node, federation.client)
+        oprf.log_keys_if_changed()
+        app.state.oprf = oprf
         if settings.background:
             background.start()
             federation.start()
@@ -63,6 +69,7 @@ def create_app(
             yield
         finally:
             federation.stop()
+            oprf.close()
             background.stop()
             sync.stop()
             if node is None:
@@ -90,6 +97,8 @@ def create_app(
     app.include_router(log_api.router)
     app.include_router(feeds_api.router)
     app.include_router(taxii_api.router)
+    app.include_router(oprf_api.router)
+    app.include_router(roster_api.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_item_schemas(app)
     return app

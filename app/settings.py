@@ -70,6 +70,24 @@ class Settings(BaseSettings):
         600, ge=1, description="Federation requests one peer may make per minute."
     )
 
+    # Identifier OPRF (docs/identifiers.md). A key holder loads its share files; a member node
+    # loads the public epoch files (the first is the current epoch). Comma-separated paths.
+    oprf_share_files: str = Field("", description="Key-holder share files (secret, mode 0600).")
+    oprf_epoch_files: str = Field("", description="Public OPRF epoch files this node serves.")
+    oprf_holder_limit: int = Field(
+        60_000, ge=1, description="Holder: evaluations per minute per member node."
+    )
+    oprf_key_limit: int = Field(
+        20_000, ge=1, description="Member: OPRF evaluations per minute per API key."
+    )
+
+    # Federation roster (docs/federation.md, "Roster"): where to read it, and the trust root
+    # that version 1 must be signed by (steward verifier keys, comma-separated, and a quorum).
+    roster_url: str = Field("", description="Roster URL (http/https) or file path; empty: none.")
+    roster_stewards: str = Field("", description="Trusted steward verifier keys, comma-separated.")
+    roster_threshold: int = Field(1, ge=1, description="Steward signatures a roster needs.")
+    roster_refresh: float = Field(60.0, gt=0, description="Seconds between roster refreshes.")
+
     @field_validator("origin")
     @classmethod
     def _origin(cls, v: str) -> str:
@@ -122,6 +140,8 @@ class Settings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         self.public_url = self.public_url.rstrip("/")
+        if self.roster_url and not self.roster_stewards:
+            raise ValueError("roster_url needs roster_stewards (the stewards' verifier keys)")
         if self.default_identifier_key and self.default_identifier_key not in self.identifier_keys:
             raise ValueError("default_identifier_key names no key in identifier_keys")
         for type_, days in self.validity_days.items():

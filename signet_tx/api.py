@@ -15,6 +15,7 @@ retracting one leaves the other.
 """
 
 import logging
+import re
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -74,13 +75,22 @@ class _SignetRequired:
     node_url: str = field(
         metadata={"help": "Base URL of the Signet node, e.g. https://ngo.example"}
     )
-    verifier_keys: list[str] = field(
+    # A plain string, not a list: HMA's curator UI and API post every config field as a string,
+    # and a list-typed field made HMA refuse the exchange. Parsed by `parse_verifier_keys`.
+    verifier_keys: str = field(
         metadata={
-            "help": "Pinned verifier keys (origin+hash+key), comma-separated: the node's own, "
-            "plus any origin whose relayed records you accept",
+            "help": "Pinned verifier keys (origin+hash+key), separated by commas or spaces: the "
+            "node's own, plus any origin whose relayed records you accept",
             "metavar": "VKEY[,VKEY...]",
         }
     )
+
+
+def parse_verifier_keys(value: str | t.Sequence[str]) -> list[str]:
+    """The pinned keys of a config: a comma/space-separated string (or, from configs written by
+    earlier versions of this extension, a list)."""
+    items = [value] if isinstance(value, str) else list(value)
+    return [part for item in items for part in re.split(r"[\s,]+", item) if part]
 
 
 @dataclass
@@ -98,17 +108,50 @@ class SignetCollabConfig(CollaborationConfigWithDefaults, _SignetRequired):
 
 @dataclass
 class SignetCredentials(auth.CredentialHelper):
+    """The API key, or one key per node for an HMA that follows several nodes.
+
+    HMA and the threatexchange CLI keep one credential per exchange *type*, so all `signet`
+    exchanges share it. The credential string is either a bare key (used for every node) or
+    `URL=KEY` pairs separated by commas or spaces, each node's key under its base URL, e.g.
+    `https://a.example=KEY_A,https://b.example=KEY_B` (a bare key among them is the default).
+    """
+
     ENV_VARIABLE: t.ClassVar[str] = "TX_SIGNET_API_KEY"
     FILE_NAME: t.ClassVar[str] = "~/.tx_signet_key"
 
-    api_key: str = field(metadata={"help": "Signet API key: scope feed (+match, feedback)"})
+    api_key: str = field(
+        metadata={
+            "help": "Signet API key (scope feed, + match and feedback for opinions); for several "
+            "nodes: URL=KEY pairs separated by commas"
+        }
+    )
 
     @classmethod
     def _from_str(cls, s: str) -> "SignetCredentials":
         return cls(api_key=s.strip())
 
     def _are_valid(self) -> bool:
-        return bool(self.api_key)
+        return bool(self.api_key.strip())
+
+    def key_for(self, node_url: str) -> str:
+        """The key to present to `node_url`."""
+        default: str | None = None
+        wanted = _normal_url(node_url)
+        for part in re.split(r"[\s,]+", self.api_key.strip()):
+            url, sep, key = part.rpartition("=")
+            if not sep or not url.startswith(("http://", "https://")):
+                default = part  # a bare key (keys may contain "=" only if they are not URL=...)
+            elif _normal_url(url) == wanted:
+                return key
+        if default is None:
+            raise auth.SignalExchangeAPIInvalidAuthException(
+                SignetSignalExchangeAPI, f"no Signet API key for {node_url} in the credential"
+            )
+        return default
+
+
+def _normal_url(url: str) -> str:
+    return url.strip().rstrip("/").lower()
 
 
 @dataclass
@@ -178,8 +221,8 @@ class SignetSignalExchangeAPI(
         # Several keys per origin may be pinned (across a key rotation, records signed by the
         # old key keep verifying); a record picks the pinned key its key_id names.
         self.keys: dict[tuple[str, str], VerifierKey] = {}
-        for text in collab.verifier_keys:
-            key = VerifierKey.parse(text.strip())
+        for text in parse_verifier_keys(collab.verifier_keys):
+            key = VerifierKey.parse(text)
             self.keys[(key.origin, key.key_id)] = key
 
     @classmethod
@@ -209,7 +252,7 @@ class SignetSignalExchangeAPI(
         credentials: SignetCredentials | None = None,
     ) -> "SignetSignalExchangeAPI":
         credentials = credentials or SignetCredentials.get(cls)
-        return cls(collab, credentials.api_key)
+        return cls(collab, credentials.key_for(collab.node_url))
 
     # --- fetch ---------------------------------------------------------------------------------
 

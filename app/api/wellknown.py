@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app import __version__
 from app.api.deps import NodeDep
@@ -15,25 +15,31 @@ router = APIRouter(tags=["federation"])
 PROTOCOL = "signet/1"
 
 
-def descriptor(node: NodeDep) -> dict[str, Any]:
-    body = {
+def descriptor(node: NodeDep, oprf: dict[str, Any] | None = None) -> dict[str, Any]:
+    endpoints = {
+        "records": "/federation/v1/records",
+        "notify": "/federation/v1/notify",
+        "witness": "/federation/v1/witness/add-checkpoint",
+        "checkpoint": "/v1/log/checkpoint",
+    }
+    if oprf:
+        endpoints["oprf_evaluate"] = "/federation/v1/oprf/evaluate"
+    body: dict[str, Any] = {
         "kind": "node",
         "v": records.RECORD_VERSION,
         "protocol": PROTOCOL,
         "software": f"signet/{__version__}",
         "verifier_key": node.verifier_key,
         "url": node.settings.public_url,
-        "endpoints": {
-            "records": "/federation/v1/records",
-            "notify": "/federation/v1/notify",
-            "witness": "/federation/v1/witness/add-checkpoint",
-            "checkpoint": "/v1/log/checkpoint",
-        },
+        "endpoints": endpoints,
     }
+    if oprf:  # identifier OPRF: the key epochs this node serves or holds a share of
+        body["oprf"] = oprf
     return records.sign(node, body)
 
 
 @router.get("/.well-known/signet", operation_id="node_descriptor")
-def node_descriptor(node: NodeDep) -> dict[str, Any]:
+def node_descriptor(node: NodeDep, request: Request) -> dict[str, Any]:
     """Origin, verifier key, endpoints and protocol version, signed with the node key."""
-    return descriptor(node)
+    service = getattr(request.app.state, "oprf", None)
+    return descriptor(node, service.public() if service is not None and service.enabled else None)

@@ -7,6 +7,8 @@
     note        C2SP signed-note
     checkpoint  C2SP tlog-checkpoint and tlog-cosignature v1
     witness     C2SP tlog-witness add-checkpoint decision
+    oprf        RFC 9497 OPRF/VOPRF/POPRF, ristretto255-SHA512 (libsodium via pysodium)
+    oprf_threshold  the OPRF key Shamir-shared among key holders; verify partials, combine
     errors      the crypto-specific errors, drawn there on top of `app.errors`
 
 Every `verify_*` returns None or raises; every third-party exception is re-raised as ours.

@@ -49,10 +49,28 @@ class Background:
         if self.federation is not None:
             self.every(settings.checkpoint_interval, "witness", self._witness)
             self.every(60.0, "nonce-purge", self.federation.nonces.purge)
+        if settings.roster_stewards:
+            # Follow the federation roster: once at start, then every roster_refresh seconds.
+            from app.services import roster
+
+            def refresh_roster() -> None:
+                roster.refresh(self.node)
+
+            self.every(settings.roster_refresh, "roster", refresh_roster)
+            threading.Thread(
+                target=self._once, args=("roster", refresh_roster), daemon=True
+            ).start()
         self.every(60.0, "expire", lambda: signals.expire_due(self.node))
         self.every(3600.0, "purge", lambda: signals.purge(self.node))
         for thread in self._threads:
             thread.start()
+
+    @staticmethod
+    def _once(name: str, job: Callable[[], object]) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("background job %s failed", name)
 
     def _checkpoint(self) -> None:
         exchange_log.publish_checkpoint(self.node)

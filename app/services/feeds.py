@@ -13,18 +13,22 @@ boundary is stable under concurrent inserts: a row committed later always lands 
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.errors import InvalidInput
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from app.errors import Conflict, InvalidInput
 from app.services.apikeys import Caller
 from app.services.node import Node
 from app.services.timefmt import parse_rfc3339, rfc3339
 from app.signals.vocab import Category
 from app.storage import feeds as q
-from app.storage.models import SignalRow
+from app.storage.models import SignalRow, StopNCIIPageRow
 from app.storage.types import utcnow
 
 MAX_PAGE = 1000
@@ -120,23 +124,27 @@ _VERDICT_FEEDBACK = {
 }
 
 
-def _encode_token(seq: int, at: int) -> str:
-    return f"s1.{seq}.{at}"
+def _encode_token(seq: int, walk: int) -> str:
+    return f"s2.{seq}.{walk}"
 
 
-def _decode_token(token: str) -> tuple[int, int]:
+def _decode_token(token: str) -> tuple[int, int | None]:
+    """(cursor, walk). Tokens of the first format (`s1`, before walks were tracked) carry no
+    walk: the rest of such a walk sends no withdrawals, which is always safe."""
     parts = token.split(".")
     if (
         len(token) > 64
         or len(parts) != 3
-        or parts[0] != "s1"
+        or parts[0] not in ("s1", "s2")
         or not all(_is_count(p) for p in parts[1:])
     ):
         raise InvalidInput("nextPageToken", "not a token this node issued")
-    return int(parts[1]), int(parts[2])
+    return int(parts[1]), (int(parts[2]) if parts[0] == "s2" else None)
 
 
-_WITHDRAWAL_MARGIN = timedelta(seconds=2)
+# A StopNCII consumer that has not fetched for 30 days starts over (its checkpoint is stale), so
+# older page records can never be needed.
+_PAGE_RETENTION = timedelta(days=31)
 
 
 def stopncii_fetch(
@@ -144,43 +152,102 @@ def stopncii_fetch(
 ) -> dict[str, Any]:
     """One FetchHashes page, in the shape the StopNCII client parses.
 
-    `startTimestamp` (Unix seconds) is inclusive: a consumer resuming from `nextSetTimestamp`
-    sees again the changes of that one second (the client replaces records by hash, so a repeat
-    is harmless) and never misses one committed in it later. Within one walk the token is the
-    log position, so concurrent inserts cannot shift a page.
+    Withdrawals. python-threatexchange 1.2.17 (and so HMA) stores a `Withdrawn` record as an
+    *active* hash: its check compares the hash value, not the status, with "Withdrawn". A
+    withdrawal can therefore only ever be sent to a consumer that already holds the hash, or it
+    would plant a retracted hash in a store that never had it. The node knows exactly what a key
+    was sent: each page is recorded (`StopNCIIPageRow`) with the log range it covered and when,
+    under a `walk` that starts with the consumer's fresh fetch and continues through every
+    resume. A retracted signal is sent as `Withdrawn` only when a page of the same walk covered
+    the signal's first log index while the retraction was not yet committed (the page records
+    the log size it read after its scan, and log indexes are commit-ordered), and the signal was
+    still valid when withdrawn: that page delivered it as active. No clock is compared.
+    Everything else retracted is left out.
+
+    Resuming. Each page's `nextSetTimestamp` is unique per key (the current second, or one more
+    than the key's last), so a consumer resuming from it resumes exactly at that page's end. A
+    `startTimestamp` the node did not issue to this key (a first fetch, or one older than the
+    retention) starts a new walk at the first change in that second.
     """
     tlps = visible_tlps(key)
     page_size = min(max(page_size, 1), MAX_PAGE)
-    start = _epoch(start_timestamp)
     now = utcnow()
+    walk: int | None
     if token:
-        after, last_ts = _decode_token(token)
+        after, walk = _decode_token(token)
     else:
         with node.db.read() as session:
-            after = q.log_index_at(session, start) - 1
-        last_ts = max(start_timestamp, 0)
+            page = q.stopncii_page(session, key.id, start_timestamp)
+            if page is not None:
+                after, walk = page.end_seq, page.walk
+            else:
+                after = q.log_index_at(session, _epoch(start_timestamp)) - 1
+                walk = None
+    if walk is None:
+        walk = secrets.randbelow(2**62)
 
     def keep(row: SignalRow) -> bool:
-        if row.status == "retracted":
-            # A consumer resuming from `start` (the whole second of the last change it saw) may
-            # hold a signal created up to then; one created later it cannot hold, and is not
-            # sent its withdrawal (the unmodified client would store it as an active hash). The
-            # margin covers the row's clock reading being taken just after its log entry's.
-            return row.created_at < start + _WITHDRAWAL_MARGIN
-        return row.valid_until > now
+        # Retracted rows are decided after the scan, against the page records.
+        return row.status == "retracted" or row.valid_until > now
 
-    rows, cursor, cursor_at, more = _scan(
-        node, tlps, after, page_size, keep, types=list(STOPNCII_TYPES)
-    )
-    if cursor_at is not None:
-        last_ts = int(cursor_at.timestamp())
+    rows, cursor, _, more = _scan(node, tlps, after, page_size, keep, types=list(STOPNCII_TYPES))
+    with node.db.read() as session:
+        # Read after the scan: a change at or past this index was not visible to the scan.
+        seen_size = q.log_size(session)
+        rows = [
+            (row, at)
+            for row, at in rows
+            if row.status != "retracted" or _was_delivered(session, key.id, walk, row, at)
+        ]
+    set_ts = _record_page(node, key.id, walk, after, cursor, seen_size)
     return {
         "count": len(rows),
-        "nextPageToken": _encode_token(cursor, last_ts) if more else None,
-        "nextSetTimestamp": last_ts,
+        "nextPageToken": _encode_token(cursor, walk) if more else None,
+        "nextSetTimestamp": set_ts,
         "hasMoreRecords": more,
         "hashRecords": [_stopncii_record(row, at) for row, at in rows],
     }
+
+
+def _was_delivered(
+    session: Session, key_id: int, walk: int, row: SignalRow, retracted_at: datetime
+) -> bool:
+    """Whether this walk was sent `row` as active before it was retracted (see above)."""
+    if row.created_seq is None or row.valid_until <= retracted_at:
+        return False
+    return q.stopncii_delivered(session, key_id, walk, row.created_seq, row.change_seq)
+
+
+def _record_page(
+    node: Node, key_id: int, walk: int, start_seq: int, end_seq: int, log_size: int
+) -> int:
+    """Store the page and return its `nextSetTimestamp`, unique for this key."""
+    issued_at = utcnow()
+    for _ in range(8):
+        with Session(node.db.engine, expire_on_commit=False) as session:
+            last = q.last_stopncii_set_ts(session, key_id)
+            set_ts = int(issued_at.timestamp())
+            if last is not None and last >= set_ts:
+                set_ts = last + 1
+            session.add(
+                StopNCIIPageRow(
+                    key_id=key_id,
+                    set_ts=set_ts,
+                    walk=walk,
+                    start_seq=start_seq,
+                    end_seq=end_seq,
+                    log_size=log_size,
+                    issued_at=issued_at,
+                )
+            )
+            if last is None or set_ts % 64 == 0:
+                q.prune_stopncii_pages(session, key_id, issued_at - _PAGE_RETENTION)
+            try:
+                session.commit()
+                return set_ts
+            except IntegrityError:  # a concurrent page of the same key took this second
+                session.rollback()
+    raise Conflict("too many concurrent FetchHashes requests for one key; retry")
 
 
 def _stopncii_record(row: SignalRow, at: datetime) -> dict[str, Any]:

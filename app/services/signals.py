@@ -69,7 +69,11 @@ def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
     if not isinstance(raw, dict):
         raise InvalidSignal("", "each signal must be a JSON object")
     spec = SignalIn.model_validate(raw)
-    known_ids = node.settings.identifier_keys
+    known_ids = set(node.settings.identifier_keys)
+    if known_ids:  # OPRF epoch ids are identifier key ids too (docs/identifiers.md)
+        from app.services.oprf import epoch_ids
+
+        known_ids |= epoch_ids(node.settings)
     if spec.key_id is not None and known_ids and spec.key_id not in known_ids:
         known = ", ".join(sorted(known_ids))
         raise InvalidSignal("key_id", f"unknown identifier key id; this node uses: {known}")
@@ -272,6 +276,7 @@ def retract(node: Node, uid: str, reason: str) -> SignalOut:
             signal_origin=row.origin, signal_uid=row.uid, version=row.version, reason=reason, at=now
         )
         record = records.sign(node, body)
+        row.created_seq = row.change_seq  # where feed consumers saw it appear
         row.change_seq = tx.append_record("retraction", record, row.tlp)
         row.status = "retracted"
         row.retracted_at = now

@@ -39,6 +39,7 @@ from app.federation.errors import MalformedRecord, OwnRecordReturned
 from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
 from app.services import feedback as feedback_service
 from app.services import log as exchange_log
+from app.services import roster as roster_svc
 from app.services.node import Node
 from app.services.peers import policy_of
 from app.services.tx import transaction
@@ -109,6 +110,8 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
             raise InvalidInput("peer", "not a current peer")
         policy = policy_of(row)
         our_peers = set(store.pinned_keys(session))
+        # Members the roster suspended or removed: nothing of theirs is relayed any more.
+        barred = roster_svc.excluded_in(session)
         # Size first: everything with change_seq < size is committed and visible after it.
         upto = log_store.log_size(session)
         cursor = after
@@ -134,7 +137,11 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
             for seq, item in items:
                 if seq >= bound:
                     break
-                cand = _candidate(item, node, peer, our_peers, signals_for_fb, now)
+                cand = (
+                    None
+                    if item.origin in barred
+                    else _candidate(item, node, peer, our_peers, signals_for_fb, now)
+                )
                 if cand is not None and (
                     cand.meta is None or may_send(cand.meta, peer, policy, our_origin=node.origin)
                 ):
@@ -427,6 +434,8 @@ class _Applier:
             pending["hops"] = env.hops
         else:
             assert held is not None
+            if held.status != "retracted":
+                held.created_seq = held.change_seq  # where feed consumers saw it appear
             for name, value in changes.items():
                 setattr(held, name, value)
             held.hops = env.hops
@@ -499,7 +508,8 @@ def apply_page(node: Node, peer: str, after: int, page: RecordsPage) -> ApplyRes
             return ApplyResult(stale=True)
         if row.cursor != after:
             return ApplyResult(stale=True)
-        keys = {o: VerifierKey.parse(k) for o, k in store.pinned_keys(tx.session).items()}
+        # Pinned peers and, with a roster, every active member (app/services/roster.py).
+        keys = roster_svc.trusted_keys(tx.session)
         applier = _Applier(tx, peer, keys)
         applier.run(page.records)
         result = applier.result

@@ -10,8 +10,21 @@ Construction (version 1)::
     value      = HMAC-SHA256(key, message).hexdigest()      # 64 lowercase hex
 
 `key` is the federation identifier key named by `key_id` (at least 32 bytes); the signal carries
-`value` and `key_id`. The type prefix separates the types: the same string as a username and as an
-email local part hashes differently.
+`value` and `key_id`. This shared-key mode is the weaker choice: anyone holding the key can hash
+every phone number of a country and read identifier signals back. The threshold OPRF mode
+(`hash_identifiers_oprf`, below; docs/identifiers.md) replaces the key with an RFC 9497 VOPRF
+whose key no single party holds::
+
+    input  = (type + ":" + normalized).encode("utf-8")   # the same message as above
+    output = VOPRF(k, input)                              # ristretto255-SHA512, 64 bytes
+    value  = output[:32].hex()                            # 64 lowercase hex, like HMAC mode
+
+with `key_id` = the OPRF epoch id. `k` is Shamir-shared among key-holder nodes; the client
+blinds `input`, its node forwards the blinded element to `threshold` holders, and the client
+verifies each holder's proof, combines, unblinds and hashes.
+
+The type prefix separates the types: the same string as a username and as an email local part
+hashes differently.
 
 Normalisation rules:
 
@@ -49,13 +62,19 @@ and trimming.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import phonenumbers
 
+from app.crypto import oprf
+from app.crypto import oprf_threshold as th
+from app.crypto.oprf_threshold import Epoch
 from app.errors import InvalidInput, InvalidSignal
 from app.signals.types.identifiers import KEY_ID_RE
 from app.signals.types.text import fold_text
@@ -66,11 +85,13 @@ __all__ = [
     "KEY_ID_RE",
     "MIN_KEY_BYTES",
     "hash_identifier",
+    "hash_identifiers_oprf",
     "normalize_email",
     "normalize_identifier",
     "normalize_payment",
     "normalize_phone",
     "normalize_username",
+    "oprf_message",
 ]
 
 
@@ -245,6 +266,61 @@ def hash_identifier(
     normalized = normalize_identifier(t, raw, default_region=default_region, platform=platform)
     message = f"{t.value}:{normalized}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def oprf_message(type: str, normalized: str) -> bytes:
+    """The OPRF input for an already normalised identifier: the HMAC mode's message."""
+    return f"{_identifier_type(type).value}:{normalized}".encode()
+
+
+def hash_identifiers_oprf(
+    type: str,
+    raws: Sequence[str],
+    epoch: Epoch,
+    evaluate: Callable[[str, list[str]], dict[str, Any]],
+    *,
+    default_region: str | None = None,
+    platform: str | None = None,
+) -> list[str]:
+    """Threshold-OPRF values (64 hex) of identifiers, under `epoch` (its id is the `key_id`).
+
+    `evaluate(epoch_id, blinded_b64)` sends the blinded elements to the node's
+    `POST /v1/identifiers/oprf/evaluate` and returns its JSON answer (`NodeClient.oprf_evaluate`
+    does). Nothing computable from an identifier leaves this function: only blinded elements,
+    which are uniformly random group elements to anyone without the blind. Every holder's
+    proof is verified here against `epoch` (the node is not trusted for that); a bad one raises
+    `HolderProofError` naming the holder unless `threshold` good ones remain.
+    At most 1,000 identifiers per call (the node's batch limit). Raises InvalidInput naming
+    `values[i]` for an identifier that does not normalise.
+    """
+    if not 1 <= len(raws) <= 1000:
+        raise InvalidInput("values", "1 to 1000 identifiers per call")
+    inputs = []
+    for i, raw in enumerate(raws):
+        try:
+            norm = normalize_identifier(type, raw, default_region=default_region, platform=platform)
+        except InvalidInput as exc:
+            raise InvalidInput(f"values[{i}]", exc.reason) from None
+        inputs.append(oprf_message(type, norm))
+    pairs = [oprf.blind(x) for x in inputs]
+    blinds = [p[0] for p in pairs]
+    blinded = [p[1] for p in pairs]
+    answer = evaluate(epoch.epoch, [base64.b64encode(b).decode() for b in blinded])
+    if answer.get("epoch") != epoch.epoch or answer.get("accepted") != list(range(len(inputs))):
+        raise InvalidInput("values", "the node did not evaluate every element under this epoch")
+    partials = []
+    for p in answer.get("partials", []):
+        try:
+            evaluated = tuple(
+                oprf.deserialize_element(base64.b64decode(x, validate=True)) for x in p["evaluated"]
+            )
+            partials.append(
+                th.Partial(str(p["holder"]), evaluated, base64.b64decode(p["proof"], validate=True))
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise th.HolderProofError(str(p.get("holder", "?")), f"malformed ({exc})") from None
+    result = th.finalize(epoch, inputs, blinds, blinded, partials)
+    return [out[:32].hex() for out in result.outputs]
 
 
 def _identifier_type(type: str) -> SignalType:

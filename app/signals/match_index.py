@@ -3,7 +3,9 @@
 - exact types: a dict from match key (type, identifier key id, canonical value) to row ids;
 - `pdq`: `PDQIndex` (exact Hamming range search);
 - `text_tlsh`: a list scanned with TLSH's own distance (the number of TLSH signals is small);
-- keywords inside free text: a dict of normalised phrases, probed with every word n-gram of the
+- keywords inside free text: a dict of phrases under their fold 2 key (`app.signals.textfold`,
+  computed here from the stored value, so keywords published before fold 2 are keyed alike),
+  and a second dict under the leetspeak fold of that key; probed with every word n-gram of the
   text, so a message is checked in time linear in its length, not in the number of keywords.
 
 Pure: it knows nothing of the database. `app.services.index_sync` feeds it changes in commit
@@ -22,6 +24,7 @@ import numpy as np
 import tlsh
 
 from app.signals.pdq_index import PDQIndex
+from app.signals.textfold import leet_fold, match_key_text
 
 MAX_KEYWORD_WORDS = 8
 
@@ -55,6 +58,7 @@ class MatchIndex:
         self._pdq = PDQIndex()
         self._tlsh: dict[int, str] = {}
         self._keywords: dict[str, set[int]] = {}
+        self._keywords_leet: dict[str, set[int]] = {}
         self._rows: dict[int, IndexedSignal] = {}
 
     def __len__(self) -> int:
@@ -94,7 +98,9 @@ class MatchIndex:
         else:
             self._exact.setdefault(s.match_key, set()).add(s.row_id)
             if s.type == "keyword":
-                self._keywords.setdefault(s.value, set()).add(s.row_id)
+                key = match_key_text(s.value)
+                self._keywords.setdefault(key, set()).add(s.row_id)
+                self._keywords_leet.setdefault(leet_fold(key), set()).add(s.row_id)
 
     def _remove(self, row_id: int) -> None:
         old = self._rows.pop(row_id, None)
@@ -107,7 +113,9 @@ class MatchIndex:
         else:
             _discard(self._exact, old.match_key, row_id)
             if old.type == "keyword":
-                _discard(self._keywords, old.value, row_id)
+                key = match_key_text(old.value)
+                _discard(self._keywords, key, row_id)
+                _discard(self._keywords_leet, leet_fold(key), row_id)
 
     def get(self, row_id: int) -> IndexedSignal | None:
         return self._rows.get(row_id)
@@ -144,14 +152,19 @@ class MatchIndex:
         with self._lock:
             return sorted((h for h in hits if self._live(h[0], now)), key=lambda h: (h[1], h[0]))
 
-    def keywords_in(self, words: Sequence[str], now: float) -> list[tuple[int, str]]:
-        """Keyword signals whose phrase occurs as a run of whole words in `words`."""
+    def keywords_in(
+        self, words: Sequence[str], now: float, *, leet: bool = False
+    ) -> list[tuple[int, str]]:
+        """Keyword signals whose phrase occurs as a run of whole words in `words`.
+
+        `words` are already in fold 2 form (and leet-folded when `leet`)."""
         found: dict[int, str] = {}
+        table = self._keywords_leet if leet else self._keywords
         with self._lock:
             for i in range(len(words)):
                 for n in range(1, min(MAX_KEYWORD_WORDS, len(words) - i) + 1):
                     phrase = " ".join(words[i : i + n])
-                    for row_id in self._keywords.get(phrase, ()):
+                    for row_id in table.get(phrase, ()):
                         if self._live(row_id, now):
                             found.setdefault(row_id, phrase)
         return sorted(found.items())

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import String, cast, func
+from sqlalchemy import String, cast, delete, func
 from sqlmodel import Session, col, select
 
-from app.storage.models import LogEntryRow, SignalRow
+from app.storage.models import LogEntryRow, LogHead, SignalRow, StopNCIIPageRow
 
 
 def log_index_at(session: Session, at: datetime) -> int:
@@ -87,3 +87,46 @@ def expired_between(
         )
     stmt = stmt.order_by(col(SignalRow.valid_until), col(SignalRow.id)).limit(limit)
     return list(session.exec(stmt).all())
+
+
+# --- StopNCII pages served (see StopNCIIPageRow) -------------------------------------------------
+
+
+def stopncii_page(session: Session, key_id: int, set_ts: int) -> StopNCIIPageRow | None:
+    return session.get(StopNCIIPageRow, (key_id, set_ts))
+
+
+def last_stopncii_set_ts(session: Session, key_id: int) -> int | None:
+    stmt = select(func.max(StopNCIIPageRow.set_ts)).where(col(StopNCIIPageRow.key_id) == key_id)
+    value = session.exec(stmt).one()
+    return None if value is None else int(value)
+
+
+def log_size(session: Session) -> int:
+    """The committed log size (entries below it are committed, in order)."""
+    return int(session.exec(select(LogHead.size).where(col(LogHead.id) == 1)).one())
+
+
+def stopncii_delivered(session: Session, key_id: int, walk: int, seq: int, changed_at: int) -> bool:
+    """Whether a page of this walk covered log index `seq` while the change at log index
+    `changed_at` was not yet visible."""
+    stmt = (
+        select(StopNCIIPageRow.set_ts)
+        .where(
+            col(StopNCIIPageRow.key_id) == key_id,
+            col(StopNCIIPageRow.walk) == walk,
+            col(StopNCIIPageRow.end_seq) >= seq,
+            col(StopNCIIPageRow.start_seq) < seq,
+            col(StopNCIIPageRow.log_size) <= changed_at,
+        )
+        .limit(1)
+    )
+    return session.exec(stmt).first() is not None
+
+
+def prune_stopncii_pages(session: Session, key_id: int, before: datetime) -> None:
+    session.exec(
+        delete(StopNCIIPageRow).where(
+            col(StopNCIIPageRow.key_id) == key_id, col(StopNCIIPageRow.issued_at) < before
+        )
+    )

@@ -65,6 +65,10 @@ class SignalRow(SQLModel, table=True):
     updated_at: datetime = _ts()
     # Log index of the latest change: a gap-free, commit-ordered sequence (see storage/db.py).
     change_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, index=True))
+    # Log index of the signal's first appearance, kept when a retraction moves `change_seq` on:
+    # the StopNCII route needs it to tell whether a consumer ever held the signal. Null when the
+    # row arrived already retracted (no consumer can have held it here).
+    created_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     received_from: str | None = Field(default=None, sa_column=Column(String(253), nullable=True))
     hops: int = 0
     submitted_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
@@ -254,3 +258,41 @@ class ReceivedRecordRow(SQLModel, table=True):
     received_from: str = Field(sa_column=Column(String(253), nullable=False))
     log_idx: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = _ts()
+
+
+class StopNCIIPageRow(SQLModel, table=True):
+    """One FetchHashes page served to a feed key: which log range it covered and when.
+
+    The unmodified python-threatexchange StopNCII client stores a `Withdrawn` record as an
+    active hash (it tests the wrong field), so the route sends a withdrawal only to a key that
+    provably received the signal as active, which these rows prove. `set_ts` is the page's
+    `nextSetTimestamp`, unique per key, so a consumer resuming from it resumes exactly at
+    `end_seq`. `walk` names the chain of pages a consumer followed from its first, fresh
+    fetch: only pages of the chain it resumes count, since a consumer that starts over has
+    started with an empty store.
+    """
+
+    __tablename__ = "stopncii_page"
+
+    key_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    set_ts: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    walk: int = Field(sa_column=Column(BigInteger, nullable=False))
+    start_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    end_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # The log size read after the page's scan: a change at or past it was not visible to it.
+    log_size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    issued_at: datetime = _ts()
+
+    __table_args__ = (Index("ix_stopncii_page_walk_end", "key_id", "walk", "end_seq"),)
+
+
+class RosterRow(SQLModel, table=True):
+    """A federation roster version this node accepted (see app/federation/roster.py)."""
+
+    __tablename__ = "roster"
+
+    version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    digest: str = Field(sa_column=Column(String(64), nullable=False))
+    # The document exactly as received (signatures included), RFC 8785 JSON text.
+    document: str = Field(sa_column=Column(Text, nullable=False))
+    accepted_at: datetime = _ts()

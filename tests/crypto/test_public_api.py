@@ -38,6 +38,20 @@ PUBLIC = {
         "MAX_PROOF_LINES", "AddCheckpointRequest", "AddCheckpointResult", "WitnessState",
         "add_checkpoint", "format_add_checkpoint_body", "parse_add_checkpoint_body",
     ],
+    "oprf": [
+        "MODE_OPRF", "MODE_POPRF", "MODE_VOPRF", "NE", "NH", "NS", "ORDER", "SUITE", "Element",
+        "OprfInputError", "Scalar", "blind", "blind_evaluate", "compute_composites",
+        "context_string", "derive_key_pair", "deserialize_element", "deserialize_scalar",
+        "element_add", "evaluate", "expand_message_xmd", "finalize", "finalize_hash",
+        "generate_proof", "hash_to_group", "hash_to_scalar", "poprf_blind",
+        "poprf_blind_evaluate", "poprf_evaluate", "poprf_finalize", "public_key",
+        "random_scalar", "scalar_bytes", "scalar_int", "scalar_mult", "scalar_mult_base",
+        "unblind", "verify_proof",
+    ],
+    "oprf_threshold": [
+        "EPOCH_RE", "Epoch", "Finalized", "Holder", "HolderProofError", "Partial", "combine",
+        "deal", "evaluate_share", "finalize", "lagrange_at_zero", "verify_partial",
+    ],
     "errors": [
         "EquivocationError", "KeyFileError", "MalformedError", "UnknownKeyError",
         "UnknownLogError", "WitnessConflict",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import stix2
 
-from tests.feeds.helpers import one_of_each, signal, submit
+from tests.feeds.helpers import hexof, one_of_each, signal, submit
 
 TAXII = "application/taxii+json;version=2.1"
 
@@ -141,6 +141,62 @@ def test_stopncii_mapping_and_withdrawals(client, auth, make_key):
     assert set(statuses.values()) == {"Withdrawn"}
     # A consumer starting from scratch gets no withdrawn records at all.
     assert _stopncii_all(client, feed, start=10) == []
+
+
+def test_stopncii_withdrawals_reach_holders_only(client, auth, make_key):
+    """Issue 18, as a model check: random submits, retractions, whole walks and walks cut short
+    after one page (a consumer that persisted a page's checkpoint, then stopped). A `Withdrawn`
+    record must only ever reach a consumer that holds the hash (python-threatexchange 1.2.17
+    stores any other as active), and a client that applies withdrawals ends up with exactly the
+    node's active hashes."""
+    import random
+
+    rng = random.Random(18)
+    feed = _fn_key(make_key("feed"))
+    active: dict[str, str] = {}  # uid -> hash
+    held: set[str] = set()  # what a client that deletes on `Withdrawn` holds
+    checkpoint = 10
+
+    def page(token: str | None, size: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"startTimestamp": checkpoint, "pageSize": size}
+        if token:
+            params["nextPageToken"] = token
+        r = client.get("/stopncii/v1/FetchHashes", params=params, headers=feed)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        for rec in body["hashRecords"]:
+            if rec["hashStatus"] == "Withdrawn":
+                assert rec["hashValue"] in held, "withdrawal sent for a hash never delivered"
+                held.discard(rec["hashValue"])
+            else:
+                held.add(rec["hashValue"])
+        return body
+
+    for step in range(70):
+        op = rng.choice(["submit", "submit", "retract", "retract", "walk", "one_page"])
+        if op == "submit":
+            (uid,) = submit(client, auth, signal("md5", f"model-{step}", "clear"))
+            active[uid] = hexof(f"model-{step}", 32)
+        elif op == "retract" and active:
+            uid = rng.choice(sorted(active))
+            r = client.post(f"/v1/signals/{uid}/retract", json={"reason": "t"}, headers=auth)
+            assert r.status_code == 200, r.text
+            del active[uid]
+        elif op in ("walk", "one_page"):
+            token, size = None, rng.randint(1, 4)
+            while True:
+                body = page(token, size)
+                checkpoint = body["nextSetTimestamp"]  # persisted after every page, as HMA does
+                token = body["nextPageToken"]
+                if op == "one_page" or not body["hasMoreRecords"]:
+                    break
+    token = None
+    while True:
+        body = page(token, 3)
+        token = body["nextPageToken"]
+        if not body["hasMoreRecords"]:
+            break
+    assert held == set(active.values())
 
 
 def test_stopncii_token_is_stable_under_inserts(client, auth, make_key):

@@ -12,6 +12,7 @@ import typing as t
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from threatexchange.exchanges import fetch_state as state
 from threatexchange.exchanges.collab_config import CollaborationConfigBase
 from threatexchange.exchanges.impl.stop_ncii_api import (
@@ -24,6 +25,7 @@ from threatexchange.signal_type.pdq.signal import PdqSignal
 from threatexchange.signal_type.raw_text import RawTextSignal
 from threatexchange.signal_type.url import URLSignal
 
+from app.crypto.keys import VerifierKey
 from tests.feeds.helpers import hexof, signal
 
 TYPES = [PdqSignal, VideoMD5Signal, URLSignal, RawTextSignal]
@@ -91,6 +93,46 @@ def test_stopncii_client_fetch_then_match(live):
     assert pdq
 
 
+def _stopncii_api(live: t.Any, feed: str) -> t.Any:
+    creds = StopNCIICredentials._from_str(f"{feed},{feed},{live.url}/stopncii/v1")
+    collab = CollaborationConfigBase(name="signet", api="stop_ncii", enabled=True)
+    api = StopNCIISignalExchangeAPI.for_collab(collab, creds)
+    api.api.fetch_hashes = _small_pages(api.api.fetch_hashes)
+    return api
+
+
+def _retract(live: t.Any, key: str, uid: str) -> None:
+    httpx.post(
+        f"{live.url}/v1/signals/{uid}/retract",
+        json={"reason": "withdrawn"},
+        headers={"Authorization": f"Bearer {key}"},
+    ).raise_for_status()
+
+
+def test_stopncii_client_never_stores_a_withdrawal_it_never_held(live):
+    """Issue 18: a walk that ends in the same second as a retraction used to send that signal
+    as `Withdrawn` on the next resume, which the unmodified client stores as an active hash."""
+    platform = live.key("submit", "read", "feedback")
+    api = _stopncii_api(live, live.key("feed"))
+    (kept,) = _submit(live, platform, signal("pdq", "ncii-kept", "clear"))
+    (gone,) = _submit(live, platform, signal("pdq", "ncii-gone-before", "clear"))
+    _retract(live, platform, gone)  # retracted before the consumer ever fetched
+    store, checkpoint = _fetch(api)
+    assert set(store) == {("pdq", hexof("ncii-kept"))}
+
+    (held,) = _submit(live, platform, signal("pdq", "ncii-held", "clear"))
+    store, checkpoint = _fetch(api, checkpoint, store)  # now holds `held`
+    (never,) = _submit(live, platform, signal("pdq", "ncii-never", "clear"))
+    _retract(live, platform, never)  # created and withdrawn between two fetches
+    _retract(live, platform, held)
+    store, checkpoint = _fetch(api, checkpoint, store)
+    store, checkpoint = _fetch(api, checkpoint, store)  # and resuming again changes nothing
+    # The client's bug keeps `held` as active (documented; the node did send its withdrawal),
+    # but nothing it never held appears in its store.
+    assert set(store) == {("pdq", hexof("ncii-kept")), ("pdq", hexof("ncii-held"))}
+    assert kept
+
+
 def _small_pages(fetch: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     def paged(**kwargs: t.Any) -> t.Any:
         kwargs["page_size"] = 2
@@ -105,7 +147,7 @@ def _signet_api(live: t.Any, key: str, **config: t.Any) -> t.Any:
     collab = SignetCollabConfig(
         name="signet-ncii",
         node_url=live.url,
-        verifier_keys=[live.node.verifier_key],
+        verifier_keys=live.node.verifier_key,
         **config,
     )
     return SignetSignalExchangeAPI(collab, key), collab
@@ -206,3 +248,42 @@ def _parse(text: str) -> t.Any:
     from app.crypto.keys import VerifierKey
 
     return VerifierKey.parse(text)
+
+
+def test_extension_config_loads_from_strings_as_hma_posts_it(live):
+    """HMA's curator UI and API post every config field as a string (issue 18: a list-typed
+    `verifier_keys` made HMA refuse the exchange)."""
+    from threatexchange.utils import dataclass_json
+
+    from signet_tx import SignetCollabConfig, SignetSignalExchangeAPI
+
+    vkey = live.node.verifier_key
+    cfg = dataclass_json.dataclass_load_dict(
+        {
+            "name": "SIGNET_NCII",
+            "api": "signet",
+            "enabled": True,
+            "node_url": live.url,
+            "verifier_keys": f" {vkey}, {vkey} ",
+            "category": "ncii",
+        },
+        SignetCollabConfig,
+    )
+    api = SignetSignalExchangeAPI(cfg, live.key("feed"))
+    assert list(api.keys.values()) == [VerifierKey.parse(vkey)]
+
+
+def test_extension_credentials_name_a_key_per_node():
+    from threatexchange.exchanges.auth import SignalExchangeAPIInvalidAuthException
+
+    from signet_tx.api import SignetCredentials
+
+    one = SignetCredentials._from_str("k-all")
+    assert one.key_for("https://a.example") == "k-all"
+    many = SignetCredentials._from_str("https://a.example/=k-a, https://B.example=k-b")
+    assert many.key_for("https://a.example") == "k-a"
+    assert many.key_for("https://b.example/") == "k-b"
+    with pytest.raises(SignalExchangeAPIInvalidAuthException):
+        many.key_for("https://c.example")
+    fallback = SignetCredentials._from_str("https://a.example=k-a,k-default")
+    assert fallback.key_for("https://c.example") == "k-default"
