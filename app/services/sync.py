@@ -104,6 +104,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     limit = max(1, min(limit, MAX_PAGE_RECORDS))
     now = utcnow()
     envelopes: list[RecordEnvelope] = []
+    seqs: list[int] = []  # change_seq of each envelope's row
     with node.db.read() as session:
         row = store.get_peer(session, peer)
         if row is None:
@@ -146,6 +147,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
                     cand.meta is None or may_send(cand.meta, peer, policy, our_origin=node.origin)
                 ):
                     envelopes.append(RecordEnvelope(cand.record, cand.hops))
+                    seqs.append(seq)
                 cursor = seq + 1
                 if len(envelopes) >= limit:
                     full = True
@@ -156,7 +158,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     checkpoint = exchange_log.latest_checkpoint(node).note
     page = RecordsPage(envelopes, cursor, checkpoint, has_more)
     if envelopes:
-        _log_delivered(node, peer, after, cursor, envelopes)
+        _log_delivered(node, peer, after, cursor, envelopes, seqs)
     return page
 
 
@@ -186,17 +188,30 @@ def _candidate(
 
 
 def _log_delivered(
-    node: Node, peer: str, after: int, up_to: int, envelopes: list[RecordEnvelope]
+    node: Node,
+    peer: str,
+    after: int,
+    up_to: int,
+    envelopes: list[RecordEnvelope],
+    seqs: list[int],
 ) -> None:
-    digests = [digest_hex(e.record) for e in envelopes]
+    """Log the records of this page not delivered to `peer` before (issue 9, observation 7):
+    a row is new if its change_seq is at or past the peer's `delivered_upto` mark, so a peer
+    re-pulling old pages (after=0, again and again) adds nothing to our log."""
     with transaction(node) as tx:
+        row = store.get_peer(tx.session, peer)
+        mark = row.delivered_upto if row is not None else 0
+        new = [e for e, seq in zip(envelopes, seqs, strict=True) if seq >= mark]
+        if not new:
+            return
+        digests = [digest_hex(e.record) for e in new]
         tx.append(
             "delivered",
             {"to": peer, "after": after, "up_to": up_to, "count": len(digests), "digests": digests},
         )
-        row = store.get_peer(tx.session, peer)
         if row is not None:
             row.records_delivered += len(digests)
+            row.delivered_upto = max(mark, up_to)
             tx.session.add(row)
 
 

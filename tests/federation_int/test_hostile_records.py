@@ -160,3 +160,40 @@ def test_a_failing_pull_records_last_error_and_the_loop_lives(
     assert result.error is not None and "RuntimeError" in result.error
     peer = a.client.get("/v1/admin/peers/b.test", headers=a.admin).json()
     assert "RuntimeError" in peer["last_error"]
+
+
+def test_re_pulling_old_pages_does_not_grow_the_log(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
+    """Observation 7: every re-pull of after=0 used to append a `delivered` entry."""
+    import time
+
+    from app.federation.httpsig import sign_request
+
+    a, b = make_nodes("a.test", "b.test")
+    mesh(a, b)
+    first = a.submit(type="md5", value="0a" * 16)
+
+    def pull_from_zero() -> list[str]:
+        url = a.url + "/federation/v1/records?after=0&limit=100"
+        headers = sign_request(
+            "GET", url, {}, b"", keyid="b.test", sign=b.node.key.sign, created=int(time.time())
+        )
+        r = a.client.get(url, headers=headers)
+        assert r.status_code == 200, r.text
+        return [e["record"]["id"] for e in r.json()["records"]]
+
+    assert pull_from_zero() == [first]
+    size = len(a.log_entries())
+    for _ in range(5):
+        assert pull_from_zero() == [first]
+    assert len(a.log_entries()) == size
+    assert len(a.log_entries("delivered")) == 1
+
+    # Something new is delivered (and logged) once, with only the new record's digest.
+    second = a.submit(type="md5", value="0b" * 16)
+    assert pull_from_zero() == [first, second]
+    assert pull_from_zero() == [first, second]
+    delivered = a.log_entries("delivered")
+    assert [d["count"] for d in delivered] == [1, 1]
+    assert a.client.get("/v1/admin/peers/b.test", headers=a.admin).json()["records_delivered"] == 2
