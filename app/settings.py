@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     peer_requests_per_minute: int = Field(
         600, ge=1, description="Federation requests one peer may make per minute."
     )
+    lease_ttl: float = Field(
+        6.0,
+        ge=0.5,
+        le=300,
+        description="Seconds a dead pull-lease holder keeps it (services/lease.py).",
+    )
 
     # Identifier OPRF (docs/identifiers.md). A key holder loads its share files; a member node
     # loads the public epoch files (the first is the current epoch). Comma-separated paths.

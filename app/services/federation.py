@@ -12,7 +12,10 @@ One `Federation` per node process (created by the app's lifespan, or by a CLI ve
 - `changed()` is the after-commit hook: a push thread notifies every peer (signed
   `POST /federation/v1/notify`) when signals or feedback changed, so they pull at once.
 - a sync loop per peer pulls every `settings.sync_interval` seconds (with jitter), backing off
-  exponentially after failures; a notify from that peer wakes it at once.
+  exponentially after failures; a notify from that peer wakes it at once. Only the process
+  holding the node's "pull" lease (services/lease.py, a row in the shared database) runs these
+  loops, so a node with many workers and hosts pulls each peer once; when the holder dies,
+  another process takes the lease within about `settings.lease_ttl` seconds and starts them.
 - after publishing a checkpoint, asks each peer to cosign it (services/witness.py).
 """
 
@@ -43,6 +46,7 @@ from app.federation.pages import Notify
 from app.services import log as exchange_log
 from app.services import sync
 from app.services.duties import PeerTasks
+from app.services.lease import Lease
 from app.services.node import Node
 from app.storage import peers as store
 from app.storage.models import FeedbackRow, SignalRow
@@ -166,6 +170,8 @@ class Federation:
         self._threads: list[threading.Thread] = []
         self._last_pushed: tuple[int, int] | None = None
         self._notify_tasks = PeerTasks("notify")
+        self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
+        self._resupervise = threading.Event()
 
     # --- inbound -------------------------------------------------------------------------------
 
@@ -213,7 +219,7 @@ class Federation:
     def wake(self, peer: str) -> None:
         with self._lock:
             event = self._wake.get(peer)
-            if event is None and self._threads and not self._stop.is_set():
+            if event is None and self._threads and not self._stop.is_set() and self.lease.held:
                 # A peer added moments ago (its loop starts at the next supervisor round).
                 event = self._start_loop(peer)
         if event is not None:
@@ -336,11 +342,18 @@ class Federation:
 
     def start(self) -> None:
         self._spawn("federation-push", self._push_loop)
+        self._spawn("federation-lease", self.lease.keep, self._stop, self._lease_changed)
         self._spawn("federation-peers", self._supervise)
+
+    def _lease_changed(self, held: bool) -> None:
+        if not held:
+            log.warning("pull lease lost: stopping this process's pull loops")
+        self._resupervise.set()
 
     def stop(self) -> None:
         self._stop.set()
         self._push.set()
+        self._resupervise.set()
         with self._lock:
             for event in self._wake.values():
                 event.set()
@@ -368,10 +381,11 @@ class Federation:
                 log.exception("push failed")
 
     def _supervise(self) -> None:
-        """Keep one pull loop per current peer (peers come and go at run time)."""
+        """Keep one pull loop per current peer (peers come and go at run time), and none at
+        all unless this process holds the pull lease."""
         while not self._stop.is_set():
             try:
-                peers = set(self.current_peers())
+                peers = set(self.current_peers()) if self.lease.held else set()
                 with self._lock:
                     for peer in peers - set(self._loops):
                         self._start_loop(peer)
@@ -379,7 +393,8 @@ class Federation:
                         self._wake[peer].set()
             except Exception:
                 log.exception("peer supervisor round failed")
-            self._stop.wait(2.0)
+            self._resupervise.wait(2.0)
+            self._resupervise.clear()
 
     def _peer_loop(self, peer: str) -> None:
         event = self._wake[peer]
@@ -389,7 +404,7 @@ class Federation:
         while not self._stop.is_set():
             event.wait(delay)
             event.clear()
-            if self._stop.is_set():
+            if self._stop.is_set() or not self.lease.held:
                 break
             try:
                 if peer not in self.current_peers():

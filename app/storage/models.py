@@ -301,3 +301,19 @@ class RosterRow(SQLModel, table=True):
     # The document exactly as received (signatures included), RFC 8785 JSON text.
     document: str = Field(sa_column=Column(Text, nullable=False))
     accepted_at: datetime = _ts()
+
+
+class LeaseRow(SQLModel, table=True):
+    """A named lease one process of the node holds at a time (e.g. "pull": the pull loops).
+
+    `expires_ms` is wall-clock milliseconds; a holder renews well before it, and any process
+    may take a lease whose expiry has passed (its holder died or hung). See services/lease.py.
+    """
+
+    __tablename__ = "lease"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    holder: str = Field(sa_column=Column(String(200), nullable=False))
+    expires_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Bumped on every change of holder: lets a holder tell it lost the lease in between.
+    generation: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))

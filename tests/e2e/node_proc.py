@@ -135,12 +135,15 @@ def _pid_holding(server_port: int, client_port: int, pids: set[int]) -> int | No
 
 
 @contextmanager
-def serve_process(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `signet serve ARGS` with `env` until /healthz answers; stop its process group after."""
+def serve_process(
+    env: dict[str, str], log: Path, *args: str, signet: str = SIGNET
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `signet serve ARGS` with `env` until /healthz answers; stop its process group after.
+    `signet`: another installation's command (the wheel test)."""
     url = f"http://127.0.0.1:{env['SIGNET_PORT']}"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [SIGNET, "serve", *args],
+            [signet, "serve", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

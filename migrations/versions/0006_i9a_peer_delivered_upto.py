@@ -4,7 +4,7 @@ A `delivered` log entry is written only for records past this mark, so a peer th
 `after=0` cannot grow our log.
 
 Revision ID: i9a
-Revises: i17a
+Revises: i15a
 Create Date: 2026-12-03 09:50:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'i9a'
-down_revision: str | None = 'i17a'
+down_revision: str | None = 'i15a'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
