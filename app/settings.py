@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     clock_skew: int = Field(60, ge=0, le=600, description="Tolerated peer clock skew, seconds.")
     sync_interval: float = Field(30.0, gt=0, description="Seconds between background pulls.")
     background: bool = Field(True, description="Run checkpoint, purge and sync loops.")
+    pdq_shared_base: bool = Field(
+        False,
+        description="Keep the PDQ index base in data_dir/index, one copy mapped by all workers.",
+    )
     # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
     max_record_bytes: int = Field(
         16 * 1024, ge=1024, le=1024 * 1024, description="Largest signed record accepted, bytes."

@@ -112,7 +112,8 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
         policy = policy_of(row)
         our_peers = set(store.pinned_keys(session))
         # Members the roster suspended or removed: nothing of theirs is relayed any more.
-        barred = roster_svc.excluded_in(session)
+        # (Our own records are not ours to police: peers refuse them if we were removed.)
+        barred = roster_svc.excluded_in(session) - {node.origin}
         # Size first: everything with change_seq < size is committed and visible after it.
         upto = log_store.log_size(session)
         cursor = after
