@@ -931,7 +931,12 @@ def peers_add(
     from app.services import peers
 
     node = _node()
-    client = PeerClient(node.origin, node.key.sign)
+    client = PeerClient(
+        node.origin,
+        node.key.sign,
+        timeout=node.settings.peer_io_timeout,
+        deadline=node.settings.peer_deadline,
+    )
     try:
         row = peers.add(
             node, peers.PeerIn(url=url, verifier_key=key, policy=policy), client.descriptor

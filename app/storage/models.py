@@ -188,6 +188,11 @@ class PeerRow(SQLModel, table=True):
     records_received: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_refused: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_delivered: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # One past the highest change_seq of ours logged as `delivered` to this peer: re-serving
+    # older rows (a re-pull of after=0) is not logged again, so a peer cannot grow our log.
+    delivered_upto: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     # Witnessing of OUR log by this peer: the size it last cosigned (the `old` we send next).
     witness_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     witness_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
