@@ -5,7 +5,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
     libicu-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml setup.py README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
 RUN python -m venv /opt/signet \
@@ -20,8 +20,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends libsodium23 lib
 RUN useradd --system --uid 10001 --home /var/lib/signet signet \
     && mkdir -p /var/lib/signet && chown signet /var/lib/signet
 COPY --from=build /opt/signet /opt/signet
-# Migrations are read from the source tree next to the package.
-COPY --from=build /src/migrations /opt/signet/lib/python3.11/site-packages/migrations
 ENV PATH=/opt/signet/bin:$PATH \
     SIGNET_DATA_DIR=/var/lib/signet \
     SIGNET_HOST=0.0.0.0 \

@@ -55,6 +55,7 @@ class IndexedSignal:
     # What a match answers about the signal (id, origin, categories, ...), kept here so a hit
     # needs no database read.
     public: Mapping[str, Any] = field(default_factory=dict)
+    seq: int | None = None  # the log position of this version (tags the PDQ index's writes)
 
 
 _SLOT_BITS = 20  # frame slots per video in a vpdq index key; MAX_FRAMES fits
@@ -78,7 +79,9 @@ def match_key(type_: str, value: str, key_id: str | None = None) -> str:
 class MatchIndex:
     """Thread-safe for one writer (the sync loop) and any number of concurrent readers."""
 
-    def __init__(self) -> None:
+    def __init__(self, pdq_path: str | None = None) -> None:
+        """`pdq_path`: keep the PDQ base in this file, shared by the workers of the host."""
+        self._pdq_path = pdq_path
         self._lock = threading.RLock()
         self._exact: dict[str, set[int]] = {}
         self._pdq = PDQIndex()
@@ -92,17 +95,23 @@ class MatchIndex:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def load(self, signals: Sequence[IndexedSignal]) -> None:
-        """Replace the contents with `signals` (start-up), building the PDQ index in bulk."""
+    def load(self, signals: Sequence[IndexedSignal], seq: int = -1) -> None:
+        """Replace the contents with `signals` (start-up, the state at log position `seq`),
+        building the PDQ index in bulk (or reusing the host's shared base file)."""
         with self._lock:
-            self.__init__()  # type: ignore[misc]
+            self.__init__(self._pdq_path)  # type: ignore[misc]
             pdq = [s for s in signals if s.active and s.type == "pdq"]
-            if pdq:
-                keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
-                codes = np.frombuffer(
-                    b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
-                ).reshape(-1, 32)
+            keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
+            codes = np.frombuffer(
+                b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
+            ).reshape(-1, 32)
+            if self._pdq_path is not None:
+                self._pdq = PDQIndex.open_shared(
+                    self._pdq_path, keys, codes, tag=seq, background_compaction=True
+                )
+            elif pdq:
                 self._pdq = PDQIndex.from_arrays(keys, codes)
+            if pdq:
                 for s in pdq:
                     self._rows[s.row_id] = s
             for s in signals:
@@ -113,14 +122,14 @@ class MatchIndex:
         """Apply changes in commit order: an active signal is (re)indexed, others removed."""
         with self._lock:
             for s in changes:
-                self._remove(s.row_id)
+                self._remove(s.row_id, s.seq)
                 if s.active:
                     self._add(s)
 
     def _add(self, s: IndexedSignal) -> None:
         self._rows[s.row_id] = s
         if s.type == "pdq":
-            self._pdq.add(s.row_id, s.value)
+            self._pdq.add(s.row_id, s.value, tag=s.seq)
         elif s.type == "vpdq":
             self._add_video(s)
         elif s.type == "text_tlsh":
@@ -132,12 +141,12 @@ class MatchIndex:
                 self._keywords.setdefault(key, set()).add(s.row_id)
                 self._keywords_leet.setdefault(leet_fold(key), set()).add(s.row_id)
 
-    def _remove(self, row_id: int) -> None:
+    def _remove(self, row_id: int, seq: int | None = None) -> None:
         old = self._rows.pop(row_id, None)
         if old is None:
             return
         if old.type == "pdq":
-            self._pdq.remove(row_id)
+            self._pdq.remove(row_id, tag=seq)
         elif old.type == "vpdq":
             video = self._videos.pop(row_id, None)
             for slot in range(len(video.hashes) if video else 0):
@@ -161,6 +170,12 @@ class MatchIndex:
         if hashes:
             keys = [s.row_id << _SLOT_BITS | slot for slot in range(len(hashes))]
             self._vpdq.add_many(keys, _codes(hashes))
+
+    def caught_up(self, seq: int) -> None:
+        """Every change up to log position `seq` is applied: adopt a newer shared PDQ base
+        another worker wrote, if there is one (cheap: one stat when there is none)."""
+        self._pdq.note_tag(seq)
+        self._pdq.refresh_base()
 
     def get(self, row_id: int) -> IndexedSignal | None:
         return self._rows.get(row_id)
