@@ -1,7 +1,7 @@
 """signal.value as unbounded text: a vpdq value holds one line per video frame
 
 Revision ID: i14a
-Revises: i17a
+Revises: i9a
 Create Date: 2026-12-03 09:40:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'i14a'
-down_revision: str | None = 'i17a'
+down_revision: str | None = 'i9a'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
