@@ -57,6 +57,22 @@ class Settings(BaseSettings):
         False,
         description="Keep the PDQ index base in data_dir/index, one copy mapped by all workers.",
     )
+    # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
+    max_record_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="Largest signed record accepted, bytes."
+    )
+    max_page_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, description="Largest sync page read from a peer, bytes."
+    )
+    peer_deadline: float = Field(
+        30.0, gt=0, le=600, description="Total seconds for one outbound call to a peer."
+    )
+    peer_io_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds one connect or read to a peer may take."
+    )
+    peer_requests_per_minute: int = Field(
+        600, ge=1, description="Federation requests one peer may make per minute."
+    )
     lease_ttl: float = Field(
         6.0,
         ge=0.5,

@@ -21,6 +21,7 @@ One `Federation` per node process (created by the app's lifespan, or by a CLI ve
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -44,6 +45,7 @@ from app.federation.httpsig import MemoryNonceCache, verify_request
 from app.federation.pages import Notify
 from app.services import log as exchange_log
 from app.services import sync
+from app.services.duties import PeerTasks
 from app.services.lease import Lease
 from app.services.node import Node
 from app.storage import peers as store
@@ -140,7 +142,15 @@ class Federation:
         page_size: int = sync.DEFAULT_PAGE,
     ) -> None:
         self.node = node
-        self.client = PeerClient(node.origin, node.key.sign, clients=clients)
+        settings = node.settings
+        self.client = PeerClient(
+            node.origin,
+            node.key.sign,
+            clients=clients,
+            timeout=settings.peer_io_timeout,
+            deadline=settings.peer_deadline,
+            max_page_bytes=settings.max_page_bytes,
+        )
         self.nonces = DbNonceCache(node, node.settings.clock_skew + 300)
         self.page_size = page_size
         self.registry = CollectorRegistry()
@@ -159,6 +169,7 @@ class Federation:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_pushed: tuple[int, int] | None = None
+        self._notify_tasks = PeerTasks("notify")
         self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
         self._resupervise = threading.Event()
 
@@ -233,10 +244,13 @@ class Federation:
         with lock:
             try:
                 self._pull(peer, result)
-            except (SignetError, ValueError) as exc:
+            except Exception as exc:  # any failure is the peer's status, never a dead loop
                 result.error = f"{type(exc).__name__}: {exc}"[:500]
                 self._record_failure(peer, result.error)
-                log.warning("pull from %s failed: %s", peer, result.error)
+                if isinstance(exc, SignetError | ValueError):
+                    log.warning("pull from %s failed: %s", peer, result.error)
+                else:
+                    log.exception("pull from %s failed unexpectedly", peer)
         return result
 
     def _pull(self, peer: str, result: PullResult) -> None:
@@ -310,12 +324,19 @@ class Federation:
         with self.node.db.read() as session:
             targets = [(r.origin, r.url) for r in store.list_peers(session)]
         for origin, url in targets:
-            try:
-                self.client.notify(url, notify)
+            # Each peer on its own thread: a slow peer delays only its own notify. A peer whose
+            # previous notify is still in flight is skipped; it will pull on its own schedule.
+            if self._notify_tasks.submit(
+                origin, functools.partial(self._notify, origin, url, notify)
+            ):
                 told += 1
-            except SignetError as exc:
-                log.info("notify to %s failed: %s", origin, exc)
         return told
+
+    def _notify(self, origin: str, url: str, notify: Notify) -> None:
+        try:
+            self.client.notify(url, notify)
+        except SignetError as exc:
+            log.info("notify to %s failed: %s", origin, exc)
 
     # --- loops ---------------------------------------------------------------------------------
 
@@ -385,9 +406,13 @@ class Federation:
             event.clear()
             if self._stop.is_set() or not self.lease.held:
                 break
-            if peer not in self.current_peers():
-                break
-            result = self.pull(peer)
+            try:
+                if peer not in self.current_peers():
+                    break
+                result = self.pull(peer)
+            except Exception as exc:  # e.g. the database is away: back off, keep the loop
+                log.exception("sync loop for %s failed", peer)
+                result = PullResult(peer, error=f"{type(exc).__name__}: {exc}"[:500])
             if result.error is None:
                 failures = 0
                 delay = interval * random.uniform(0.8, 1.2)  # noqa: S311

@@ -36,6 +36,7 @@ from app.crypto.canonical import canonical_json
 from app.crypto.keys import VerifierKey
 from app.crypto.records import verify_record
 from app.errors import InvalidInput, SignetError
+from app.federation import validate
 from app.federation.audience import RecordMeta, is_origin, may_accept, may_send
 from app.federation.errors import MalformedRecord, OwnRecordReturned
 from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
@@ -46,8 +47,6 @@ from app.services.node import Node
 from app.services.peers import policy_of
 from app.services.tx import COMMITTED_TLP, transaction
 from app.signals.match_index import match_key
-from app.signals.types import canonicalize
-from app.signals.vocab import Verdict
 from app.storage import log as log_store
 from app.storage import peers as store
 from app.storage import tombstones as tombstone_store
@@ -59,7 +58,6 @@ log = logging.getLogger("signet.sync")
 DEFAULT_PAGE = 500
 _SCAN_CHUNK = 500
 _MAX_LOGGED_REASONS = 20
-_VERDICTS = frozenset(v.value for v in Verdict)
 
 
 def digest_hex(record: dict[str, Any]) -> str:
@@ -113,6 +111,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     limit = max(1, min(limit, MAX_PAGE_RECORDS))
     now = utcnow()
     envelopes: list[RecordEnvelope] = []
+    seqs: list[int] = []  # change_seq of each envelope's row
     restricted: list[bool] = []  # per envelope: logged only as a commitment
     with node.db.read() as session:
         row = store.get_peer(session, peer)
@@ -157,6 +156,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
                     cand.meta is None or may_send(cand.meta, peer, policy, our_origin=node.origin)
                 ):
                     envelopes.append(RecordEnvelope(cand.record, cand.hops))
+                    seqs.append(seq)
                     restricted.append(cand.tlp in COMMITTED_TLP)
                 cursor = seq + 1
                 if len(envelopes) >= limit:
@@ -168,7 +168,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     checkpoint = exchange_log.latest_checkpoint(node).note
     page = RecordsPage(envelopes, cursor, checkpoint, has_more)
     if envelopes:
-        _log_delivered(node, peer, after, cursor, envelopes, restricted)
+        _log_delivered(node, peer, after, cursor, envelopes, seqs, restricted)
     return page
 
 
@@ -207,14 +207,24 @@ def _log_delivered(
     after: int,
     up_to: int,
     envelopes: list[RecordEnvelope],
+    seqs: list[int],
     restricted: list[bool],
 ) -> None:
-    """One `delivered` entry for the open records of the page, and one commitment-only entry
-    for its restricted (amber) ones: naming the recipient of an amber record, or its digest, in
-    clear would widen its audience to every reader of the log."""
-    digests = [digest_hex(e.record) for e, r in zip(envelopes, restricted, strict=True) if not r]
-    closed = [digest_hex(e.record) for e, r in zip(envelopes, restricted, strict=True) if r]
+    """Log the records of this page not delivered to `peer` before (issue 9, observation 7):
+    a row is new if its change_seq is at or past the peer's `delivered_upto` mark, so a peer
+    re-pulling old pages (after=0, again and again) adds nothing to our log.
+
+    The open (green/clear) records go in one `delivered` entry with `to` and their digests;
+    the restricted (amber) ones in one commitment-only entry: naming the recipient of an amber
+    record, or its digest, in clear would widen its audience to every reader of the log."""
     with transaction(node) as tx:
+        row = store.get_peer(tx.session, peer)
+        mark = row.delivered_upto if row is not None else 0
+        new = [(e, r) for e, seq, r in zip(envelopes, seqs, restricted, strict=True) if seq >= mark]
+        if not new:
+            return
+        digests = [digest_hex(e.record) for e, r in new if not r]
+        closed = [digest_hex(e.record) for e, r in new if r]
         if digests:
             tx.append(
                 "delivered",
@@ -232,9 +242,9 @@ def _log_delivered(
             commitment = hashlib.sha256(salt + canonical_json(body)).hexdigest()
             index = tx.append("delivered", {"commitment": commitment, "tlp": "amber"})
             tx.log.set_salt(index, salt)
-        row = store.get_peer(tx.session, peer)
         if row is not None:
-            row.records_delivered += len(envelopes)
+            row.records_delivered += len(new)
+            row.delivered_upto = max(mark, up_to)
             tx.session.add(row)
 
 
@@ -256,23 +266,11 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _str(record: dict[str, Any], name: str, max_len: int = 64) -> str:
-    value = record.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise _Refused(f"{name} must be a string of 1..{max_len} characters")
-    return value
-
-
 def _time(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise _Refused(f"{name} must be an RFC 3339 time")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Refused(f"{name} must be an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise _Refused(f"{name} has no time zone")
-    return parsed
+        return validate.parse_time(value, name)
+    except validate.RecordInvalid as exc:
+        raise _Refused(f"{name}: {exc.reason}") from None
 
 
 class _Applier:
@@ -324,7 +322,9 @@ class _Applier:
                 self.seen_keys.add(key)
             except _Refused as exc:
                 self._refuse(env, exc.reason)
-            except (SignetError, ValueError, TypeError, KeyError) as exc:
+            except validate.RecordInvalid as exc:
+                self._refuse(env, f"{exc.field}: {exc.reason}")
+            except Exception as exc:  # one bad record never aborts its page
                 self._refuse(env, f"{type(exc).__name__}: {exc}")
         store.insert_signals(session, list(self.new_signals.values()))
         store.insert_feedback(session, self.new_feedback)
@@ -381,6 +381,8 @@ class _Applier:
             raise OwnRecordReturned(f"{self.peer} sent back one of our own records")
         if origin not in self.keys:
             raise _Refused(f"origin {origin} is not pinned")
+        # Size before the signature: verifying re-encodes the whole record.
+        validate.check_record_size(record, self.node.settings.max_record_bytes)
         self._verify(record)
         kind = key[1]
         if kind == "signal":
@@ -395,45 +397,35 @@ class _Applier:
         record = env.record
         meta = RecordMeta.from_record(record, env.hops)
         may_accept(meta, self.peer, self.keys, self.node.origin)
-        attrs = record.get("attrs", {})
-        if not isinstance(attrs, dict):
-            raise _Refused("attrs must be an object")
-        type_ = _str(record, "type", 32)
-        canon = canonicalize(
-            type_,
-            record.get("value"),
-            quality=attrs.get("quality") if type_ == "pdq" else None,
-            allow_low_quality=True,
-            key_id=attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None,
-            domain=attrs.get("domain") if isinstance(attrs.get("domain"), str) else None,
+        checked = validate.check_signal(
+            record,
+            extra_categories=self.node.settings.extra_categories,
+            max_bytes=self.node.settings.max_record_bytes,
         )
-        if canon.value != record.get("value"):
-            raise _Refused("value is not in canonical form")
-        indicators = record.get("indicators", [])
-        if not isinstance(indicators, list) or not all(isinstance(i, str) for i in indicators):
-            raise _Refused("indicators must be a list of strings")
-        confidence = record.get("confidence", 50)
-        if isinstance(confidence, bool) or not isinstance(confidence, int):
-            raise _Refused("confidence must be an integer")
-        valid_from = _time(record.get("valid_from"), "valid_from")
-        valid_until = _time(record.get("valid_until"), "valid_until")
+        canon = checked.canon
+        attrs = canon.extra
+        indicators = checked.indicators
+        confidence = checked.confidence
+        valid_from, valid_until = checked.valid_from, checked.valid_until
         origin, _, uid, version = key
         held = self.signals.get((origin, uid))
         if held is not None and held.version >= version:
             return False  # an older version than we hold (or ours under another record)
         idx = self._log(record, meta.tlp.value, key)
-        key_id = attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None
+        key_id = attrs.get("key_id")
         values: dict[str, Any] = {
             "uid": uid,
             "origin": origin,
             "version": version,
             "type": canon.type.value,
             "value": canon.value,
-            "match_key": match_key(canon.type.value, canon.value, key_id),
-            "attrs": attrs,
+            "match_key": match_key(
+                canon.type.value, canon.value, key_id if isinstance(key_id, str) else None
+            ),
+            "attrs": dict(attrs),
             "categories": sorted(meta.categories),
             "indicators": indicators,
-            "opinion": _str(record, "opinion", 32),
+            "opinion": checked.opinion,
             "confidence": confidence,
             "reviewed": record.get("reviewed") is True,
             "tlp": meta.tlp.value,
@@ -482,10 +474,10 @@ class _Applier:
     def _retraction(self, env: RecordEnvelope, key: store.RecordKey) -> None:
         record = env.record
         origin, _, uid, _ = key
+        at = validate.check_retraction(record, max_bytes=self.node.settings.max_record_bytes)
         if record["signal"].get("origin") != origin:
             raise _Refused("a retraction may only withdraw its origin's own signal")
         reason = record.get("reason")
-        at = _time(record.get("time"), "time")
         pending = self.new_signals.get((origin, uid))
         held = self.signals.get((origin, uid))
         if pending is None and held is None:
@@ -533,18 +525,16 @@ class _Applier:
     def _feedback(self, env: RecordEnvelope, key: store.RecordKey) -> None:
         record = env.record
         origin, _, uid, _ = key
+        at = validate.check_feedback(record, max_bytes=self.node.settings.max_record_bytes)
         ref = record["signal"]
         signal_key = (str(ref.get("origin")), str(ref.get("id")))
         verdict = record.get("verdict")
-        if verdict not in _VERDICTS:
-            raise _Refused("unknown verdict")
         held = self.signals.get(signal_key)
         if held is None:
             raise _Refused("feedback about a signal we do not hold")
         why = feedback_service.ineligible(held, origin, self.node.origin, self.keys)
         if why is not None:
             raise _Refused(f"NotInAudience: {why}")
-        at = _time(record.get("time"), "time")
         reason = record.get("reason")
         tlp = held.tlp
         idx = self._log(record, tlp, key)

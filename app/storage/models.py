@@ -41,7 +41,8 @@ class SignalRow(SQLModel, table=True):
     origin: str = Field(sa_column=Column(String(253), nullable=False))
     version: int = 1
     type: str = Field(sa_column=Column(String(32), nullable=False))
-    value: str = Field(sa_column=Column(String(512), nullable=False))
+    # Text: a vpdq value is one line per video frame (migration i14a).
+    value: str = Field(sa_column=Column(Text, nullable=False))
     # Exact-match key: type, the identifier key id where there is one, and the canonical value.
     match_key: str = Field(sa_column=Column(String(640), nullable=False))
     attrs: dict[str, Any] = _json(dict)
@@ -188,6 +189,11 @@ class PeerRow(SQLModel, table=True):
     records_received: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_refused: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_delivered: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # One past the highest change_seq of ours logged as `delivered` to this peer: re-serving
+    # older rows (a re-pull of after=0) is not logged again, so a peer cannot grow our log.
+    delivered_upto: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     # Witnessing of OUR log by this peer: the size it last cosigned (the `old` we send next).
     witness_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     witness_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

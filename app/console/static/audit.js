@@ -108,6 +108,7 @@ async function rootFromLeaves(leaves) {
 // RFC 9162 section 2.1.3.2: the root an inclusion proof implies.
 async function rootFromInclusion(leaf, index, size, proof) {
   if (!(index >= 0 && index < size)) throw new Failure(`leaf index ${index} is outside size ${size}`);
+  if (leaf.length !== 32) throw new Failure("leaf hash is not 32 bytes");
   let fn = index;
   let sn = size - 1;
   let r = leaf;
