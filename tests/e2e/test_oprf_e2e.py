@@ -1,8 +1,9 @@
 """Threshold OPRF with real processes: three key-holder nodes and platforms A and B (2-of-3).
 
 An email OPRF-hashed through A's node matches the same email submitted through B's node; no
-node's database or log holds the email or anything computable from it alone (its normal form,
-its SHA-256, its hash-to-group point); a holder with a wrong share is refused and named; a
+node's database or log, and no byte of the network traffic between them (every node is reached
+through a recording relay), holds the email or anything computable from it alone (its normal
+form, its SHA-256, its hash-to-group point); a holder with a wrong share is refused and named; a
 member over its budget gets 429.
 """
 
@@ -19,6 +20,7 @@ import pytest
 
 from app.crypto import oprf
 from app.signals.identifiers import oprf_message
+from tests.e2e.capture import Capture
 from tests.e2e.node_proc import SIGNET
 from tests.e2e.test_federation_e2e import Proc, key, nodes, wait_for
 
@@ -62,7 +64,12 @@ def test_three_holders_two_platforms(tmp_path: Path) -> None:
         for m in (a, b):
             m.env["SIGNET_OPRF_EPOCH_FILES"] = epoch_file
             m.env["SIGNET_OPRF_KEY_LIMIT"] = "20"
+        # Every node is reached only through a recording relay: the traffic capture.
+        captures = []
         for p in procs:
+            cap = Capture(int(p.env["SIGNET_PORT"]))
+            captures.append(cap)
+            p.env["SIGNET_PUBLIC_URL"] = p.url = cap.url
             p.env["SIGNET_LOG_LEVEL"] = "info"
             p.start()
         vkeys = {p.origin: p.cli("key", "show").stdout.strip() for p in procs}
@@ -165,6 +172,13 @@ def test_three_holders_two_platforms(tmp_path: Path) -> None:
         ]
         for p in procs:
             p.stop()
+        traffic = b"".join(c.data() for c in captures)
+        for c in captures:
+            c.close()
+        # The capture saw the OPRF exchanges (blinded elements), and none of the needles.
+        assert b"/federation/v1/oprf/evaluate" in traffic and b'"blinded"' in traffic
+        for n in needles:
+            assert n not in traffic and n.lower() not in traffic.lower(), n
         files = [f for f in tmp_path.rglob("*") if f.is_file() and "ceremony" not in f.parts
                  and "rogue" not in f.parts]  # fmt: skip
         assert any(f.name == "signet.db" for f in files) and any(f.suffix == ".log" for f in files)
