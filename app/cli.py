@@ -482,10 +482,10 @@ def hash_cmd(
 def key_show() -> None:
     """Print this node's verifier key, to hand to peers (it is public)."""
     from app.crypto.keys import NodeKey
-    from app.services.node import key_path
+    from app.services.node import key_path, make_private_dir
 
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     print(NodeKey.load_or_create(key_path(settings)).verifier_key(settings.origin))
 
 
