@@ -1,10 +1,11 @@
 # Signet node image. Build: docker build -t signet .   Run: see compose.yaml.
 FROM python:3.11-slim AS build
-# pdqhash and py-tlsh compile from source.
+# pdqhash, py-tlsh and pyicu compile from source (pyicu against the system ICU).
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+    libicu-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml setup.py README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
 RUN python -m venv /opt/signet \
@@ -12,14 +13,13 @@ RUN python -m venv /opt/signet \
     && /opt/signet/bin/pip install --no-cache-dir '.[media]'
 
 FROM python:3.11-slim
-# pysodium (the identifier OPRF) loads the system libsodium.
-RUN apt-get update && apt-get install -y --no-install-recommends libsodium23 \
+# pysodium (the identifier OPRF) loads the system libsodium; pyicu the system ICU (same Debian
+# release as the build stage).
+RUN apt-get update && apt-get install -y --no-install-recommends libsodium23 libicu72 \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home /var/lib/signet signet \
     && mkdir -p /var/lib/signet && chown signet /var/lib/signet
 COPY --from=build /opt/signet /opt/signet
-# Migrations are read from the source tree next to the package.
-COPY --from=build /src/migrations /opt/signet/lib/python3.11/site-packages/migrations
 ENV PATH=/opt/signet/bin:$PATH \
     SIGNET_DATA_DIR=/var/lib/signet \
     SIGNET_HOST=0.0.0.0 \

@@ -3,18 +3,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# `make run` needs only the runtime dependencies; `make test` and the rest install the dev extra.
+RUN_STAMP := $(VENV)/.installed-run
 # Two test processes: these machines have two cores.
 PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint typecheck openapi bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e . --config-settings editable_mode=compat
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/signet serve
 
 test: $(STAMP)

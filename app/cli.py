@@ -12,12 +12,13 @@ import logging
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli_roster import roster_app
 from app.errors import ConfigError, InvalidInput, SignetError
 from app.settings import Settings, load_settings
 
@@ -29,6 +30,22 @@ if TYPE_CHECKING:
     from app.audit.verify import AuditReport
     from app.crypto.keys import VerifierKey
     from app.services.node import Node
+
+
+def _flag_help_without_type() -> None:
+    """Typer >= 0.2x prints a `<bool>` type beside every flag (`--help <bool>`), as if it took
+    a value. Flags take none: show no type for them."""
+    from typer.core import TyperOption
+
+    plain = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else plain(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_help_without_type()
 
 app = typer.Typer(
     help="Signet: federated, verifiable sharing of child-safety signals.",
@@ -49,6 +66,7 @@ app.add_typer(audit_app, name="audit")
 peers_app = typer.Typer(help="Peers: pin their keys, choose what to share.", no_args_is_help=True)
 app.add_typer(peers_app, name="peers")
 app.add_typer(log_app, name="log")
+app.add_typer(roster_app, name="roster")
 
 SCOPES_HELP = "Comma-separated: submit,match,read,feedback,admin,audit,feed"
 KEY_ID_HELP = "Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY, or the only key)."
@@ -66,9 +84,38 @@ def _settings() -> Settings:
 
 
 def _node() -> Node:
-    from app.services.node import open_node
+    """The node this command acts on; never creates one (see app.services.locate)."""
+    from app.services.locate import open_existing_node
 
-    return open_node(_settings())
+    try:
+        return open_existing_node(_settings())
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+
+
+def _fail(message: str, *, code: int = 1) -> NoReturn:
+    """One clear line on stderr, then exit non-zero."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _rows(headers: list[str], rows: list[list[str]], *, as_json: bool, records: list[Any]) -> None:
+    """A listing: a table on a terminal; tab-separated lines, never truncated, when piped;
+    one JSON object per line with --json."""
+    if as_json:
+        for record in records:
+            print(json.dumps(record, default=str, ensure_ascii=False))
+    elif out.is_terminal:
+        table = Table(*headers)
+        for column in table.columns:
+            column.overflow = "fold"  # wrap, never cut with an ellipsis
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:
+        print("\t".join(headers))
+        for row in rows:
+            print("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -162,13 +209,19 @@ def api_keys_create(
 
 
 @api_keys_app.command("list")
-def api_keys_list() -> None:
+def api_keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+) -> None:
     """List API keys (prefixes only)."""
     from app.services import apikeys
 
-    table = Table("id", "name", "prefix", "scopes", "member", "created", "revoked")
-    for k in apikeys.list_keys(_node()):
-        table.add_row(
+    node = _node()
+    try:
+        keys = apikeys.list_keys(node)
+    finally:
+        node.db.dispose()
+    rows = [
+        [
             str(k.id),
             k.name,
             k.prefix + "…",
@@ -176,8 +229,23 @@ def api_keys_list() -> None:
             "yes" if k.member else "",
             k.created_at.strftime("%Y-%m-%d %H:%M"),
             k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "",
-        )
-    out.print(table)
+        ]
+        for k in keys
+    ]
+    records = [
+        {
+            "id": k.id,
+            "name": k.name,
+            "prefix": k.prefix,
+            "scopes": list(k.scopes),
+            "member": k.member,
+            "created_at": k.created_at.isoformat(),
+            "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+        }
+        for k in keys
+    ]
+    headers = ["id", "name", "prefix", "scopes", "member", "created", "revoked"]
+    _rows(headers, rows, as_json=as_json, records=records)
 
 
 @api_keys_app.command("revoke")
@@ -471,6 +539,13 @@ def hash_cmd(
                 client.close()
     summary = ", ".join(f"{n} {k}" for k, n in sorted(pipeline.counts.items()))
     err.print(f"{len(files)} files, {failed} failed" + (f"; {summary}" if summary else ""))
+    if pipeline.send_failures:
+        # Every item refused (a wrong key: 401) or the node unreachable must not look like
+        # success to a script: exit 1 with the first reason.
+        _fail(
+            f"{pipeline.send_failures} item(s) not accepted by the node; first: "
+            f"{pipeline.first_failure}"
+        )
     if failed:
         raise typer.Exit(1)
 
@@ -480,24 +555,27 @@ def hash_cmd(
 
 @key_app.command("show")
 def key_show() -> None:
-    """Print this node's verifier key, to hand to peers (it is public)."""
-    from app.crypto.keys import NodeKey
-    from app.services.node import key_path, make_private_dir
+    """Print this node's verifier key, to hand to peers (it is public).
 
-    settings = _settings()
-    make_private_dir(settings.data_dir)
-    print(NodeKey.load_or_create(key_path(settings)).verifier_key(settings.origin))
+    Reads the node's key and database; creates nothing, and refuses a data dir that holds no
+    node or another node's (so the key printed carries the node's real origin)."""
+    node = _node()
+    node.db.dispose()
+    print(node.verifier_key)
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Migrate the database to the latest schema."""
+    """Migrate the database to the latest schema (creating the node's database and key if
+    there are none yet: with `serve`, the only verbs that create a node)."""
+    from app.services.node import open_node
     from app.storage import migrate
-    from app.storage.db import Database
 
-    db = Database(_settings().database_url)
-    migrate.upgrade(db)
-    err.print(f"database at revision {migrate.current_revision(db)}")
+    node = open_node(_settings())
+    try:
+        err.print(f"database at revision {migrate.current_revision(node.db)}")
+    finally:
+        node.db.dispose()
 
 
 @key_app.command("rotate")
@@ -656,6 +734,50 @@ def _check_witnesses(
     err.print(f"  witnesses: {len(valid)} of {len(keys)} cosigned ({names}), quorum {quorum}")
 
 
+@audit_app.command("report")
+def audit_report(
+    url: Annotated[str, typer.Argument(help="The node's URL.")],
+    key: Annotated[str, typer.Option("--key", help="The node's pinned verifier key.")],
+    token: Annotated[
+        str, typer.Option("--token", envvar="SIGNET_AUDIT_KEY", help="API key with scope audit.")
+    ],
+    since: Annotated[
+        str | None, typer.Option(help="From this date (YYYY-MM-DD or RFC 3339).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Up to this date (a bare date: inclusive).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="json, md or html.")] = "json",
+) -> None:
+    """Transparency report: verify the whole log first, then compute the figures from its
+    entries alone. Same log size -> byte-identical JSON (docs/console.md)."""
+    from app.audit import report as transparency
+    from app.audit.errors import AuditFailed
+
+    if format not in ("json", "md", "html"):
+        err.print("[red]error:[/red] --format must be json, md or html")
+        raise typer.Exit(2)
+    pinned = _vkey(key, "--key")
+    try:
+        lo = transparency.parse_bound(since)
+        hi = transparency.parse_bound(until, end=True)
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] --{exc.field}: {exc.reason}")
+        raise typer.Exit(2) from None
+    try:
+        origin, note, entries = transparency.collect_node(url, token, pinned)
+    except AuditFailed as exc:
+        err.print(f"[red]FAILED[/red] {exc}")
+        raise typer.Exit(1) from None
+    rep = transparency.compute(origin, note, entries, since=lo, until=hi)
+    render = {
+        "json": transparency.to_json,
+        "md": transparency.to_markdown,
+        "html": transparency.to_html,
+    }[format]
+    sys.stdout.write(render(rep))
+
+
 @audit_app.command("reconcile")
 def audit_reconcile(
     url_a: Annotated[str, typer.Argument(help="Node A's URL.")],
@@ -773,20 +895,26 @@ def log_checkpoint() -> None:
 # --- federation ----------------------------------------------------------------------------
 
 
-def _peer_table(rows: list[Any]) -> Table:
-    table = Table("origin", "url", "policy", "cursor", "lag", "last success", "last error")
-    for p in rows:
-        policy = ";".join(f"{k}={'*' if v is None else ','.join(v)}" for k, v in p.policy.items())
-        table.add_row(
+def _policy_text(policy: dict[str, Any]) -> str:
+    return ";".join(f"{k}={'*' if v is None else ','.join(v)}" for k, v in policy.items())
+
+
+def _peer_rows(rows: list[Any]) -> list[list[str]]:
+    return [
+        [
             p.origin + (" (removed)" if p.removed_at else ""),
             p.url,
-            policy,
+            _policy_text(p.policy),
             str(p.cursor),
             str(p.lag),
             p.last_success.isoformat(timespec="seconds") if p.last_success else "never",
-            (p.last_error or "")[:60],
-        )
-    return table
+            p.last_error or "",
+        ]
+        for p in rows
+    ]
+
+
+PEER_HEADERS = ["origin", "url", "policy", "cursor", "lag", "last success", "last error"]
 
 
 @peers_app.command("add")
@@ -803,7 +931,12 @@ def peers_add(
     from app.services import peers
 
     node = _node()
-    client = PeerClient(node.origin, node.key.sign)
+    client = PeerClient(
+        node.origin,
+        node.key.sign,
+        timeout=node.settings.peer_io_timeout,
+        deadline=node.settings.peer_deadline,
+    )
     try:
         row = peers.add(
             node, peers.PeerIn(url=url, verifier_key=key, policy=policy), client.descriptor
@@ -814,8 +947,19 @@ def peers_add(
     finally:
         client.close()
         node.db.dispose()
-    err.print(f"Pinned peer [bold]{row.origin}[/bold] at {row.url}")
-    err.print(f"  sharing: {row.policy}")
+    err.print(f"Pinned peer [bold]{row.origin}[/bold] at {row.url}", highlight=False)
+    err.print(f"  key      {row.verifier_key}", highlight=False, soft_wrap=True)
+    err.print(f"  sharing  {_describe_policy(row.policy)}", highlight=False)
+
+
+def _describe_policy(policy: dict[str, Any]) -> str:
+    """`categories=*;types=pdq;tlp=green` in words: what the peer will be sent."""
+    cats, types, tlp = policy.get("categories"), policy.get("types"), policy.get("tlp") or []
+    return (
+        f"{'every category' if cats is None else 'categories ' + ', '.join(cats)}; "
+        f"{'every signal type' if types is None else 'types ' + ', '.join(types)}; "
+        f"TLP {', '.join(tlp) or 'none'}  ({_policy_text(policy)})"
+    )
 
 
 @peers_app.command("list")
@@ -831,11 +975,8 @@ def peers_list(
         rows = peers.list_all(node, removed=removed)
     finally:
         node.db.dispose()
-    if as_json:
-        for r in rows:
-            print(r.model_dump_json())
-        return
-    out.print(_peer_table(rows))
+    records = [r.model_dump(mode="json") for r in rows]
+    _rows(PEER_HEADERS, _peer_rows(rows), as_json=as_json, records=records)
 
 
 @peers_app.command("remove")

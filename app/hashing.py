@@ -241,6 +241,15 @@ class Pipeline:
         self._queries: list[tuple[int, str, dict[str, Any]]] = []
         self._notes: list[dict[str, str]] = []
         self.counts: dict[str, int] = {}
+        # Items the node refused or never got (per signal / per query), and the first reason:
+        # `signet hash` exits non-zero on any, with that reason as its one line.
+        self.send_failures = 0
+        self.first_failure: str | None = None
+
+    def _failed(self, n: int, reason: str) -> None:
+        self.send_failures += n
+        if self.first_failure is None:
+            self.first_failure = reason
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -292,6 +301,7 @@ class Pipeline:
             for i, t, _ in self._signals:
                 lines[i]["submitted"][t] = {"status": "error", "reason": str(exc)}
             self._count("submit error", len(self._signals))
+            self._failed(len(self._signals), f"submit: {exc}")
             return
         for (i, t, _), item in zip(self._signals, answer["items"], strict=True):
             status = {"status": item["status"]}
@@ -299,6 +309,7 @@ class Pipeline:
                 status["id"] = item["id"]
             if item.get("error"):
                 status["reason"] = f"{item['error']['field']}: {item['error']['reason']}"
+                self._failed(1, f"submit: {status['reason']}")
             lines[i]["submitted"][t] = status
             self._count(item["status"])
 
@@ -311,12 +322,14 @@ class Pipeline:
             for i, t, _ in self._queries:
                 lines[i].setdefault("match_errors", {})[t] = str(exc)
             self._count("match error", len(self._queries))
+            self._failed(len(self._queries), f"match: {exc}")
             return
         hit_files: set[int] = set()
         for (i, t, _), result in zip(self._queries, answer["results"], strict=True):
             if result["status"] != "ok":
                 err = result.get("error") or {}
                 lines[i].setdefault("match_errors", {})[t] = err.get("reason", "rejected")
+                self._failed(1, f"match: {err.get('reason', 'rejected')}")
                 continue
             for m in result["matches"]:
                 lines[i]["matches"].append({"query": t, **m})

@@ -12,12 +12,15 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, health, problems, signals, wellknown
+from app.api import docs as api_docs
 from app.api import federation as federation_api
 from app.api import feeds as feeds_api
 from app.api import log as log_api
 from app.api import oprf as oprf_api
+from app.api import roster as roster_api
 from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
+from app.console import install as _console_install
 from app.services import log as exchange_log
 from app.services.background import Background
 from app.services.federation import Federation
@@ -79,6 +82,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served from packaged assets by app.api.docs, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "signals", "description": "Publish, read and retract signals."},
             {"name": "match", "description": "Match uploads and accounts at upload time."},
@@ -88,6 +94,7 @@ def create_app(
         ],
     )
     problems.install(app)
+    api_docs.install(app)
     app.include_router(health.router)
     app.include_router(signals.router)
     app.include_router(admin.router)
@@ -97,6 +104,8 @@ def create_app(
     app.include_router(feeds_api.router)
     app.include_router(taxii_api.router)
     app.include_router(oprf_api.router)
+    app.include_router(roster_api.router)
+    _console_install(app)  # /console: operator and auditor pages (app/console/)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_item_schemas(app)
     return app

@@ -119,6 +119,9 @@ class MatchQuery(_In):
     threshold: int | None = Field(None, ge=0, le=256, description="pdq: bits; text_tlsh: score.")
     key_id: str | None = None
     report_seen: bool = Field(False, description="Send `seen` feedback for each hit.")
+    leet: bool = Field(
+        False, description="text/keyword: also read digits and symbols as letters (s3xy = sexy)."
+    )
 
 
 class MatchBatchIn(_In):

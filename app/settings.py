@@ -53,6 +53,32 @@ class Settings(BaseSettings):
     clock_skew: int = Field(60, ge=0, le=600, description="Tolerated peer clock skew, seconds.")
     sync_interval: float = Field(30.0, gt=0, description="Seconds between background pulls.")
     background: bool = Field(True, description="Run checkpoint, purge and sync loops.")
+    pdq_shared_base: bool = Field(
+        False,
+        description="Keep the PDQ index base in data_dir/index, one copy mapped by all workers.",
+    )
+    # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
+    max_record_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="Largest signed record accepted, bytes."
+    )
+    max_page_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, description="Largest sync page read from a peer, bytes."
+    )
+    peer_deadline: float = Field(
+        30.0, gt=0, le=600, description="Total seconds for one outbound call to a peer."
+    )
+    peer_io_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds one connect or read to a peer may take."
+    )
+    peer_requests_per_minute: int = Field(
+        600, ge=1, description="Federation requests one peer may make per minute."
+    )
+    lease_ttl: float = Field(
+        6.0,
+        ge=0.5,
+        le=300,
+        description="Seconds a dead pull-lease holder keeps it (services/lease.py).",
+    )
 
     # Identifier OPRF (docs/identifiers.md). A key holder loads its share files; a member node
     # loads the public epoch files (the first is the current epoch). Comma-separated paths.
@@ -64,6 +90,13 @@ class Settings(BaseSettings):
     oprf_key_limit: int = Field(
         20_000, ge=1, description="Member: OPRF evaluations per minute per API key."
     )
+
+    # Federation roster (docs/federation.md, "Roster"): where to read it, and the trust root
+    # that version 1 must be signed by (steward verifier keys, comma-separated, and a quorum).
+    roster_url: str = Field("", description="Roster URL (http/https) or file path; empty: none.")
+    roster_stewards: str = Field("", description="Trusted steward verifier keys, comma-separated.")
+    roster_threshold: int = Field(1, ge=1, description="Steward signatures a roster needs.")
+    roster_refresh: float = Field(60.0, gt=0, description="Seconds between roster refreshes.")
 
     # Limits for clients and strangers (docs/security.md, "Threat model: clients and strangers").
     max_pdq_threshold: int = Field(
@@ -128,6 +161,8 @@ class Settings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         self.public_url = self.public_url.rstrip("/")
+        if self.roster_url and not self.roster_stewards:
+            raise ValueError("roster_url needs roster_stewards (the stewards' verifier keys)")
         if self.default_identifier_key and self.default_identifier_key not in self.identifier_keys:
             raise ValueError("default_identifier_key names no key in identifier_keys")
         for type_, days in self.validity_days.items():

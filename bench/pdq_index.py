@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import sys
 from pathlib import Path
 
@@ -77,8 +78,31 @@ def make_data(
     return codes, keys, query_codes, planted
 
 
+MEMORY: list[dict[str, str]] = []  # one row per size: memory per host beside the raw codes
+
+
+def memory_row(n: int, index: PDQIndex, path: Path | None) -> None:
+    """Memory per host: the shared base file once, plus each worker's private part."""
+    mine = index.memory_report()
+    other = PDQIndex(path=path).memory_report() if path is not None else mine  # worker 2
+    raw = 32 * n
+    host = mine["shared"] + mine["private"] + other["private"]
+    old = 2 * (112 * n + 16 * 65537 * 8)  # previous layout: int64 keys/epochs, one copy per worker
+    MEMORY.append(
+        {
+            "codes": f"{n:,}",
+            "raw codes": f"{raw / 2**20:,.0f} MiB",
+            "base file (shared)": f"{mine['shared'] / 2**20:,.0f} MiB",
+            "private per worker": f"{mine['private'] / 2**20:,.1f} MiB",
+            "per host, 2 workers": f"{host / 2**20:,.0f} MiB ({host / raw:.2f}x raw)",
+            "previous layout, 2 workers": f"{old / 2**20:,.0f} MiB ({old / raw:.2f}x raw)",
+            "FAISS IndexBinaryFlat, 2 workers": f"{2 * raw / 2**20:,.0f} MiB (2.00x raw)",
+        }
+    )
+
+
 def run_size(
-    n: int, queries: int, bandwidth: float, seed: int
+    n: int, queries: int, bandwidth: float, seed: int, base_dir: Path | None = None
 ) -> tuple[list[dict[str, str]], dict[str, str]]:
     rng = np.random.default_rng(seed)
     codes, keys, query_codes, planted = make_data(n, queries, rng)
@@ -101,9 +125,10 @@ def run_size(
         "memory-bandwidth bound", bandwidth / (32 * n), None, "", f"{bandwidth / 1e9:.1f} GB/s read"
     )
 
-    # ---- PDQIndex
+    # ---- PDQIndex (its base in a file under `base_dir`, mapped read-only, when given)
+    path = base_dir / f"bench-{n}.pdqbase" if base_dir is not None else None
     with Stopwatch() as build:
-        index = PDQIndex.from_arrays(keys, codes)
+        index = PDQIndex.from_arrays(keys, codes, path=path)
     index.query(query_codes[0].tobytes())  # warm the probe plan
     answers: list[list[tuple[int, int]]] = []
     batch_answers: list[list[tuple[int, int]]] = []
@@ -193,6 +218,7 @@ def run_size(
         index.compact()
     with Stopwatch() as bulk:
         index.add_many(fresh_keys + 1, fresh)  # 1,000 re-inserts in one call
+    memory_row(n, index, path)
     updates = {
         "codes": f"{n:,}",
         "insert 1,000 (add)": f"{ins.seconds * 1e3:.1f} ms",
@@ -217,7 +243,15 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument(
+        "--base-dir",
+        default="data/bench-pdq",
+        help="where the index base files go (removed afterwards); '' keeps them in memory",
+    )
     args = parser.parse_args()
+    base_dir = Path(args.base_dir) if args.base_dir else None
+    if base_dir is not None:
+        base_dir.mkdir(parents=True, exist_ok=True)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
 
     extra = {
@@ -230,7 +264,10 @@ def main() -> None:
     results: list[dict[str, str]] = []
     updates: list[dict[str, str]] = []
     for n in sizes:
-        r, u = run_size(n, args.queries, bandwidth, args.seed)
+        r, u = run_size(n, args.queries, bandwidth, args.seed, base_dir)
+        if base_dir is not None:
+            for f in base_dir.glob(f"bench-{n}.pdqbase*"):
+                f.unlink()
         results += r
         updates.append(u)
         gc.collect()
@@ -240,6 +277,10 @@ def main() -> None:
     print_table(results)
     print("\n## Updates\n")
     print_table(updates)
+    print("\n## Memory per host (base file shared by the workers)\n")
+    print_table(MEMORY)
+    if base_dir is not None and not any(base_dir.iterdir()):
+        shutil.rmtree(base_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from app.api.deps import AdminKey, NodeDep
 from app.api.federation import FederationDep
 from app.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut
-from app.services import apikeys, peers
+from app.services import apikeys, peers, roster
 from app.services.peers import PeerIn, PeerOut, PeerPolicyIn
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -59,13 +59,17 @@ def list_peers(
     _: AdminKey,
     removed: Annotated[bool, Query(description="Include removed peers.")] = False,
 ) -> list[PeerOut]:
-    """Peers with their sync status: cursor, lag, last success, last error."""
-    return peers.list_all(node, removed=removed)
+    """Peers with their sync status: cursor, lag, last success, last error, roster status."""
+    return [_with_roster(node, p) for p in peers.list_all(node, removed=removed)]
 
 
 @router.get("/peers/{origin}", operation_id="get_peer", response_model=PeerOut)
 def get_peer(origin: PeerOrigin, node: NodeDep, _: AdminKey) -> PeerOut:
-    return peers.get(node, origin)
+    return _with_roster(node, peers.get(node, origin))
+
+
+def _with_roster(node: NodeDep, peer: PeerOut) -> PeerOut:
+    return peer.model_copy(update={"roster_status": roster.member_status(node, peer.origin)})
 
 
 @router.put("/peers/{origin}/policy", operation_id="set_peer_policy", response_model=PeerOut)

@@ -13,12 +13,16 @@ One `Federation` per node process (created by the app's lifespan, or by a CLI ve
 - `changed()` is the after-commit hook: a push thread notifies every peer (signed
   `POST /federation/v1/notify`) when signals or feedback changed, so they pull at once.
 - a sync loop per peer pulls every `settings.sync_interval` seconds (with jitter), backing off
-  exponentially after failures; a notify from that peer wakes it at once.
+  exponentially after failures; a notify from that peer wakes it at once. Only the process
+  holding the node's "pull" lease (services/lease.py, a row in the shared database) runs these
+  loops, so a node with many workers and hosts pulls each peer once; when the holder dies,
+  another process takes the lease within about `settings.lease_ttl` seconds and starts them.
 - after publishing a checkpoint, asks each peer to cosign it (services/witness.py).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -42,6 +46,8 @@ from app.federation.httpsig import MemoryNonceCache, verify_request
 from app.federation.pages import Notify
 from app.services import log as exchange_log
 from app.services import sync
+from app.services.duties import PeerTasks
+from app.services.lease import Lease
 from app.services.node import Node
 from app.storage import peers as store
 from app.storage.models import FeedbackRow, SignalRow
@@ -154,7 +160,15 @@ class Federation:
         page_size: int = sync.DEFAULT_PAGE,
     ) -> None:
         self.node = node
-        self.client = PeerClient(node.origin, node.key.sign, clients=clients)
+        settings = node.settings
+        self.client = PeerClient(
+            node.origin,
+            node.key.sign,
+            clients=clients,
+            timeout=settings.peer_io_timeout,
+            deadline=settings.peer_deadline,
+            max_page_bytes=settings.max_page_bytes,
+        )
         self.nonces = DbNonceCache(node, node.settings.clock_skew + 300)
         self.page_size = page_size
         self.registry = CollectorRegistry()
@@ -173,6 +187,9 @@ class Federation:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_pushed: tuple[int, int] | None = None
+        self._notify_tasks = PeerTasks("notify")
+        self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
+        self._resupervise = threading.Event()
 
     # --- inbound -------------------------------------------------------------------------------
 
@@ -224,7 +241,7 @@ class Federation:
     def wake(self, peer: str) -> None:
         with self._lock:
             event = self._wake.get(peer)
-            if event is None and self._threads and not self._stop.is_set():
+            if event is None and self._threads and not self._stop.is_set() and self.lease.held:
                 # A peer added moments ago (its loop starts at the next supervisor round).
                 event = self._start_loop(peer)
         if event is not None:
@@ -249,10 +266,13 @@ class Federation:
         with lock:
             try:
                 self._pull(peer, result)
-            except (SignetError, ValueError) as exc:
+            except Exception as exc:  # any failure is the peer's status, never a dead loop
                 result.error = f"{type(exc).__name__}: {exc}"[:500]
                 self._record_failure(peer, result.error)
-                log.warning("pull from %s failed: %s", peer, result.error)
+                if isinstance(exc, SignetError | ValueError):
+                    log.warning("pull from %s failed: %s", peer, result.error)
+                else:
+                    log.exception("pull from %s failed unexpectedly", peer)
         return result
 
     def _pull(self, peer: str, result: PullResult) -> None:
@@ -326,22 +346,36 @@ class Federation:
         with self.node.db.read() as session:
             targets = [(r.origin, r.url) for r in store.list_peers(session)]
         for origin, url in targets:
-            try:
-                self.client.notify(url, notify)
+            # Each peer on its own thread: a slow peer delays only its own notify. A peer whose
+            # previous notify is still in flight is skipped; it will pull on its own schedule.
+            if self._notify_tasks.submit(
+                origin, functools.partial(self._notify, origin, url, notify)
+            ):
                 told += 1
-            except SignetError as exc:
-                log.info("notify to %s failed: %s", origin, exc)
         return told
+
+    def _notify(self, origin: str, url: str, notify: Notify) -> None:
+        try:
+            self.client.notify(url, notify)
+        except SignetError as exc:
+            log.info("notify to %s failed: %s", origin, exc)
 
     # --- loops ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._spawn("federation-push", self._push_loop)
+        self._spawn("federation-lease", self.lease.keep, self._stop, self._lease_changed)
         self._spawn("federation-peers", self._supervise)
+
+    def _lease_changed(self, held: bool) -> None:
+        if not held:
+            log.warning("pull lease lost: stopping this process's pull loops")
+        self._resupervise.set()
 
     def stop(self) -> None:
         self._stop.set()
         self._push.set()
+        self._resupervise.set()
         with self._lock:
             for event in self._wake.values():
                 event.set()
@@ -369,10 +403,11 @@ class Federation:
                 log.exception("push failed")
 
     def _supervise(self) -> None:
-        """Keep one pull loop per current peer (peers come and go at run time)."""
+        """Keep one pull loop per current peer (peers come and go at run time), and none at
+        all unless this process holds the pull lease."""
         while not self._stop.is_set():
             try:
-                peers = set(self.current_peers())
+                peers = set(self.current_peers()) if self.lease.held else set()
                 with self._lock:
                     for peer in peers - set(self._loops):
                         self._start_loop(peer)
@@ -380,7 +415,8 @@ class Federation:
                         self._wake[peer].set()
             except Exception:
                 log.exception("peer supervisor round failed")
-            self._stop.wait(2.0)
+            self._resupervise.wait(2.0)
+            self._resupervise.clear()
 
     def _peer_loop(self, peer: str) -> None:
         event = self._wake[peer]
@@ -390,11 +426,15 @@ class Federation:
         while not self._stop.is_set():
             event.wait(delay)
             event.clear()
-            if self._stop.is_set():
+            if self._stop.is_set() or not self.lease.held:
                 break
-            if peer not in self.current_peers():
-                break
-            result = self.pull(peer)
+            try:
+                if peer not in self.current_peers():
+                    break
+                result = self.pull(peer)
+            except Exception as exc:  # e.g. the database is away: back off, keep the loop
+                log.exception("sync loop for %s failed", peer)
+                result = PullResult(peer, error=f"{type(exc).__name__}: {exc}"[:500])
             if result.error is None:
                 failures = 0
                 delay = interval * random.uniform(0.8, 1.2)  # noqa: S311

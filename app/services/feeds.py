@@ -255,14 +255,18 @@ def _stopncii_record(row: SignalRow, at: datetime) -> dict[str, Any]:
     status = "Withdrawn" if withdrawn else "Active"
     feedbacks: list[dict[str, Any]] = [
         {
-            "feedbackValue": "Withdrawn" if withdrawn else _OPINION_FEEDBACK[row.opinion],
-            "tags": sorted({*row.categories, *row.indicators}),
+            # A stored row is read defensively: a value outside today's vocabulary (a record
+            # stored by an older release) is shown as unknown, never a 500 for every consumer.
+            "feedbackValue": "Withdrawn"
+            if withdrawn
+            else _OPINION_FEEDBACK.get(row.opinion, "QualityUnknown"),
+            "tags": sorted({t for t in (*row.categories, *row.indicators) if isinstance(t, str)}),
             "source": row.origin,
         }
     ]
     for verdict, count in sorted(row.feedback_counts.items()):
         value = _VERDICT_FEEDBACK.get(verdict)
-        if value is not None and count > 0:
+        if value is not None and isinstance(count, int) and count > 0:
             feedbacks.append(
                 {"feedbackValue": value, "tags": [verdict, f"count:{count}"], "source": "signet"}
             )

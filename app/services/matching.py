@@ -20,9 +20,11 @@ from pydantic import ValidationError
 
 from app.errors import InvalidInput, InvalidSignal
 from app.schemas import ItemError, MatchBatchResult, MatchHit, MatchQuery, MatchResult
+from app.services import roster
 from app.services.node import Node
 from app.services.signals import key_id_of, pydantic_item_error
 from app.signals.match_index import match_key
+from app.signals.textfold import join_spaced, leet_fold, match_key_text
 from app.signals.types import canonicalize
 from app.signals.types.text import fold_text
 from app.signals.vocab import IDENTIFIER_TYPES, SignalType
@@ -58,6 +60,15 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
                 pdq_groups[threshold].append((i, bytes.fromhex(q.value)))
             elif q.type == "text":
                 hits[i] = _match_text(node, q, now)
+            elif q.type == SignalType.KEYWORD:
+                # By fold 2 key of the raw value (skeletons before casefolding), so an
+                # evasive spelling of the keyword finds it too.
+                canonicalize(q.type, q.value)  # refuses what is not a keyword at all
+                phrase = match_key_text(q.value)
+                if q.leet:
+                    phrase = leet_fold(phrase)
+                by_key = node.index.keywords_in([phrase], now, leet=q.leet)
+                hits[i] = [(r, None, None) for r, _ in by_key]
             elif q.type == SignalType.TEXT_TLSH:
                 digest = canonicalize(q.type, q.value).value
                 threshold = DEFAULT_TLSH_THRESHOLD if q.threshold is None else q.threshold
@@ -78,6 +89,7 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         for (i, _), found in zip(group, node.index.pdq(codes, threshold, now), strict=True):
             hits[i] = [(r, d, None) for r, d in found]
     results = []
+    dropped = roster.dropped(node)  # members a roster removed or suspended, if it says drop
     for i, hs in enumerate(hits):
         if i in errors:
             results.append(MatchResult(index=i, status="rejected", error=errors[i]))
@@ -86,7 +98,8 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         truncated = False
         for row_id, distance, matched in hs:  # closest first for pdq and text_tlsh
             s = node.index.get(row_id)
-            if s is None:  # removed between the search and now: no longer a hit
+            # None: removed between the search and now, no longer a hit.
+            if s is None or s.public.get("origin") in dropped:
                 continue
             if len(matches) == cap:
                 truncated = True
@@ -118,8 +131,20 @@ def _match_text(node: Node, q: MatchQuery, now: float) -> list[Hit]:
     if len(q.value) > MAX_TEXT:
         raise InvalidSignal("value", f"at most {MAX_TEXT} characters")
     folded = fold_text(q.value)
-    words = [w for w in (_EDGE.sub("", t) for t in folded.split()) if w]
-    found: list[Hit] = [(r, None, f"keyword:{p}") for r, p in node.index.keywords_in(words, now)]
+    found: list[Hit] = []
+    seen: set[int] = set()
+    key = match_key_text(q.value)
+    # Fold 2 key, then the same with spaced-out letters joined; with `leet`, both again in
+    # leetspeak fold against the leet table. Each probe is linear in the text's length.
+    for leet in (False, True) if q.leet else (False,):
+        text = leet_fold(key) if leet else key
+        words = [w for w in (_EDGE.sub("", t) for t in text.split()) if w]
+        joined = join_spaced(words)
+        for seq in (words, joined) if joined != words else (words,):
+            for r, p in node.index.keywords_in(seq, now, leet=leet):
+                if r not in seen:
+                    seen.add(r)
+                    found.append((r, None, f"keyword:{p}"))
     digest = tlsh.hash(folded.encode())
     if digest and digest != "TNULL":
         threshold = DEFAULT_TLSH_THRESHOLD if q.threshold is None else q.threshold

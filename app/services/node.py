@@ -64,4 +64,10 @@ def open_node(settings: Settings, *, migrate: bool = True) -> Node:
     if migrate:
         migrations.upgrade(db)
     key = NodeKey.load_or_create(key_path(settings))
-    return Node(settings=settings, db=db, key=key)
+    index = MatchIndex(str(pdq_base_path(settings)) if settings.pdq_shared_base else None)
+    return Node(settings=settings, db=db, key=key, index=index)
+
+
+def pdq_base_path(settings: Settings) -> Path:
+    """The PDQ index base every worker of this host maps (docs/scaling.md)."""
+    return settings.data_dir / "index" / "pdq.pdqbase"

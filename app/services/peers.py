@@ -64,6 +64,9 @@ class PeerOut(BaseModel):
     records_delivered: int
     witness_size: int = Field(description="Size of our log this peer last cosigned.")
     witness_error: str | None
+    roster_status: str | None = Field(
+        None, description="active, suspended or removed in the federation roster; null: not in it"
+    )
 
 
 def to_out(row: PeerRow) -> PeerOut:

@@ -33,17 +33,17 @@ from app.crypto.canonical import canonical_json
 from app.crypto.keys import VerifierKey
 from app.crypto.records import verify_record
 from app.errors import InvalidInput, SignetError
+from app.federation import validate
 from app.federation.audience import RecordMeta, is_origin, may_accept, may_send
 from app.federation.errors import MalformedRecord, OwnRecordReturned
 from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
 from app.services import feedback as feedback_service
 from app.services import log as exchange_log
+from app.services import roster as roster_svc
 from app.services.node import Node
 from app.services.peers import policy_of
 from app.services.tx import transaction
 from app.signals.match_index import match_key
-from app.signals.types import canonicalize
-from app.signals.vocab import Verdict
 from app.storage import log as log_store
 from app.storage import peers as store
 from app.storage.models import FeedbackRow, SignalRow
@@ -54,7 +54,6 @@ log = logging.getLogger("signet.sync")
 DEFAULT_PAGE = 500
 _SCAN_CHUNK = 500
 _MAX_LOGGED_REASONS = 20
-_VERDICTS = frozenset(v.value for v in Verdict)
 
 
 def digest_hex(record: dict[str, Any]) -> str:
@@ -105,12 +104,16 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     limit = max(1, min(limit, MAX_PAGE_RECORDS))
     now = utcnow()
     envelopes: list[RecordEnvelope] = []
+    seqs: list[int] = []  # change_seq of each envelope's row
     with node.db.read() as session:
         row = store.get_peer(session, peer)
         if row is None:
             raise InvalidInput("peer", "not a current peer")
         policy = policy_of(row)
         our_peers = set(store.pinned_keys(session))
+        # Members the roster suspended or removed: nothing of theirs is relayed any more.
+        # (Our own records are not ours to police: peers refuse them if we were removed.)
+        barred = roster_svc.excluded_in(session) - {node.origin}
         # Size first: everything with change_seq < size is committed and visible after it.
         upto = log_store.log_size(session)
         cursor = after
@@ -136,11 +139,16 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
             for seq, item in items:
                 if seq >= bound:
                     break
-                cand = _candidate(item, node, peer, our_peers, signals_for_fb, now)
+                cand = (
+                    None
+                    if item.origin in barred
+                    else _candidate(item, node, peer, our_peers, signals_for_fb, now)
+                )
                 if cand is not None and (
                     cand.meta is None or may_send(cand.meta, peer, policy, our_origin=node.origin)
                 ):
                     envelopes.append(RecordEnvelope(cand.record, cand.hops))
+                    seqs.append(seq)
                 cursor = seq + 1
                 if len(envelopes) >= limit:
                     full = True
@@ -151,7 +159,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     checkpoint = exchange_log.latest_checkpoint(node).note
     page = RecordsPage(envelopes, cursor, checkpoint, has_more)
     if envelopes:
-        _log_delivered(node, peer, after, cursor, envelopes)
+        _log_delivered(node, peer, after, cursor, envelopes, seqs)
     return page
 
 
@@ -181,17 +189,30 @@ def _candidate(
 
 
 def _log_delivered(
-    node: Node, peer: str, after: int, up_to: int, envelopes: list[RecordEnvelope]
+    node: Node,
+    peer: str,
+    after: int,
+    up_to: int,
+    envelopes: list[RecordEnvelope],
+    seqs: list[int],
 ) -> None:
-    digests = [digest_hex(e.record) for e in envelopes]
+    """Log the records of this page not delivered to `peer` before (issue 9, observation 7):
+    a row is new if its change_seq is at or past the peer's `delivered_upto` mark, so a peer
+    re-pulling old pages (after=0, again and again) adds nothing to our log."""
     with transaction(node) as tx:
+        row = store.get_peer(tx.session, peer)
+        mark = row.delivered_upto if row is not None else 0
+        new = [e for e, seq in zip(envelopes, seqs, strict=True) if seq >= mark]
+        if not new:
+            return
+        digests = [digest_hex(e.record) for e in new]
         tx.append(
             "delivered",
             {"to": peer, "after": after, "up_to": up_to, "count": len(digests), "digests": digests},
         )
-        row = store.get_peer(tx.session, peer)
         if row is not None:
             row.records_delivered += len(digests)
+            row.delivered_upto = max(mark, up_to)
             tx.session.add(row)
 
 
@@ -213,23 +234,11 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _str(record: dict[str, Any], name: str, max_len: int = 64) -> str:
-    value = record.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise _Refused(f"{name} must be a string of 1..{max_len} characters")
-    return value
-
-
 def _time(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise _Refused(f"{name} must be an RFC 3339 time")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Refused(f"{name} must be an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise _Refused(f"{name} has no time zone")
-    return parsed
+        return validate.parse_time(value, name)
+    except validate.RecordInvalid as exc:
+        raise _Refused(f"{name}: {exc.reason}") from None
 
 
 class _Applier:
@@ -278,7 +287,9 @@ class _Applier:
                 self.seen_keys.add(key)
             except _Refused as exc:
                 self._refuse(env, exc.reason)
-            except (SignetError, ValueError, TypeError, KeyError) as exc:
+            except validate.RecordInvalid as exc:
+                self._refuse(env, f"{exc.field}: {exc.reason}")
+            except Exception as exc:  # one bad record never aborts its page
                 self._refuse(env, f"{type(exc).__name__}: {exc}")
         store.insert_signals(session, list(self.new_signals.values()))
         store.insert_feedback(session, self.new_feedback)
@@ -327,6 +338,8 @@ class _Applier:
             raise OwnRecordReturned(f"{self.peer} sent back one of our own records")
         if origin not in self.keys:
             raise _Refused(f"origin {origin} is not pinned")
+        # Size before the signature: verifying re-encodes the whole record.
+        validate.check_record_size(record, self.node.settings.max_record_bytes)
         self._verify(record)
         kind = key[1]
         if kind == "signal":
@@ -341,45 +354,35 @@ class _Applier:
         record = env.record
         meta = RecordMeta.from_record(record, env.hops)
         may_accept(meta, self.peer, self.keys, self.node.origin)
-        attrs = record.get("attrs", {})
-        if not isinstance(attrs, dict):
-            raise _Refused("attrs must be an object")
-        type_ = _str(record, "type", 32)
-        canon = canonicalize(
-            type_,
-            record.get("value"),
-            quality=attrs.get("quality") if type_ == "pdq" else None,
-            allow_low_quality=True,
-            key_id=attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None,
-            domain=attrs.get("domain") if isinstance(attrs.get("domain"), str) else None,
+        checked = validate.check_signal(
+            record,
+            extra_categories=self.node.settings.extra_categories,
+            max_bytes=self.node.settings.max_record_bytes,
         )
-        if canon.value != record.get("value"):
-            raise _Refused("value is not in canonical form")
-        indicators = record.get("indicators", [])
-        if not isinstance(indicators, list) or not all(isinstance(i, str) for i in indicators):
-            raise _Refused("indicators must be a list of strings")
-        confidence = record.get("confidence", 50)
-        if isinstance(confidence, bool) or not isinstance(confidence, int):
-            raise _Refused("confidence must be an integer")
-        valid_from = _time(record.get("valid_from"), "valid_from")
-        valid_until = _time(record.get("valid_until"), "valid_until")
+        canon = checked.canon
+        attrs = canon.extra
+        indicators = checked.indicators
+        confidence = checked.confidence
+        valid_from, valid_until = checked.valid_from, checked.valid_until
         origin, _, uid, version = key
         held = self.signals.get((origin, uid))
         if held is not None and held.version >= version:
             return False  # an older version than we hold (or ours under another record)
         idx = self._log(record, meta.tlp.value, key)
-        key_id = attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None
+        key_id = attrs.get("key_id")
         values: dict[str, Any] = {
             "uid": uid,
             "origin": origin,
             "version": version,
             "type": canon.type.value,
             "value": canon.value,
-            "match_key": match_key(canon.type.value, canon.value, key_id),
-            "attrs": attrs,
+            "match_key": match_key(
+                canon.type.value, canon.value, key_id if isinstance(key_id, str) else None
+            ),
+            "attrs": dict(attrs),
             "categories": sorted(meta.categories),
             "indicators": indicators,
-            "opinion": _str(record, "opinion", 32),
+            "opinion": checked.opinion,
             "confidence": confidence,
             "reviewed": record.get("reviewed") is True,
             "tlp": meta.tlp.value,
@@ -417,10 +420,10 @@ class _Applier:
     def _retraction(self, env: RecordEnvelope, key: store.RecordKey) -> None:
         record = env.record
         origin, _, uid, _ = key
+        at = validate.check_retraction(record, max_bytes=self.node.settings.max_record_bytes)
         if record["signal"].get("origin") != origin:
             raise _Refused("a retraction may only withdraw its origin's own signal")
         reason = record.get("reason")
-        at = _time(record.get("time"), "time")
         pending = self.new_signals.get((origin, uid))
         held = self.signals.get((origin, uid))
         if pending is None and held is None:
@@ -457,17 +460,15 @@ class _Applier:
     def _feedback(self, env: RecordEnvelope, key: store.RecordKey) -> None:
         record = env.record
         origin, _, uid, _ = key
+        at = validate.check_feedback(record, max_bytes=self.node.settings.max_record_bytes)
         ref = record["signal"]
         signal_key = (str(ref.get("origin")), str(ref.get("id")))
         verdict = record.get("verdict")
-        if verdict not in _VERDICTS:
-            raise _Refused("unknown verdict")
         held = self.signals.get(signal_key)
         if held is None:
             raise _Refused("feedback about a signal we do not hold")
         if held.tlp == "red":
             raise _Refused("feedback about a red signal cannot come from a peer")
-        at = _time(record.get("time"), "time")
         reason = record.get("reason")
         tlp = held.tlp
         idx = self._log(record, tlp, key)
@@ -523,7 +524,8 @@ def apply_page(node: Node, peer: str, after: int, page: RecordsPage) -> ApplyRes
             return ApplyResult(stale=True)
         if row.cursor != after:
             return ApplyResult(stale=True)
-        keys = {o: VerifierKey.parse(k) for o, k in store.pinned_keys(tx.session).items()}
+        # Pinned peers and, with a roster, every active member (app/services/roster.py).
+        keys = roster_svc.trusted_keys(tx.session)
         applier = _Applier(tx, peer, keys)
         applier.run(page.records)
         result = applier.result

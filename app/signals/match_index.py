@@ -3,7 +3,9 @@
 - exact types: a dict from match key (type, identifier key id, canonical value) to row ids;
 - `pdq`: `PDQIndex` (exact Hamming range search);
 - `text_tlsh`: a list scanned with TLSH's own distance (the number of TLSH signals is small);
-- keywords inside free text: a dict of normalised phrases, probed with every word n-gram of the
+- keywords inside free text: a dict of phrases under their fold 2 key (`app.signals.textfold`,
+  computed here from the stored value, so keywords published before fold 2 are keyed alike),
+  and a second dict under the leetspeak fold of that key; probed with every word n-gram of the
   text, so a message is checked in time linear in its length, not in the number of keywords.
 
 Pure: it knows nothing of the database. `app.services.index_sync` feeds it changes in commit
@@ -22,6 +24,7 @@ import numpy as np
 import tlsh
 
 from app.signals.pdq_index import PDQIndex
+from app.signals.textfold import leet_fold, match_key_text
 
 MAX_KEYWORD_WORDS = 8
 
@@ -39,6 +42,7 @@ class IndexedSignal:
     # What a match answers about the signal (id, origin, categories, ...), kept here so a hit
     # needs no database read.
     public: Mapping[str, Any] = field(default_factory=dict)
+    seq: int | None = None  # the log position of this version (tags the PDQ index's writes)
 
 
 def match_key(type_: str, value: str, key_id: str | None = None) -> str:
@@ -49,28 +53,37 @@ def match_key(type_: str, value: str, key_id: str | None = None) -> str:
 class MatchIndex:
     """Thread-safe for one writer (the sync loop) and any number of concurrent readers."""
 
-    def __init__(self) -> None:
+    def __init__(self, pdq_path: str | None = None) -> None:
+        """`pdq_path`: keep the PDQ base in this file, shared by the workers of the host."""
+        self._pdq_path = pdq_path
         self._lock = threading.RLock()
         self._exact: dict[str, set[int]] = {}
         self._pdq = PDQIndex()
         self._tlsh: dict[int, str] = {}
         self._keywords: dict[str, set[int]] = {}
+        self._keywords_leet: dict[str, set[int]] = {}
         self._rows: dict[int, IndexedSignal] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def load(self, signals: Sequence[IndexedSignal]) -> None:
-        """Replace the contents with `signals` (start-up), building the PDQ index in bulk."""
+    def load(self, signals: Sequence[IndexedSignal], seq: int = -1) -> None:
+        """Replace the contents with `signals` (start-up, the state at log position `seq`),
+        building the PDQ index in bulk (or reusing the host's shared base file)."""
         with self._lock:
-            self.__init__()  # type: ignore[misc]
+            self.__init__(self._pdq_path)  # type: ignore[misc]
             pdq = [s for s in signals if s.active and s.type == "pdq"]
-            if pdq:
-                keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
-                codes = np.frombuffer(
-                    b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
-                ).reshape(-1, 32)
+            keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
+            codes = np.frombuffer(
+                b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
+            ).reshape(-1, 32)
+            if self._pdq_path is not None:
+                self._pdq = PDQIndex.open_shared(
+                    self._pdq_path, keys, codes, tag=seq, background_compaction=True
+                )
+            elif pdq:
                 self._pdq = PDQIndex.from_arrays(keys, codes)
+            if pdq:
                 for s in pdq:
                     self._rows[s.row_id] = s
             for s in signals:
@@ -81,33 +94,43 @@ class MatchIndex:
         """Apply changes in commit order: an active signal is (re)indexed, others removed."""
         with self._lock:
             for s in changes:
-                self._remove(s.row_id)
+                self._remove(s.row_id, s.seq)
                 if s.active:
                     self._add(s)
 
     def _add(self, s: IndexedSignal) -> None:
         self._rows[s.row_id] = s
         if s.type == "pdq":
-            self._pdq.add(s.row_id, s.value)
+            self._pdq.add(s.row_id, s.value, tag=s.seq)
         elif s.type == "text_tlsh":
             self._tlsh[s.row_id] = s.value
         else:
             self._exact.setdefault(s.match_key, set()).add(s.row_id)
             if s.type == "keyword":
-                self._keywords.setdefault(s.value, set()).add(s.row_id)
+                key = match_key_text(s.value)
+                self._keywords.setdefault(key, set()).add(s.row_id)
+                self._keywords_leet.setdefault(leet_fold(key), set()).add(s.row_id)
 
-    def _remove(self, row_id: int) -> None:
+    def _remove(self, row_id: int, seq: int | None = None) -> None:
         old = self._rows.pop(row_id, None)
         if old is None:
             return
         if old.type == "pdq":
-            self._pdq.remove(row_id)
+            self._pdq.remove(row_id, tag=seq)
         elif old.type == "text_tlsh":
             self._tlsh.pop(row_id, None)
         else:
             _discard(self._exact, old.match_key, row_id)
             if old.type == "keyword":
-                _discard(self._keywords, old.value, row_id)
+                key = match_key_text(old.value)
+                _discard(self._keywords, key, row_id)
+                _discard(self._keywords_leet, leet_fold(key), row_id)
+
+    def caught_up(self, seq: int) -> None:
+        """Every change up to log position `seq` is applied: adopt a newer shared PDQ base
+        another worker wrote, if there is one (cheap: one stat when there is none)."""
+        self._pdq.note_tag(seq)
+        self._pdq.refresh_base()
 
     def get(self, row_id: int) -> IndexedSignal | None:
         return self._rows.get(row_id)
@@ -144,14 +167,19 @@ class MatchIndex:
         with self._lock:
             return sorted((h for h in hits if self._live(h[0], now)), key=lambda h: (h[1], h[0]))
 
-    def keywords_in(self, words: Sequence[str], now: float) -> list[tuple[int, str]]:
-        """Keyword signals whose phrase occurs as a run of whole words in `words`."""
+    def keywords_in(
+        self, words: Sequence[str], now: float, *, leet: bool = False
+    ) -> list[tuple[int, str]]:
+        """Keyword signals whose phrase occurs as a run of whole words in `words`.
+
+        `words` are already in fold 2 form (and leet-folded when `leet`)."""
         found: dict[int, str] = {}
+        table = self._keywords_leet if leet else self._keywords
         with self._lock:
             for i in range(len(words)):
                 for n in range(1, min(MAX_KEYWORD_WORDS, len(words) - i) + 1):
                     phrase = " ".join(words[i : i + n])
-                    for row_id in self._keywords.get(phrase, ()):
+                    for row_id in table.get(phrase, ()):
                         if self._live(row_id, now):
                             found.setdefault(row_id, phrase)
         return sorted(found.items())

@@ -1,4 +1,4 @@
-"""In-memory PDQ index: exact "every code within Hamming distance t" over 256-bit hashes.
+"""PDQ index: exact "every code within Hamming distance t" over 256-bit hashes.
 
 Multi-index hashing (Norouzi, Punjani and Fleet): a code is cut into 16 chunks of 16 bits and
 each chunk gets its own inverted index. Write t = 16·r + a with 0 <= a < 16. If two codes are
@@ -10,31 +10,38 @@ keeps only true matches: recall is 100% by construction, never approximate. When
 would touch a large share of the index (large t, or skewed data piling codes into a few
 buckets) the query scans instead; the answer is the same, only the cost differs.
 
-Layout. An immutable *base* holds codes sorted by key plus, per chunk, a CSR table: positions
-sorted by chunk value and 65,537 offsets, so a bucket is a slice. Inserts go to an append-only
-*delta* that queries scan; deletes are tombstones. `compact()` (also run automatically when the
-delta and tombstones outgrow a fraction of the base) folds both into a new base.
+Layout. An immutable *base* (`app.signals.pdq_base`: in memory, or a file every worker maps
+read-only) holds codes sorted by key plus, per chunk, a CSR table: positions sorted by chunk
+value and 65,537 offsets, so a bucket is a slice. Inserts go to an append-only *delta* that
+queries scan; deletes are tombstones. `compact()` (also run automatically when the delta and
+tombstones outgrow a fraction of the base) folds both into a new base, built outside the
+writer lock: writes made meanwhile are kept in a journal and replayed onto the new base.
 
-Concurrency: one writer at a time (a lock), readers never block. A tombstone is the epoch at
-which the entry died; a reader takes the current snapshot (base, delta length, epoch) and sees
-an entry as alive while its death epoch is later than the snapshot's. Writers only append past
-a snapshot's delta length or lower a death epoch from "never" to the new epoch, and compaction
-builds new arrays, so a reader's snapshot never changes under it.
+Concurrency: one writer at a time (a lock, held briefly), readers never block. A tombstone is
+the epoch at which the entry died; a reader takes the current snapshot (base, delta length,
+epoch) and sees an entry as alive while its death epoch is later than the snapshot's. Writers
+only append past a snapshot's delta length or mark a base entry dead with the new epoch, and
+compaction builds new arrays, so a reader's snapshot never changes under it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from app.errors import InvalidInput
+from app.signals.pdq_base import Base, BaseFileError, file_id
 
 __all__ = [
     "CODE_BYTES",
@@ -266,64 +273,34 @@ def _plan(threshold: int, max_probe_share: float) -> _Plan:
 # --------------------------------------------------------------------------- index structures
 
 
-@dataclass(frozen=True, slots=True)
-class _Base:
-    keys: Int64Array  # (n,) ascending, unique
-    codes: U64Array  # (n, 4)
-    postings: NDArray[np.uint32]  # (16 n,) positions, chunk-major, each chunk sorted by value
-    offsets: Int64Array  # (16 * 65537,) bucket bounds into `postings`
-    died: Int64Array  # (n,) death epoch, _NEVER while alive; written in place by the writer
-
-    @property
-    def size(self) -> int:
-        return int(self.keys.shape[0])
-
-    def nbytes(self) -> int:
-        return sum(
-            a.nbytes for a in (self.keys, self.codes, self.postings, self.offsets, self.died)
-        )
-
-    @classmethod
-    def build(cls, keys: Int64Array, codes: U64Array) -> _Base:
-        """`keys` unique; rows are re-sorted by key."""
-        order = np.argsort(keys, kind="stable")
-        keys = np.ascontiguousarray(keys[order])
-        codes = np.ascontiguousarray(codes[order])
-        n = keys.shape[0]
-        if n >= 1 << 32:
-            raise InvalidPDQInput("codes", "at most 2**32 - 1 codes per index")
-        postings = np.empty(_CHUNKS * n, np.uint32)
-        offsets = np.empty(_CHUNKS * _OFFSETS_PER_CHUNK, np.int64)
-        halves = codes.view(np.uint16)  # (n, 16): chunk c is column c
-        for c in range(_CHUNKS):
-            values = np.ascontiguousarray(halves[:, c])
-            postings[c * n : (c + 1) * n] = np.argsort(values, kind="stable")
-            bounds = offsets[c * _OFFSETS_PER_CHUNK : (c + 1) * _OFFSETS_PER_CHUNK]
-            bounds[0] = c * n
-            np.cumsum(np.bincount(values, minlength=_CHUNK_VALUES), out=bounds[1:])
-            bounds[1:] += c * n
-        return cls(keys, codes, postings, offsets, np.full(n, _NEVER, np.int64))
-
-    def find(self, keys: Int64Array) -> NDArray[np.intp]:
-        """Positions of the live entries among `keys` (-1 where absent or dead)."""
-        pos = np.searchsorted(self.keys, keys)
-        pos[pos >= self.size] = 0
-        ok = (self.keys[pos] == keys) & (self.died[pos] == _NEVER) if self.size else pos < 0
-        return np.where(ok, pos, -1)
-
-
-_EMPTY_BASE = _Base.build(np.empty(0, np.int64), np.empty((0, _WORDS), np.uint64))
+_EMPTY_BASE = Base.build(np.empty(0, np.int64), np.empty((0, _WORDS), np.uint64))
 
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    base: _Base
+    base: Base
     delta_keys: Int64Array  # append-only buffers; only [:delta_len] belongs to this snapshot
     delta_codes: U64Array
     delta_died: Int64Array
     delta_len: int
     epoch: int
     live: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One write, kept until a base that includes it is installed (see `_journal`)."""
+
+    tag: int | None
+    keys: Int64Array
+    words: U64Array | None  # None: a delete
+
+
+_EMPTY_DELTA: Final = (
+    np.empty(0, np.int64),
+    np.empty((0, _WORDS), np.uint64),
+    np.empty(0, np.int64),
+)
 
 
 # --------------------------------------------------------------------------- the index
@@ -333,6 +310,11 @@ class PDQIndex:
     """Exact Hamming range search over PDQ codes, kept in step with inserts and deletes.
 
     Keys are int64 (signal row ids). One writer at a time; any number of concurrent readers.
+
+    With `path`, the base lives in that file (mapped read-only, shared by every process that
+    opens it) and compaction rewrites it atomically. Writes may carry a `tag` (the log
+    position they come from); a base records the tag it reflects, so another process can adopt
+    it with `refresh_base()` and replay only its own writes past that tag.
     """
 
     def __init__(
@@ -341,40 +323,96 @@ class PDQIndex:
         delta_fraction: float = 1 / 32,
         min_delta: int = 4096,
         max_candidate_share: float = 0.2,
+        path: str | Path | None = None,
+        background_compaction: bool = False,
     ) -> None:
         """`delta_fraction`/`min_delta`: compact once delta + tombstones exceed
         max(min_delta, delta_fraction * base size). `max_candidate_share`: scan instead of
-        probing when the probes would verify more than this share of the base."""
+        probing when the probes would verify more than this share of the base.
+        `path`: the base file (opened if it exists). `background_compaction`: automatic
+        compaction runs on a thread instead of in the writer that crossed the limit."""
         self._delta_fraction = delta_fraction
         self._min_delta = min_delta
         self._max_share = max_candidate_share
-        self._lock = threading.Lock()
+        self._path = str(path) if path is not None else None
+        self._background = background_compaction
+        self._lock = threading.Lock()  # one writer at a time; held only briefly
+        self._compact_lock = threading.Lock()  # one compaction (or base swap) at a time
+        self._compactor: threading.Thread | None = None
         self._delta_slot: dict[int, int] = {}  # key -> slot, live delta entries only
         self._base_dead = 0
-        self._snap = _Snapshot(
-            _EMPTY_BASE,
-            np.empty(0, np.int64),
-            np.empty((0, _WORDS), np.uint64),
-            np.empty(0, np.int64),
-            0,
-            0,
-            0,
-        )
+        # Every write since the installed base was snapshotted: replayed on top of a new base.
+        self._journal: list[_Op] = []
+        self._last_tag = -1
+        base = _EMPTY_BASE
+        if self._path is not None and os.path.exists(self._path):
+            base = Base.open(self._path)
+            self._last_tag = base.tag
+        self._snap = _Snapshot(base, *_EMPTY_DELTA, 0, 0, base.size)
 
     # ----------------------------------------------------------------- bulk build
 
     @classmethod
-    def from_arrays(cls, keys: np.ndarray, codes: np.ndarray) -> PDQIndex:
-        """Build from (n,) int keys and (n, 32) uint8 codes; a repeated key keeps its last code."""
+    def from_arrays(
+        cls,
+        keys: np.ndarray,
+        codes: np.ndarray,
+        *,
+        path: str | Path | None = None,
+        tag: int = -1,
+        **options: Any,
+    ) -> PDQIndex:
+        """Build from (n,) int keys and (n, 32) uint8 codes; a repeated key keeps its last code.
+
+        With `path` the base is written to that file (atomically) and mapped read-only."""
         words = _check_codes(codes)
         key_arr, words = _last_of_each_key(_check_keys(keys, words.shape[0]), words)
-        index = cls()
-        base = _Base.build(key_arr, words)
-        index._snap = _Snapshot(
-            base, index._snap.delta_keys, index._snap.delta_codes, index._snap.delta_died,
-            0, 0, base.size,
-        )  # fmt: skip
+        index = cls(**options)
+        index._path = str(path) if path is not None else None
+        base = Base.build(key_arr, words, tag=tag, path=path)
+        index._last_tag = tag
+        index._snap = _Snapshot(base, *_EMPTY_DELTA, 0, 0, base.size)
         return index
+
+    @classmethod
+    def open_shared(
+        cls,
+        path: str | Path,
+        keys: np.ndarray,
+        codes: np.ndarray,
+        *,
+        tag: int = -1,
+        **options: Any,
+    ) -> PDQIndex:
+        """The index of exactly `keys`/`codes` (the state at log position `tag`), on the base
+        file at `path` that the other workers of this host share.
+
+        Under the file's lock: if a base is there, it is mapped and whatever differs from
+        `keys`/`codes` is applied as (private) writes, so a file left by an earlier run or by
+        another worker is reused, never trusted; when the difference is large, or there is no
+        file, this process writes a new base for everyone (one builder at a time)."""
+        words = _check_codes(codes)
+        key_arr, words = _last_of_each_key(_check_keys(keys, words.shape[0]), words)
+        with _file_lock(str(path), wait=True):
+            index = cls(path=path, **options)
+            base = index._snap.base
+            pos = base.find(key_arr)
+            present = pos >= 0
+            same = np.zeros(key_arr.shape[0], bool)
+            if present.any():
+                idx = np.flatnonzero(present)
+                same[idx] = (base.codes[pos[idx]] == words[idx]).all(axis=1)
+            stale_pos = np.setdiff1d(np.arange(base.size), pos[present], assume_unique=True)
+            changes = int((~same).sum()) + int(stale_pos.size)
+            limit = max(index._min_delta, int(index._delta_fraction * base.size))
+            if changes > limit or base.path is None:  # no file yet: write one, even empty
+                return cls.from_arrays(key_arr, words.view(np.uint8), path=path, tag=tag, **options)
+            for k in base.key_at(stale_pos).tolist():
+                index.remove(k, tag=tag)
+            if not same.all():
+                index.add_many(key_arr[~same], words[~same].view(np.uint8), tag=tag)
+            index.note_tag(tag)
+            return index
 
     # ----------------------------------------------------------------- reads
 
@@ -407,20 +445,46 @@ class PDQIndex:
 
     def memory_bytes(self) -> int:
         """Approximate bytes held: arrays (exact) plus the delta's key map (estimated)."""
+        report = self.memory_report()
+        return report["shared"] + report["private"]
+
+    def memory_report(self) -> dict[str, int]:
+        """`shared`: the base arrays (one copy per host when they are in a file);
+        `private`: what this process alone holds (delta, tombstones, journal)."""
         s = self._snap
-        arrays = s.base.nbytes() + s.delta_keys.nbytes + s.delta_codes.nbytes + s.delta_died.nbytes
-        return arrays + sys.getsizeof(self._delta_slot) + 64 * len(self._delta_slot)
+        private = s.delta_keys.nbytes + s.delta_codes.nbytes + s.delta_died.nbytes
+        private += sys.getsizeof(self._delta_slot) + 64 * len(self._delta_slot)
+        private += s.base.private_bytes()
+        private += sum(
+            op.keys.nbytes + (op.words.nbytes if op.words is not None else 0) + 64
+            for op in list(self._journal)
+        )
+        return {"shared": s.base.shared_bytes(), "private": private}
+
+    @property
+    def base_tag(self) -> int:
+        """The log position the current base reflects (-1: unknown)."""
+        return self._snap.base.tag
+
+    @property
+    def base_path(self) -> str | None:
+        return self._snap.base.path
 
     # ----------------------------------------------------------------- writes
 
-    def add(self, key: int, code: bytes | str) -> None:
+    def add(self, key: int, code: bytes | str, *, tag: int | None = None) -> None:
         """Insert or replace one code."""
         k = _check_key(key)
         words = np.frombuffer(_code_bytes(code), dtype=np.uint64).reshape(1, _WORDS)
         with self._lock:
-            self._upsert(np.array([k], np.int64), words)
+            self._upsert(np.array([k], np.int64), words.copy(), tag)
+            due = self._compaction_due()
+        if due:
+            self._auto_compact()
 
-    def add_many(self, keys: Sequence[int] | np.ndarray, codes: np.ndarray) -> None:
+    def add_many(
+        self, keys: Sequence[int] | np.ndarray, codes: np.ndarray, *, tag: int | None = None
+    ) -> None:
         """Insert or replace many codes; within the batch a repeated key keeps its last code."""
         words = _check_codes(codes)
         key_arr = _check_keys(keys, words.shape[0])
@@ -428,34 +492,86 @@ class PDQIndex:
         if key_arr.size == 0:
             return
         with self._lock:
-            self._upsert(key_arr, words)
+            self._upsert(key_arr, np.array(words, copy=True), tag)
+            due = self._compaction_due()
+        if due:
+            self._auto_compact()
 
-    def remove(self, key: int) -> bool:
+    def remove(self, key: int, *, tag: int | None = None) -> bool:
         """Delete a key; False if it was not there."""
         try:
             k = _check_key(key)
         except InvalidPDQInput:
             return False
         with self._lock:
-            s = self._snap
-            epoch = s.epoch + 1
-            slot = self._delta_slot.pop(k, None)
-            if slot is not None:
-                s.delta_died[slot] = epoch
-            else:
-                pos = int(s.base.find(np.array([k], np.int64))[0])
-                if pos < 0:
-                    return False
-                s.base.died[pos] = epoch
-                self._base_dead += 1
-            self._publish(s.delta_keys, s.delta_codes, s.delta_died, s.delta_len, epoch, s.live - 1)
-            self._maybe_compact()
-            return True
+            found = self._remove(k, tag)
+            due = self._compaction_due()
+        if due:
+            self._auto_compact()
+        return found
+
+    def note_tag(self, tag: int) -> None:
+        """The caller has applied every write up to log position `tag` (a new base says so)."""
+        with self._lock:
+            self._last_tag = max(self._last_tag, tag)
 
     def compact(self) -> None:
-        """Fold the delta and tombstones into a new base (readers keep their snapshot)."""
+        """Fold the delta and tombstones into a new base (a new file when file-backed).
+
+        Neither readers nor writers wait for the build: the writer lock is held only to take
+        the snapshot and, at the end, to replay the writes made meanwhile onto the new base.
+        """
+        with self._compact_lock, _file_lock(self._path, wait=True):
+            if self._path is not None and self._adopt_newer():
+                return  # another process just wrote a base; ours would be no newer
+            with self._lock:
+                s = self._snap
+                if (
+                    s.delta_len == 0
+                    and self._base_dead == 0
+                    and (self._path is None or s.base.path == self._path)
+                ):
+                    return
+                slots = np.fromiter(self._delta_slot.values(), np.int64, len(self._delta_slot))
+                mark = len(self._journal)
+                tag = self._last_tag
+            alive = s.base.live_mask()  # may include deaths after `mark`: they replay as no-ops
+            keys = np.concatenate([s.base.key_at(np.flatnonzero(alive)), s.delta_keys[slots]])
+            codes = np.concatenate([s.base.codes[alive], s.delta_codes[slots]])
+            del alive
+            base = Base.build(keys, codes, tag=tag, path=self._path)
+            del keys, codes
+            with self._lock:
+                self._install(base, self._journal[mark:])
+
+    def refresh_base(self) -> bool:
+        """Adopt a newer base file another process wrote at `path`; True if one was adopted.
+
+        Our own writes tagged after the new base's tag are replayed onto it; a base older than
+        the one in use is ignored. Cheap when nothing changed (one stat)."""
+        if self._path is None:
+            return False
+        fid = file_id(self._path)
+        if fid is None or fid == self._snap.base.file_id:
+            return False
+        with self._compact_lock:
+            return self._adopt_newer()
+
+    def _adopt_newer(self) -> bool:
+        """`_compact_lock` held: adopt the file at `path` if it is another, newer base."""
+        assert self._path is not None
+        if file_id(self._path) in (None, self._snap.base.file_id):
+            return False
+        try:
+            base = Base.open(self._path)
+        except BaseFileError:
+            return False  # replaced again while we opened it: the next call picks it up
+        if base.tag < self._snap.base.tag:
+            return False
         with self._lock:
-            self._compact()
+            later = [op for op in self._journal if op.tag is None or op.tag > base.tag]
+            self._install(base, later)
+        return True
 
     # ----------------------------------------------------------------- writer internals
 
@@ -472,7 +588,13 @@ class PDQIndex:
             self._snap.base, delta_keys, delta_codes, delta_died, delta_len, epoch, live
         )
 
-    def _upsert(self, keys: Int64Array, words: U64Array) -> None:
+    def _note(self, op: _Op) -> None:
+        self._journal.append(op)
+        if op.tag is not None:
+            self._last_tag = max(self._last_tag, op.tag)
+
+    def _upsert(self, keys: Int64Array, words: U64Array, tag: int | None) -> None:
+        self._note(_Op(tag, keys, words))
         s = self._snap
         epoch = s.epoch + 1
         m = keys.shape[0]
@@ -496,33 +618,66 @@ class PDQIndex:
             slots[k] = slot
         base_pos = s.base.find(keys)
         base_pos = base_pos[base_pos >= 0]
-        s.base.died[base_pos] = epoch
+        if base_pos.size:
+            s.base.kill(base_pos, epoch)
         self._base_dead += int(base_pos.size)
         replaced += int(base_pos.size)
         self._publish(dkeys, dcodes, ddied, end, epoch, s.live + m - replaced)
-        self._maybe_compact()
 
-    def _maybe_compact(self) -> None:
+    def _remove(self, k: int, tag: int | None) -> bool:
         s = self._snap
-        limit = max(self._min_delta, int(self._delta_fraction * s.base.size))
-        if s.delta_len + self._base_dead > limit:
-            self._compact()
+        epoch = s.epoch + 1
+        slot = self._delta_slot.pop(k, None)
+        if slot is not None:
+            s.delta_died[slot] = epoch
+        else:
+            pos = s.base.find(np.array([k], np.int64))
+            if int(pos[0]) < 0:
+                return False
+            s.base.kill(pos, epoch)
+            self._base_dead += 1
+        self._note(_Op(tag, np.array([k], np.int64), None))  # only deletes that did something
+        self._publish(s.delta_keys, s.delta_codes, s.delta_died, s.delta_len, epoch, s.live - 1)
+        return True
 
-    def _compact(self) -> None:
-        s = self._snap
-        if s.delta_len == 0 and self._base_dead == 0:
-            return
-        alive = s.base.died == _NEVER
-        slots = np.fromiter(self._delta_slot.values(), np.int64, len(self._delta_slot))
-        keys = np.concatenate([s.base.keys[alive], s.delta_keys[slots]])
-        codes = np.concatenate([s.base.codes[alive], s.delta_codes[slots]])
-        base = _Base.build(keys, codes)
-        empty = np.empty(0, np.int64)
-        self._snap = _Snapshot(
-            base, empty, np.empty((0, _WORDS), np.uint64), empty.copy(), 0, s.epoch + 1, base.size
-        )
+    def _install(self, base: Base, replay: list[_Op]) -> None:
+        """Writer lock held: make `base` current, then redo `replay` (writes it lacks)."""
+        self._snap = _Snapshot(base, *_EMPTY_DELTA, 0, self._snap.epoch + 1, base.size)
         self._delta_slot = {}
         self._base_dead = 0
+        self._journal = []
+        last = self._last_tag
+        for op in replay:
+            if op.words is None:
+                self._remove(int(op.keys[0]), op.tag)
+            else:
+                self._upsert(op.keys, op.words, op.tag)
+        self._last_tag = max(last, base.tag)
+
+    def _compaction_due(self) -> bool:
+        s = self._snap
+        limit = max(self._min_delta, int(self._delta_fraction * s.base.size))
+        return s.delta_len + self._base_dead > limit
+
+    def _auto_compact(self) -> None:
+        if self._path is not None and _file_locked_elsewhere(self._path):
+            return  # another process is writing a new base; we adopt it when it lands
+        if not self._background:
+            if self._compact_lock.locked():
+                return  # another thread is compacting; it replays our write
+            self.compact()
+            return
+        with self._lock:
+            if self._compactor is not None and self._compactor.is_alive():
+                return
+            self._compactor = threading.Thread(target=self.compact, name="pdq-compact", daemon=True)
+            self._compactor.start()
+
+    def wait_for_compaction(self, timeout: float | None = None) -> None:
+        """Block until a background compaction (if any) has finished (tests, shutdown)."""
+        t = self._compactor
+        if t is not None:
+            t.join(timeout)
 
     # ----------------------------------------------------------------- search
 
@@ -534,9 +689,9 @@ class PDQIndex:
         dist_parts: list[Int64Array] = []
         if s.base.size:
             for qid, pos, dist in self._search_base(s.base, queries, threshold):
-                alive = s.base.died[pos] > s.epoch
+                alive = s.base.alive(pos, s.epoch)
                 qid_parts.append(qid[alive])
-                key_parts.append(s.base.keys[pos[alive]])
+                key_parts.append(s.base.key_at(pos[alive]))
                 dist_parts.append(dist[alive])
         if s.delta_len:
             dcodes = s.delta_codes[: s.delta_len]
@@ -562,7 +717,7 @@ class PDQIndex:
         return results
 
     def _search_base(
-        self, base: _Base, queries: U64Array, threshold: int
+        self, base: Base, queries: U64Array, threshold: int
     ) -> list[tuple[Int64Array, Int64Array, Int64Array]]:
         """(query row, base position, distance) triples of every match in the base, deduped."""
         n = base.size
@@ -601,7 +756,7 @@ class PDQIndex:
 
     @staticmethod
     def _verify(
-        base: _Base,
+        base: Base,
         queries: U64Array,
         rows: NDArray[np.intp],
         starts: Int64Array,
@@ -631,3 +786,31 @@ class PDQIndex:
         pos = candidates[hit].astype(np.int64)
         _, first = np.unique(qid * base.size + pos, return_index=True)
         return qid[first], pos[first], dist[first]
+
+
+# --------------------------------------------------------------------------- base file lock
+
+
+@contextlib.contextmanager
+def _file_lock(path: str | None, *, wait: bool) -> Iterator[bool]:
+    """An exclusive flock on `path`.lock (one base builder per host); no-op without a path.
+    Yields whether the lock is held (always True when waiting)."""
+    if path is None:
+        yield True
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _file_locked_elsewhere(path: str) -> bool:
+    with _file_lock(path, wait=False) as got:
+        return not got

@@ -11,7 +11,17 @@ from alembic.script import ScriptDirectory
 
 from app.storage.db import Database
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def _migrations_dir() -> Path:
+    """The Alembic scripts: `app/migrations` in an installed wheel (see setup.py), else the
+    repository's top-level `migrations/`, their source."""
+    packaged = Path(__file__).resolve().parents[1] / "migrations"
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def alembic_config() -> Config:

@@ -197,6 +197,11 @@ class PeerRow(SQLModel, table=True):
     records_received: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_refused: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_delivered: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # One past the highest change_seq of ours logged as `delivered` to this peer: re-serving
+    # older rows (a re-pull of after=0) is not logged again, so a peer cannot grow our log.
+    delivered_upto: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     # Witnessing of OUR log by this peer: the size it last cosigned (the `old` we send next).
     witness_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     witness_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -293,6 +298,34 @@ class StopNCIIPageRow(SQLModel, table=True):
     issued_at: datetime = _ts()
 
     __table_args__ = (Index("ix_stopncii_page_walk_end", "key_id", "walk", "end_seq"),)
+
+
+class RosterRow(SQLModel, table=True):
+    """A federation roster version this node accepted (see app/federation/roster.py)."""
+
+    __tablename__ = "roster"
+
+    version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    digest: str = Field(sa_column=Column(String(64), nullable=False))
+    # The document exactly as received (signatures included), RFC 8785 JSON text.
+    document: str = Field(sa_column=Column(Text, nullable=False))
+    accepted_at: datetime = _ts()
+
+
+class LeaseRow(SQLModel, table=True):
+    """A named lease one process of the node holds at a time (e.g. "pull": the pull loops).
+
+    `expires_ms` is wall-clock milliseconds; a holder renews well before it, and any process
+    may take a lease whose expiry has passed (its holder died or hung). See services/lease.py.
+    """
+
+    __tablename__ = "lease"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    holder: str = Field(sa_column=Column(String(200), nullable=False))
+    expires_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Bumped on every change of holder: lets a holder tell it lost the lease in between.
+    generation: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
 
 
 class RateBucketRow(SQLModel, table=True):

@@ -91,7 +91,7 @@ def make_nodes(tmp_path: Path, db_url: str) -> Iterator[Callable[..., list[TNode
     stack = ExitStack()
     registry: dict[str, httpx.Client] = {}
 
-    def make(*origins: str) -> list[TNode]:
+    def make(*origins: str, **extra: Any) -> list[TNode]:
         nodes = []
         for i, origin in enumerate(origins):
             url = f"http://{origin}"
@@ -102,6 +102,7 @@ def make_nodes(tmp_path: Path, db_url: str) -> Iterator[Callable[..., list[TNode
                 public_url=url,
                 background=False,
                 index_poll_interval=0.1,
+                **extra,
             )
             node = open_node(settings)
             stack.callback(node.db.dispose)

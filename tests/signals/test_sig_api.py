@@ -26,7 +26,7 @@ def test_unknown_type() -> None:
 
 def test_canonical_is_frozen() -> None:
     c = canonicalize("keyword", "Hello")
-    assert isinstance(c, Canonical) and c.extra == {}
+    assert isinstance(c, Canonical) and c.extra == {"fold": "2"}
     with pytest.raises(AttributeError):
         c.value = "x"  # type: ignore[misc]
 

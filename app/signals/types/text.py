@@ -70,8 +70,13 @@ def keyword_canonical(value: object, field: str = "value") -> str:
     return folded
 
 
+# Keyword fold 2 (app.signals.textfold): new keyword signals say which matching fold their
+# publisher checked them under. The value itself keeps the readable fold 1 form.
+KEYWORD_FOLD = "2"
+
+
 def canonical_keyword(value: object) -> Canonical:
-    return Canonical(SignalType.KEYWORD, keyword_canonical(value))
+    return Canonical(SignalType.KEYWORD, keyword_canonical(value), {"fold": KEYWORD_FOLD})
 
 
 _TLSH = re.compile(r"(?:[Tt]1)?([0-9A-Fa-f]{70})")

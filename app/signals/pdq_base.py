@@ -1,0 +1,321 @@
+"""The immutable base of a PDQ index: in memory, or in a file every worker maps read-only.
+
+Layout (both forms): codes sorted by key; keys narrowed to uint32 offsets from the smallest key
+when the keys span less than 2**32 (row ids always do), else int64; per 16-bit chunk a CSR
+table (uint32 positions sorted by chunk value, 65,537 int64 bounds per chunk). Per code that is
+32 bytes of code + 4 of key + 64 of positions: 3.1x the raw codes. The positions are the floor
+of multi-index hashing with 16 chunks (see docs/scaling.md for why 1.5x is not reachable
+without giving up exactness); what the file changes is that a host holds ONE copy, shared by
+all its workers through the page cache, instead of one private copy per worker.
+
+File format (`*.pdqbase`): a 4 KiB header (JSON, space-padded: magic, version, n, tag, key base,
+array offsets and dtypes), then the arrays, each 4 KiB aligned. A file is written under a
+temporary name, fsynced and renamed over the old one (`os.replace`, atomic on POSIX), so a
+reader maps either the old or the new file, never half of one; a mapping of the old file stays
+valid after the rename (the inode lives while it is mapped).
+
+Tombstones are private to each process (each worker follows the log itself): a bitmap with one
+bit per base position plus a dict position -> death epoch for the flagged few. The writer sets
+the dict entry before the bit, so a reader that sees a bit always finds its epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+CHUNKS: Final = 16
+CHUNK_VALUES: Final = 1 << 16
+OFFSETS_PER_CHUNK: Final = CHUNK_VALUES + 1
+WORDS: Final = 4
+
+MAGIC: Final = "signet-pdq-base"
+VERSION: Final = 1
+_HEADER: Final = 4096
+_ALIGN: Final = 4096
+_COPY_ROWS: Final = 1 << 20  # rows per step when permuting codes into the file (32 MiB)
+
+Int64Array = NDArray[np.int64]
+U64Array = NDArray[np.uint64]
+
+
+class BaseFileError(ValueError):
+    """A base file is missing, truncated or not a Signet PDQ base."""
+
+
+def _align(x: int) -> int:
+    return -(-x // _ALIGN) * _ALIGN
+
+
+def _layout(n: int, key_dtype: np.dtype[np.generic]) -> dict[str, tuple[int, str, list[int]]]:
+    """name -> (byte offset, dtype, shape) for the arrays of a base of n codes."""
+    shapes: list[tuple[str, np.dtype[np.generic], list[int]]] = [
+        ("keys", key_dtype, [n]),
+        ("codes", np.dtype(np.uint64), [n, WORDS]),
+        ("postings", np.dtype(np.uint32), [CHUNKS * n]),
+        ("offsets", np.dtype(np.int64), [CHUNKS * OFFSETS_PER_CHUNK]),
+    ]
+    out: dict[str, tuple[int, str, list[int]]] = {}
+    pos = _HEADER
+    for name, dtype, shape in shapes:
+        out[name] = (pos, dtype.str, shape)
+        pos = _align(pos + dtype.itemsize * int(np.prod(shape)))
+    return out
+
+
+def _file_size(layout: dict[str, tuple[int, str, list[int]]]) -> int:
+    return max(
+        _align(off + np.dtype(dt).itemsize * int(np.prod(shape)))
+        for off, dt, shape in layout.values()
+    )
+
+
+def _views(mm: np.memmap, layout: dict[str, tuple[int, str, list[int]]]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, (off, dt, shape) in layout.items():
+        dtype = np.dtype(dt)
+        nbytes = dtype.itemsize * int(np.prod(shape))
+        out[name] = mm[off : off + nbytes].view(dtype).reshape(shape)
+    return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Base:
+    key_base: int  # keys[i] + key_base is the real key (0 when keys are int64)
+    keys: np.ndarray  # (n,) ascending, unique; uint32 or int64
+    codes: U64Array  # (n, 4)
+    postings: NDArray[np.uint32]  # (16 n,) positions, chunk-major, each chunk sorted by value
+    offsets: Int64Array  # (16 * 65537,) bucket bounds into `postings`
+    tag: int  # the log position this base reflects (-1: none given)
+    path: str | None = None  # the mapped file, if any
+    file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of that file
+    # Private to this process, mutated by the single writer:
+    dead: NDArray[np.uint8] = field(default_factory=lambda: np.zeros(0, np.uint8))
+    died: dict[int, int] = field(default_factory=dict)  # position -> death epoch
+
+    @property
+    def size(self) -> int:
+        return int(self.keys.shape[0])
+
+    def shared_bytes(self) -> int:
+        """Bytes of the arrays every worker can share (the file, when there is one)."""
+        return sum(a.nbytes for a in (self.keys, self.codes, self.postings, self.offsets))
+
+    def private_bytes(self) -> int:
+        return int(self.dead.nbytes) + 100 * len(self.died)  # dict entry: estimated
+
+    # ----------------------------------------------------------------- keys and liveness
+
+    def key_at(self, pos: np.ndarray) -> Int64Array:
+        keys: Int64Array = self.keys[pos].astype(np.int64)
+        if self.key_base:
+            keys += self.key_base
+        return keys
+
+    def _flagged(self, pos: np.ndarray) -> NDArray[np.bool_]:
+        p = pos.astype(np.int64, copy=False)
+        flagged: NDArray[np.bool_] = ((self.dead[p >> 3] >> (p & 7).astype(np.uint8)) & 1) != 0
+        return flagged
+
+    def alive(self, pos: np.ndarray, epoch: int) -> NDArray[np.bool_]:
+        """Which positions were alive at `epoch` (dead ones carry the epoch they died at)."""
+        flagged = self._flagged(pos)
+        ok = ~flagged
+        idx = np.flatnonzero(flagged)
+        if idx.size:
+            died = self.died
+            ok[idx] = [died[p] > epoch for p in pos[idx].tolist()]
+        return ok
+
+    def kill(self, pos: np.ndarray, epoch: int) -> None:
+        """Writer only: mark positions dead as of `epoch` (dict first, then the bit)."""
+        p = pos.astype(np.int64, copy=False)
+        for q in p.tolist():
+            self.died[q] = epoch
+        np.bitwise_or.at(self.dead, p >> 3, (1 << (p & 7)).astype(np.uint8))
+
+    def live_mask(self) -> NDArray[np.bool_]:
+        """Every position that is not dead now (bits only grow, so a later call keeps fewer)."""
+        bits = np.unpackbits(self.dead, bitorder="little")[: self.size]
+        live: NDArray[np.bool_] = bits == 0
+        return live
+
+    def find(self, keys: Int64Array) -> NDArray[np.intp]:
+        """Positions of the live entries among `keys` (-1 where absent or dead)."""
+        n = self.size
+        if n == 0:
+            return np.full(keys.shape, -1, np.intp)
+        if self.keys.dtype == np.uint32:
+            hi = min(self.key_base + (1 << 32) - 1, (1 << 63) - 1)
+            in_range = (keys >= self.key_base) & (keys <= hi)
+            rel: np.ndarray = np.where(in_range, keys - np.int64(self.key_base), 0)
+            rel = rel.astype(np.uint32)
+        else:
+            in_range = np.ones(keys.shape, bool)
+            rel = keys
+        pos = np.searchsorted(self.keys, rel)
+        pos[pos >= n] = 0
+        ok = in_range & (self.keys[pos] == rel) & ~self._flagged(pos)
+        return np.where(ok, pos, -1)
+
+    # ----------------------------------------------------------------- building
+
+    @classmethod
+    def build(
+        cls, keys: Int64Array, codes: U64Array, *, tag: int = -1, path: str | Path | None = None
+    ) -> Base:
+        """A base of unique `keys` (any order) and their codes; in a file when `path` is given.
+
+        The file is written under a temporary name in the same directory and renamed over
+        `path` only when complete and synced.
+        """
+        n = int(keys.shape[0])
+        if n >= 1 << 32:
+            raise ValueError("at most 2**32 - 1 codes per base")
+        order: np.ndarray | None = None
+        if n > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            order = np.argsort(keys, kind="stable")
+            keys = keys[order]
+        narrow = n == 0 or int(keys[-1]) - int(keys[0]) < (1 << 32)
+        key_base = int(keys[0]) if narrow and n else 0
+        key_dtype = np.dtype(np.uint32) if narrow else np.dtype(np.int64)
+        layout = _layout(n, key_dtype)
+        tmp: str | None = None
+        mm: np.memmap | None = None
+        target: Path | None = None
+        if path is None:
+            arrays = {
+                name: np.empty(shape, np.dtype(dt)) for name, (_off, dt, shape) in layout.items()
+            }
+        else:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = str(target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
+            with open(tmp, "wb") as f:
+                f.truncate(_file_size(layout))
+            mm = np.memmap(tmp, np.uint8, "r+")
+            arrays = _views(mm, layout)
+        try:
+            if narrow:
+                np.subtract(keys, np.int64(key_base), out=arrays["keys"], casting="unsafe")
+            else:
+                arrays["keys"][:] = keys
+            out_codes = arrays["codes"]
+            for start in range(0, n, _COPY_ROWS):
+                stop = min(n, start + _COPY_ROWS)
+                out_codes[start:stop] = (
+                    codes[start:stop] if order is None else codes[order[start:stop]]
+                )
+            del order
+            _fill_postings(out_codes, arrays["postings"], arrays["offsets"])
+            if mm is not None and tmp is not None:
+                header = {
+                    "magic": MAGIC,
+                    "version": VERSION,
+                    "n": n,
+                    "tag": int(tag),
+                    "key_base": key_base,
+                    "layout": layout,
+                }
+                raw = json.dumps(header).encode()
+                if len(raw) >= _HEADER:  # pragma: no cover - fixed-size layout
+                    raise BaseFileError("header too large")
+                mm[:_HEADER] = np.frombuffer(raw.ljust(_HEADER - 1) + b"\n", np.uint8)
+                mm.flush()
+                del arrays, out_codes
+                mm = None  # the writable mapping goes; readers map the renamed file read-only
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                assert target is not None
+                os.replace(tmp, target)
+                tmp = None
+                _fsync_dir(target.parent)
+                return cls.open(target)
+        finally:
+            if tmp is not None:
+                del mm
+                Path(tmp).unlink(missing_ok=True)
+        return cls(
+            key_base,
+            arrays["keys"],
+            arrays["codes"],
+            arrays["postings"],
+            arrays["offsets"],
+            int(tag),
+            dead=np.zeros((n + 7) // 8, np.uint8),
+        )
+
+    @classmethod
+    def open(cls, path: str | Path) -> Base:
+        """Map an existing base file read-only (pages shared with every other process)."""
+        path = str(path)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                head = f.read(_HEADER)
+        except FileNotFoundError as exc:
+            raise BaseFileError(f"no base file at {path}") from exc
+        try:
+            header = json.loads(head.decode())
+        except ValueError as exc:
+            raise BaseFileError(f"{path} is not a PDQ base file") from exc
+        if header.get("magic") != MAGIC or header.get("version") != VERSION:
+            raise BaseFileError(f"{path} is not a version {VERSION} PDQ base file")
+        layout = {k: (int(v[0]), str(v[1]), list(v[2])) for k, v in header["layout"].items()}
+        if st.st_size < _file_size(layout):
+            raise BaseFileError(f"{path} is truncated")
+        mm = np.memmap(path, np.uint8, "r")
+        arrays = _views(mm, layout)
+        n = int(header["n"])
+        return cls(
+            int(header["key_base"]),
+            arrays["keys"],
+            arrays["codes"],
+            arrays["postings"],
+            arrays["offsets"],
+            int(header["tag"]),
+            path=path,
+            file_id=(st.st_dev, st.st_ino),
+            dead=np.zeros((n + 7) // 8, np.uint8),
+        )
+
+
+def file_id(path: str | Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file now at `path`: changes when a new base is renamed in."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _fill_postings(codes: U64Array, postings: np.ndarray, offsets: np.ndarray) -> None:
+    n = codes.shape[0]
+    halves = codes.view(np.uint16)  # (n, 16): chunk c is column c
+    for c in range(CHUNKS):
+        values = np.ascontiguousarray(halves[:, c])
+        # argsort of uint16 is a radix sort; written straight into the narrower uint32 slot.
+        postings[c * n : (c + 1) * n] = np.argsort(values, kind="stable")
+        bounds = offsets[c * OFFSETS_PER_CHUNK : (c + 1) * OFFSETS_PER_CHUNK]
+        bounds[0] = c * n
+        np.cumsum(np.bincount(values, minlength=CHUNK_VALUES), out=bounds[1:])
+        bounds[1:] += c * n
+        del values
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,106 @@
+"""The built wheel is a node: installed into a fresh venv, away from the source tree, it
+migrates its database and serves. A wheel without the migrations (the old packaging) fails here
+with `Path doesn't exist: .../site-packages/migrations`.
+
+Slow-ish (a wheel build and a normal `pip install`, from pip's warm cache), so one test does it
+all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .node_proc import free_port, serve_process
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert out.returncode == 0, f"{args}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def test_wheel_installs_migrates_and_serves(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        dist,
+        REPO,
+        cwd=tmp_path,
+    )
+    (wheel,) = dist.glob("signet-*.whl")
+
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "app/migrations/env.py" in names
+    assert "app/migrations/script.py.mako" in names
+    assert any(n.startswith("app/migrations/versions/0001_") for n in names)
+    assert not any(n.startswith(("tests/", "migrations/")) for n in names)
+
+    target = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(target)
+    pip = target / "bin" / "pip"
+    _run(pip, "install", "-q", wheel, cwd=tmp_path)
+    # Serving needs no dev dependency: none of them came along.
+    listed = _run(pip, "list", "--format=freeze", cwd=tmp_path).lower()
+    for dev_only in ("pytest", "mypy", "schemathesis", "threatexchange", "faiss"):
+        assert f"{dev_only}==" not in listed, dev_only
+
+    # Run from a directory that is not the repository, so nothing can come from the source tree.
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SIGNET_", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(
+        SIGNET_DATA_DIR=str(home / "data"),
+        SIGNET_PORT=str(port),
+        SIGNET_ORIGIN="wheel.example",
+        SIGNET_BACKGROUND="false",
+        SIGNET_LOG_LEVEL="warning",
+        PATH=f"{target / 'bin'}:{env.get('PATH', '')}",
+    )
+    probe = _run(
+        target / "bin" / "python",
+        "-c",
+        "import app.storage.migrate as m; print(m.MIGRATIONS_DIR)",
+        cwd=home,
+        env=env,
+    )
+    assert probe.strip().startswith(str(target)), probe
+    with serve_process(env, tmp_path / "serve.log", signet=str(target / "bin" / "signet")):
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        ready = httpx.get(url + "/readyz", timeout=5).json()
+        assert ready["checks"]["migrations"] == "ok", ready
+        docs = httpx.get(url + "/docs", timeout=5)
+        assert docs.status_code == 200
+    assert (home / "data" / "signet.db").is_file()

@@ -1,0 +1,300 @@
+"""The PDQ base in a file: shared read-only by processes, swapped atomically, built off-lock."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import app.signals.pdq_index as pdq_index_module
+from app.signals.pdq_base import Base, BaseFileError
+from app.signals.pdq_index import PDQIndex
+
+
+def ref_query(entries: dict[int, bytes], code: bytes, t: int) -> list[tuple[int, int]]:
+    """Brute force with Python ints, independent of the numpy kernels."""
+    q = int.from_bytes(code, "big")
+    hits = [(k, (int.from_bytes(c, "big") ^ q).bit_count()) for k, c in entries.items()]
+    return sorted(((k, d) for k, d in hits if d <= t), key=lambda kd: (kd[1], kd[0]))
+
+
+def flip(code: bytes, count: int, rng: random.Random) -> bytes:
+    value = int.from_bytes(code, "big")
+    for bit in rng.sample(range(256), count):
+        value ^= 1 << bit
+    return value.to_bytes(32, "big")
+
+
+def rand_code(rng: random.Random) -> bytes:
+    return rng.getrandbits(256).to_bytes(32, "big")
+
+
+def as_array(codes: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(-1, 32).copy()
+
+
+def planted_data(n: int, n_queries: int, seed: int) -> tuple[dict[int, bytes], list[bytes]]:
+    """Random codes plus, per query, neighbours at every distance 0..40."""
+    rng = random.Random(seed)
+    entries = {i * 3 + 1: rand_code(rng) for i in range(n)}
+    queries = [rand_code(rng) for _ in range(n_queries)]
+    key = 10**12
+    for q in queries:
+        for d in range(41):
+            entries[key] = flip(q, d, rng)
+            key += 1
+    return entries, queries
+
+
+def _index_of(entries: dict[int, bytes], **kw: object) -> PDQIndex:
+    keys = np.array(list(entries), np.int64)
+    return PDQIndex.from_arrays(keys, as_array(list(entries.values())), **kw)  # type: ignore[arg-type]
+
+
+def _check(index: PDQIndex, entries: dict[int, bytes], queries: list[bytes]) -> None:
+    assert len(index) == len(entries)
+    for t in (0, 16, 31, 47):
+        for q in queries:
+            assert index.query(q, t) == ref_query(entries, q, t)
+
+
+def test_file_base_answers_like_memory_and_is_shared(tmp_path: Path) -> None:
+    entries, queries = planted_data(3000, 4, seed=11)
+    path = tmp_path / "pdq.pdqbase"
+    index = _index_of(entries, path=path, tag=42)
+    assert path.exists() and index.base_path == str(path) and index.base_tag == 42
+    assert [p.name for p in tmp_path.iterdir()] == ["pdq.pdqbase"]  # no temp file left
+    _check(index, entries, queries)
+    # A second "worker" maps the same file: same answers, nothing rebuilt.
+    other = PDQIndex(path=path)
+    assert other.base_tag == 42
+    _check(other, entries, queries)
+    # 32 B code + 8 B key (these keys span more than 2**32) + 64 B positions per code, plus
+    # 8 MiB of bucket bounds; next to nothing private per process (the old layout was
+    # 112 B/code, all of it private to each worker).
+    report = other.memory_report()
+    n = len(entries)
+    assert report["shared"] <= 104 * n + 16 * 65537 * 8 + 4096
+    assert report["private"] <= n // 8 + 4096
+
+
+def test_other_process_maps_the_file(tmp_path: Path) -> None:
+    entries, queries = planted_data(2000, 2, seed=12)
+    path = tmp_path / "pdq.pdqbase"
+    _index_of(entries, path=path, tag=7)
+    q = queries[0]
+    script = (
+        "import sys; from app.signals.pdq_index import PDQIndex;"
+        f"i = PDQIndex(path={str(path)!r});"
+        f"print(i.base_tag, i.query(bytes.fromhex({q.hex()!r}), 31))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert out == f"7 {ref_query(entries, q, 31)}"
+
+
+def test_wide_and_negative_keys(tmp_path: Path) -> None:
+    rng = random.Random(13)
+    entries = {-(1 << 62): rand_code(rng), 5: rand_code(rng), (1 << 62): rand_code(rng)}
+    entries.update({1000 + i: rand_code(rng) for i in range(100)})
+    for path in (None, tmp_path / "wide.pdqbase"):
+        index = _index_of(entries, path=path)
+        _check(index, entries, list(entries.values())[:3])
+        assert -(1 << 62) in index and (1 << 62) in index and 6 not in index
+    narrow = {-(10**9) + i: rand_code(rng) for i in range(50)}
+    index = _index_of(narrow, path=tmp_path / "narrow.pdqbase")
+    assert index.memory_report()["shared"] <= 100 * 50 + 16 * 65537 * 8 + 4096  # uint32 keys
+    assert -(10**9) in index and -(10**9) - 1 not in index and (1 << 40) not in index
+    _check(index, narrow, list(narrow.values())[:3])
+
+
+def test_updates_and_compaction_rewrite_the_file(tmp_path: Path) -> None:
+    rng = random.Random(14)
+    path = tmp_path / "pdq.pdqbase"
+    seeds = [rand_code(rng) for _ in range(6)]
+    entries = {k: flip(rng.choice(seeds), rng.randrange(48), rng) for k in range(300)}
+    index = _index_of(entries, path=path, min_delta=32, delta_fraction=0.1)
+    reader = PDQIndex(path=path)  # a second process's view, frozen at the first base
+    first = dict(entries)
+    inodes = {path.stat().st_ino}
+    for step in range(400):
+        key = rng.randrange(400)
+        if rng.random() < 0.6:
+            code = flip(rng.choice(seeds), rng.randrange(48), rng)
+            index.add(key, code, tag=step)
+            entries[key] = code
+        else:
+            assert index.remove(key, tag=step) is (entries.pop(key, None) is not None)
+        inodes.add(path.stat().st_ino)
+        if step % 50 == 0:
+            _check(index, entries, [rng.choice(seeds)])
+    assert len(inodes) >= 2  # compaction renamed new files in (inode numbers get reused)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pdq.pdqbase", "pdq.pdqbase.lock"]
+    _check(index, entries, seeds[:2])
+    _check(reader, first, seeds[:2])  # its old mapping still answers for its own state
+
+
+def test_adopting_another_process_base_replays_only_later_writes(tmp_path: Path) -> None:
+    """Two workers follow the same tagged log; one compacts, the other adopts its file."""
+    rng = random.Random(15)
+    path = tmp_path / "pdq.pdqbase"
+    seeds = [rand_code(rng) for _ in range(4)]
+    log: list[tuple[int, int, bytes | None]] = []  # (tag, key, code or None = delete)
+    for tag in range(600):
+        key = rng.randrange(150)
+        code = flip(rng.choice(seeds), rng.randrange(48), rng) if rng.random() < 0.7 else None
+        log.append((tag, key, code))
+
+    def apply(index: PDQIndex, ops: list[tuple[int, int, bytes | None]]) -> None:
+        for tag, key, code in ops:
+            if code is None:
+                index.remove(key, tag=tag)
+            else:
+                index.add(key, code, tag=tag)
+
+    def state(upto: int) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for _tag, key, code in log[:upto]:
+            if code is None:
+                out.pop(key, None)
+            else:
+                out[key] = code
+        return out
+
+    big = dict(min_delta=10**9)  # no automatic compaction: the test decides who compacts
+    builder = PDQIndex(path=path, **big)  # type: ignore[arg-type]
+    ahead = PDQIndex(path=path, **big)  # type: ignore[arg-type]
+    behind = PDQIndex(path=path, **big)  # type: ignore[arg-type]
+    apply(builder, log[:300])
+    apply(ahead, log[:450])
+    apply(behind, log[:100])
+    builder.compact()
+    assert builder.base_tag == 299
+    assert ahead.refresh_base() and behind.refresh_base()
+    assert not ahead.refresh_base()  # nothing new
+    assert ahead.base_tag == 299
+    _check(ahead, state(450), seeds)
+    # `behind` now holds the base's newer state; re-applying its log from where it was is
+    # harmless (each write sets a key's final value) and ends in the right state.
+    _check(behind, state(300), seeds)
+    apply(behind, log[100:600])
+    apply(ahead, log[450:600])
+    _check(behind, state(600), seeds)
+    _check(ahead, state(600), seeds)
+    # A base older than the one in use is never adopted.
+    stale = tmp_path / "stale.pdqbase"
+    Base.build(np.array([1], np.int64), np.zeros((1, 4), np.uint64), tag=5, path=stale)
+    stale.replace(path)
+    assert not ahead.refresh_base()
+    _check(ahead, state(600), seeds)
+
+
+def test_compaction_does_not_stall_readers_or_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a (deliberately held) build runs, writes and queries go on; nothing is lost."""
+    entries, queries = planted_data(2000, 2, seed=16)
+    index = _index_of(entries, path=tmp_path / "pdq.pdqbase", min_delta=10**9)
+    started, release = threading.Event(), threading.Event()
+    real_build = Base.build
+
+    def held_build(*args: object, **kwargs: object) -> Base:
+        started.set()
+        assert release.wait(30)
+        return real_build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pdq_index_module.Base, "build", held_build)
+    index.add(-1, queries[0])  # something to compact
+    entries[-1] = queries[0]
+    compactor = threading.Thread(target=index.compact)
+    compactor.start()
+    assert started.wait(30)
+    rng = random.Random(17)
+    done = threading.Event()
+
+    def writer() -> None:
+        for k in range(-2, -200, -1):
+            code = flip(queries[1], rng.randrange(40), rng)
+            index.add(k, code)
+            entries[k] = code
+        for k in list(entries)[:50]:
+            index.remove(k)
+            del entries[k]
+        done.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    assert done.wait(30), "a writer waited for the build"
+    _check(index, entries, queries)  # readers too
+    release.set()
+    compactor.join(30)
+    w.join(30)
+    monkeypatch.undo()
+    assert index.base_tag == -1 and len(index) == len(entries)
+    _check(index, entries, queries)
+
+
+def test_background_compaction(tmp_path: Path) -> None:
+    rng = random.Random(18)
+    entries = {k: rand_code(rng) for k in range(500)}
+    index = _index_of(
+        entries, path=tmp_path / "b.pdqbase", min_delta=16, background_compaction=True
+    )
+    for k in range(500, 700):
+        entries[k] = rand_code(rng)
+        index.add(k, entries[k])
+    index.wait_for_compaction(30)
+    index.compact()
+    _check(index, entries, [entries[3], entries[650]])
+
+
+def test_bad_files_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pdqbase"
+    junk.write_bytes(b"not a base" * 100)
+    with pytest.raises(BaseFileError):
+        Base.open(junk)
+    with pytest.raises(BaseFileError):
+        Base.open(tmp_path / "missing.pdqbase")
+    good = tmp_path / "good.pdqbase"
+    Base.build(np.arange(1000, dtype=np.int64), np.zeros((1000, 4), np.uint64), path=good)
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BaseFileError):
+        Base.open(good)
+
+
+def test_open_shared_reuses_a_file_but_never_trusts_it(tmp_path: Path) -> None:
+    """A worker starting on a host where a base file exists (an earlier run, another worker)
+    maps it and applies only what differs from the database's state; a file far from that
+    state is rebuilt. Either way it answers exactly for the state it was given."""
+    rng = random.Random(19)
+    path = tmp_path / "pdq.pdqbase"
+    old = {k: rand_code(rng) for k in range(5000)}
+    _index_of(old, path=path, tag=10)
+    first_inode = path.stat().st_ino
+    now = dict(old)
+    for k in range(0, 40):
+        del now[k]  # removed since the file was written
+    for k in range(40, 60):
+        now[k] = rand_code(rng)  # changed
+    for k in range(6000, 6030):
+        now[k] = rand_code(rng)  # new
+    keys = np.array(list(now), np.int64)
+    index = PDQIndex.open_shared(path, keys, as_array(list(now.values())), tag=20)
+    assert path.stat().st_ino == first_inode  # small difference: the file is reused
+    _check(index, now, [now[50], now[6001], old[3], old[100]])
+    far = {k: rand_code(rng) for k in range(7000, 12000)}
+    keys = np.array(list(far), np.int64)
+    index = PDQIndex.open_shared(path, keys, as_array(list(far.values())), tag=30)
+    assert index.base_tag == 30  # rebuilt for everyone
+    _check(index, far, [far[7000], old[100]])
+    empty = PDQIndex.open_shared(
+        tmp_path / "new.pdqbase", np.empty(0, np.int64), np.empty((0, 32), np.uint8)
+    )
+    assert len(empty) == 0 and (tmp_path / "new.pdqbase").exists()
