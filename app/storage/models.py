@@ -50,7 +50,8 @@ class SignalRow(SQLModel, table=True):
     origin: str = Field(sa_column=Column(String(253), nullable=False))
     version: int = 1
     type: str = Field(sa_column=Column(String(32), nullable=False))
-    value: str = Field(sa_column=Column(String(512), nullable=False))
+    # Text: a vpdq value is one line per video frame (migration i14a).
+    value: str = Field(sa_column=Column(Text, nullable=False))
     # Exact-match key: type, the identifier key id where there is one, and the canonical value.
     match_key: str = Field(sa_column=Column(String(640), nullable=False))
     attrs: dict[str, Any] = _json(dict)

@@ -333,6 +333,13 @@ def test_operator_pins_a_peer_and_a_retraction_reaches_it_all_from_the_console(
         theirs.page.wait_for_url("**/console/peers?done=*")
         assert "1 applied" in theirs.page.locator("p.ok").inner_text()
         theirs.shot("peers-synced")
+        # The policy field shows the stored policy in the form it takes back.
+        theirs.page.fill("input[name=policy]", "categories=csam;types=*;tlp=green,clear")
+        theirs.page.click("button:has-text('Save policy')")
+        theirs.page.wait_for_url("**/console/peers?done=policy*")
+        assert theirs.page.locator("input[name=policy]").first.input_value() == (
+            "categories=csam;types=*;tlp=clear,green"
+        )
         theirs.goto(f"/console/signals?origin=console.example&q={uid}")
         theirs.page.click(f"text={uid}")
         assert theirs.page.locator("#status").inner_text() == "active"

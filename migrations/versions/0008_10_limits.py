@@ -1,7 +1,7 @@
 """Rate-limit buckets per API key, and one `seen` report per (key, signal)
 
 Revision ID: i10a
-Revises: i9a
+Revises: i14a
 Create Date: 2026-12-03 09:10:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'i10a'
-down_revision: str | None = 'i9a'
+down_revision: str | None = 'i14a'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
