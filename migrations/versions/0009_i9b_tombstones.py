@@ -1,7 +1,7 @@
 """Retraction tombstones: retractions received for signals this node does not hold
 
 Revision ID: i9b
-Revises: i14a
+Revises: i10a
 Create Date: 2026-12-03 09:40:00
 """
 
@@ -17,7 +17,7 @@ import app.storage.types
 from sqlalchemy.dialects import postgresql
 
 revision: str = 'i9b'
-down_revision: str | None = 'i14a'
+down_revision: str | None = 'i10a'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
