@@ -7,7 +7,7 @@ recomputed from the stored verdicts, never incremented:
 - that origin's LATEST verdict wins (by the signed `time`, then id), so a replayed old verdict
   cannot override a newer one;
 - `seen` is not a judgement: it never replaces an origin's latest judgement and is counted as
-  the number of origins that reported it;
+  the number of reporters (each remote origin once, each of our API keys once: issue 10);
 - only from origins that could have received the signal (`ineligible`): never for a red signal,
   only named peers for amber (or a narrowed list), only our direct peers for our own hop-0
   signal. Received verdicts that fail this are refused (services/sync.py).
@@ -123,13 +123,14 @@ def ineligible(
     return None
 
 
-def tally(verdicts: list[tuple[str, str, object, str]]) -> dict[str, int]:
-    """Counts from (giver origin, verdict, time, id) rows: one vote per origin, latest wins."""
+def tally(verdicts: list[tuple[str, str, object, str, int | None]]) -> dict[str, int]:
+    """Counts from (giver origin, verdict, time, id, local API key) rows: one judgement per
+    origin, its latest; `seen` once per reporter (a remote origin, or one of our API keys)."""
     latest: dict[str, tuple[object, str, str]] = {}
-    seen: set[str] = set()
-    for origin, verdict, at, uid in verdicts:
+    seen: set[tuple[str, int | None]] = set()
+    for origin, verdict, at, uid, submitted_by in verdicts:
         if verdict == "seen":
-            seen.add(origin)
+            seen.add((origin, submitted_by))
             continue
         held = latest.get(origin)
         if held is None or (at, uid) > (held[0], held[1]):
@@ -143,11 +144,17 @@ def tally(verdicts: list[tuple[str, str, object, str]]) -> dict[str, int]:
 def recount(session: Session, signal: SignalRow) -> None:
     """Recompute `signal`'s counts and status from every stored verdict on it."""
     rows = session.execute(
-        select(FeedbackRow.origin, FeedbackRow.verdict, FeedbackRow.created_at, FeedbackRow.uid)  # type: ignore[call-overload]
+        select(  # type: ignore[call-overload]
+            FeedbackRow.origin,
+            FeedbackRow.verdict,
+            FeedbackRow.created_at,
+            FeedbackRow.uid,
+            FeedbackRow.submitted_by,
+        )
         .where(FeedbackRow.signal_origin == signal.origin)
         .where(FeedbackRow.signal_uid == signal.uid)
     ).all()
-    counts = tally([(r[0], r[1], r[2], r[3]) for r in rows])
+    counts = tally([(r[0], r[1], r[2], r[3], r[4]) for r in rows])
     signal.feedback_counts = counts  # a new dict, so the JSON column is seen as changed
     signal.feedback_status = aggregate_status(counts)
 
