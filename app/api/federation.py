@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +18,7 @@ from app.crypto.errors import WitnessConflict
 from app.federation.pages import Notify
 from app.services import sync, witness
 from app.services.federation import Federation
+from app.services.peer_limits import PeerRateLimited
 
 router = APIRouter(tags=["federation"])
 
@@ -39,10 +40,20 @@ async def _peer(request: Request, fed: Federation) -> tuple[str, bytes]:
     if request.url.query:
         url += "?" + request.url.query
     # The nonce cache and key lookup touch the database: run them off the event loop.
-    peer = await run_in_threadpool(
-        fed.authenticate, request.method, url, list(request.headers.items()), body
-    )
+    try:
+        peer = await run_in_threadpool(
+            fed.authenticate, request.method, url, list(request.headers.items()), body
+        )
+    except PeerRateLimited as exc:
+        raise _TooMany(exc) from None
     return peer, body
+
+
+class _TooMany(HTTPException):
+    """429 with Retry-After (the problem+json body comes from the HTTPException handler)."""
+
+    def __init__(self, exc: PeerRateLimited) -> None:
+        super().__init__(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 @router.get(

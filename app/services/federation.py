@@ -48,6 +48,7 @@ from app.services import sync
 from app.services.duties import PeerTasks
 from app.services.lease import Lease
 from app.services.node import Node
+from app.services.peer_limits import PeerRateLimited, PeerRequestLimiter
 from app.storage import peers as store
 from app.storage.models import FeedbackRow, SignalRow
 from app.storage.types import utcnow
@@ -170,6 +171,7 @@ class Federation:
         self._threads: list[threading.Thread] = []
         self._last_pushed: tuple[int, int] | None = None
         self._notify_tasks = PeerTasks("notify")
+        self.limiter = PeerRequestLimiter(settings.peer_requests_per_minute)
         self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
         self._resupervise = threading.Event()
 
@@ -199,6 +201,12 @@ class Federation:
                 nonce_cache=self.nonces,
             )
         except SignatureRefused as exc:
+            self.refusals.labels(type(exc).__name__).inc()
+            log.warning("refused federation request %s %s: %s", method, _path(url), exc)
+            raise
+        try:
+            self.limiter.take(verified.keyid)
+        except PeerRateLimited as exc:
             self.refusals.labels(type(exc).__name__).inc()
             log.warning("refused federation request %s %s: %s", method, _path(url), exc)
             raise
