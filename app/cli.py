@@ -420,7 +420,14 @@ def hash_cmd(
     categories: Annotated[
         str, typer.Option(help="For --submit, comma-separated, e.g. csam,sextortion.")
     ] = "",
-    types: Annotated[str, typer.Option(help="Hash types to send.")] = "pdq,md5,sha256",
+    types: Annotated[str, typer.Option(help="Hash types to send.")] = "pdq,vpdq,md5,sha256",
+    fps: Annotated[
+        float,
+        typer.Option(min=0, help="vPDQ: frames hashed per second of video (0: every frame)."),
+    ] = 1.0,
+    crop_bars: Annotated[
+        bool, typer.Option(help="vPDQ: cut uniform bars off frames (off: Meta-identical hashes).")
+    ] = True,
     threshold: Annotated[
         int | None, typer.Option(min=0, max=256, help="PDQ match distance (node default 31).")
     ] = None,
@@ -443,7 +450,7 @@ def hash_cmd(
         bool | None, typer.Option(help="Progress bar on stderr (default: long runs on a TTY).")
     ] = None,
 ) -> None:
-    """Hash files here: MD5 and SHA-256 of every file, PDQ and quality of images.
+    """Hash files here: MD5 and SHA-256 of every file, PDQ and quality of images, vPDQ of videos.
 
     Prints one JSON line per file. With --submit / --match only the hex hashes are sent to the
     node; no file content ever leaves this machine. Exits 1 if any file could not be hashed."""
@@ -464,7 +471,7 @@ def hash_cmd(
     bad = [t for t in type_list if t not in MEDIA_TYPES]
     cats = tuple(c.strip() for c in categories.split(",") if c.strip())
     if bad:
-        err.print(f"[red]error:[/red] --types: unknown {', '.join(bad)}; use pdq,md5,sha256")
+        err.print(f"[red]error:[/red] --types: unknown {', '.join(bad)}; use pdq,vpdq,md5,sha256")
         raise typer.Exit(2)
     if submit and not cats:
         err.print("[red]error:[/red] --submit needs --categories (e.g. --categories csam)")
@@ -493,6 +500,19 @@ def hash_cmd(
             err.print("[red]error:[/red] PDQ needs the media extra: pip install 'signet[media]'")
             raise typer.Exit(2) from None
         exts = image_extensions()
+    video_exts: frozenset[str] = frozenset()
+    if "vpdq" in type_list:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            # Asked for by name: an error. By default: videos get MD5 and SHA-256 only.
+            if types != "pdq,vpdq,md5,sha256":
+                err.print("[red]error:[/red] vPDQ needs PyAV: pip install 'signet[media]'")
+                raise typer.Exit(2) from None
+        else:
+            from app.videohash import VIDEO_EXTENSIONS
+
+            video_exts = VIDEO_EXTENSIONS
     files = list(walk(paths))
     client = NodeClient(url, api_key) if (submit or match) else None
     pipeline = Pipeline(
@@ -515,10 +535,25 @@ def hash_cmd(
 
     from rich.progress import Progress
 
-    hasher = partial(hash_file, extensions=exts)
     results: Iterator[FileHashes]
     with Progress(console=err, disable=not show, transient=True) as bar:
         task = bar.add_task("hashing", total=len(files))
+        # A long video gets a bar of its own (seconds of video hashed), shown on a terminal or
+        # with --progress; only in-process, as a worker process cannot draw on this console.
+        show_video = progress if progress is not None else err.is_terminal
+        video_task = bar.add_task("video", total=None, visible=False)
+
+        def on_video(done: float, duration: float) -> None:
+            bar.update(video_task, completed=done, total=duration or None, visible=show_video)
+
+        hasher = partial(
+            hash_file,
+            extensions=exts,
+            video_extensions=video_exts,
+            fps=fps or None,
+            crop_bars=crop_bars,
+            progress=on_video if jobs == 1 else None,
+        )
         if jobs > 1:
             from multiprocessing import Pool
 
@@ -1042,8 +1077,18 @@ def sync_cmd(
 @app.command("demo")
 def demo_cmd(
     keep: Annotated[bool, typer.Option(help="Keep the nodes' data directories.")] = False,
+    oprf: Annotated[
+        bool,
+        typer.Option(
+            "--oprf", help="Instead: identifier matching through three OPRF key holders (2-of-3)."
+        ),
+    ] = False,
 ) -> None:
     """Three nodes on loopback (two platforms and an NGO) federating, step by step."""
+    if oprf:
+        from app.demo_oprf import run_oprf_demo
+
+        raise typer.Exit(run_oprf_demo(out, keep=keep))
     from app.demo import run_demo
 
     raise typer.Exit(run_demo(out, keep=keep))

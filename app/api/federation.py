@@ -1,15 +1,16 @@
 """Node-to-node endpoints. Every request must carry an RFC 9421 signature by a current peer.
 
-The signature is checked before anything else is read (takahe's inbox rule): malformed
-signature headers -> 400, unknown or removed peer -> 403, bad, stale, replayed or
-body-swapped -> 401, each as problem+json and logged.
+The signature is checked before anything else is read (takahe's inbox rule). Whatever is
+wrong (malformed headers, unknown or removed peer, bad, stale, replayed or body-swapped) the
+answer is the same 401 problem+json, so a stranger cannot probe which origins are our peers;
+the real reason is logged (services/federation.py).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +19,6 @@ from app.crypto.errors import WitnessConflict
 from app.federation.pages import Notify
 from app.services import sync, witness
 from app.services.federation import Federation
-from app.services.peer_limits import PeerRateLimited
 
 router = APIRouter(tags=["federation"])
 
@@ -40,20 +40,10 @@ async def _peer(request: Request, fed: Federation) -> tuple[str, bytes]:
     if request.url.query:
         url += "?" + request.url.query
     # The nonce cache and key lookup touch the database: run them off the event loop.
-    try:
-        peer = await run_in_threadpool(
-            fed.authenticate, request.method, url, list(request.headers.items()), body
-        )
-    except PeerRateLimited as exc:
-        raise _TooMany(exc) from None
+    peer = await run_in_threadpool(
+        fed.authenticate, request.method, url, list(request.headers.items()), body
+    )
     return peer, body
-
-
-class _TooMany(HTTPException):
-    """429 with Retry-After (the problem+json body comes from the HTTPException handler)."""
-
-    def __init__(self, exc: PeerRateLimited) -> None:
-        super().__init__(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 @router.get(

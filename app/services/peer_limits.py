@@ -17,23 +17,21 @@ import threading
 import time
 from collections.abc import Callable
 
-from app.errors import SignetError
+from app.errors import RateLimited
 
 __all__ = ["PeerRateLimited", "PeerRequestLimiter"]
 
 
-class PeerRateLimited(SignetError):
-    """The peer is over its request budget; `retry_after` seconds until one request fits."""
-
-    status = 429
+class PeerRateLimited(RateLimited):
+    """The peer is over its request budget (429 problem+json with Retry-After)."""
 
     def __init__(self, peer: str, retry_after: int, per_minute: int) -> None:
         super().__init__(
             f"{peer} is over its limit of {per_minute} federation requests per minute; "
-            f"retry after {retry_after} s"
+            f"retry after {retry_after} s",
+            retry_after,
         )
         self.peer = peer
-        self.retry_after = retry_after
 
 
 class PeerRequestLimiter:

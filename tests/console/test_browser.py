@@ -12,6 +12,7 @@ docs/console.md were made).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -125,7 +126,7 @@ def test_every_page_renders_without_console_errors(
     node: NodeProc, admin_key: str, browser: Any
 ) -> None:
     _submit(node, admin_key, "1" * 32)
-    _submit(node, admin_key, "2" * 32, tlp="amber")
+    _submit(node, admin_key, "2" * 32, tlp="green")
     tab = Page(browser, node.url)
     tab.sign_in(admin_key)
     for name, path in [
@@ -192,6 +193,8 @@ def test_form_post_without_csrf_token_is_refused(
 
 def _verify(tab: Page, vkey: str) -> tuple[str, str]:
     tab.page.fill("#vkey", vkey)
+    # Clear the previous verdict first, so the wait below sees this run's, not the last one's.
+    tab.page.evaluate("document.getElementById('verdict').className = 'verdict idle'")
     tab.page.click("#verify")
     tab.page.wait_for_selector("#verdict.pass, #verdict.fail", timeout=60_000)
     verdict = tab.page.locator("#verdict")
@@ -331,8 +334,16 @@ def test_operator_pins_a_peer_and_a_retraction_reaches_it_all_from_the_console(
         theirs.goto("/console/peers")
         theirs.page.click("button:has-text('Sync now')")
         theirs.page.wait_for_url("**/console/peers?done=*")
-        assert "1 applied" in theirs.page.locator("p.ok").inner_text()
+        # Everything A shares so far arrives (earlier tests' signals too), ours among them.
+        assert re.search(r"[1-9]\d* applied", theirs.page.locator("p.ok").inner_text())
         theirs.shot("peers-synced")
+        # The policy field shows the stored policy in the form it takes back.
+        theirs.page.fill("input[name=policy]", "categories=csam;types=*;tlp=green,clear")
+        theirs.page.click("button:has-text('Save policy')")
+        theirs.page.wait_for_url("**/console/peers?done=policy*")
+        assert theirs.page.locator("input[name=policy]").first.input_value() == (
+            "categories=csam;types=*;tlp=clear,green"
+        )
         theirs.goto(f"/console/signals?origin=console.example&q={uid}")
         theirs.page.click(f"text={uid}")
         assert theirs.page.locator("#status").inner_text() == "active"
@@ -354,3 +365,126 @@ def test_operator_pins_a_peer_and_a_retraction_reaches_it_all_from_the_console(
         row = ours.page.locator("tr", has_text="peer.example")
         assert "ok" in row.inner_text() or "not pulled yet" in row.inner_text()
         assert ours.errors == [] and theirs.errors == []
+
+
+# The browser's own proof and canonicalisation code, run in chromium against the same vectors
+# the Python verifier passes (tests/vectors: transparency-dev/merkle, cyberphone JCS).
+
+_VECTOR_JS = """async (v) => {
+  const m = await import("/console/static/audit.js");
+  const u8 = (a) => Uint8Array.from(a);
+  const eq = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  const out = { inclusion: [], consistency: [], jcs: [], roots: [] };
+  for (const c of v.inclusion) {
+    let ok;
+    try {
+      const r = await m.rootFromInclusion(u8(c.leaf), c.index, c.size, c.proof.map(u8));
+      ok = eq(r, u8(c.root));
+    } catch (e) { ok = false; }
+    out.inclusion.push([c.name, ok]);
+  }
+  for (const c of v.consistency) {
+    let ok = true;
+    try {
+      await m.verifyConsistency(c.size1, c.size2, c.proof.map(u8), u8(c.root1), u8(c.root2));
+    } catch (e) { ok = false; }
+    out.consistency.push([c.name, ok]);
+  }
+  for (const c of v.jcs) out.jcs.push([c.name, m.canonical(JSON.parse(c.input)) === c.output]);
+  const enc = new TextEncoder();
+  const leaves = [];
+  for (let n = 0; n < v.leaves.length; n++) {
+    const data = u8(v.leaves[n]);
+    const h = new Uint8Array(await crypto.subtle.digest("SHA-256", Uint8Array.from([0, ...data])));
+    leaves.push(h);
+    out.roots.push(eq(await m.rootFromLeaves(leaves.slice()), u8(v.roots[n + 1])));
+  }
+  return out;
+}"""
+
+
+def test_browser_proof_code_passes_the_rfc_vectors(node: NodeProc, browser: Any) -> None:
+    import base64
+    import json
+
+    from tests.crypto._vectors import VECTORS, merkle_cases
+
+    def raw(s: str) -> list[int]:
+        return list(base64.b64decode(s))
+
+    inclusion = [
+        {
+            "name": name,
+            "want": not c.get("wantErr", False),
+            "leaf": raw(c["leafHash"]),
+            "index": c["leafIdx"],
+            "size": c["treeSize"],
+            "proof": [raw(p) for p in c.get("proof") or []],
+            "root": raw(c["root"]),
+        }
+        for name, c in merkle_cases("inclusion")
+    ]
+    consistency = [
+        {
+            "name": name,
+            "want": not c.get("wantErr", False),
+            "size1": c["size1"],
+            "size2": c["size2"],
+            "proof": [raw(p) for p in c.get("proof") or []],
+            "root1": raw(c["root1"]),
+            "root2": raw(c["root2"]),
+        }
+        for name, c in merkle_cases("consistency")
+    ]
+    jcs = [
+        {
+            "name": p.name,
+            "input": p.read_text(encoding="utf-8"),
+            "output": (VECTORS / "jcs" / "output" / p.name).read_text(encoding="utf-8"),
+        }
+        for p in sorted((VECTORS / "jcs" / "input").glob("*.json"))
+    ]
+    roots = json.loads((VECTORS / "merkle" / "root_hashes.json").read_text())
+    tab = Page(browser, node.url)
+    tab.goto("/console/login")
+    got = tab.page.evaluate(
+        _VECTOR_JS,
+        {
+            "inclusion": inclusion,
+            "consistency": consistency,
+            "jcs": jcs,
+            "leaves": [list(bytes.fromhex(x)) for x in roots["leaf_inputs"]],
+            "roots": [list(bytes.fromhex(x)) for x in roots["root_hashes"]],
+        },
+    )
+    assert len(got["inclusion"]) == len(inclusion) > 10
+    assert len(got["consistency"]) == len(consistency) > 10
+    wrong = [
+        name
+        for cases, results in ((inclusion, got["inclusion"]), (consistency, got["consistency"]))
+        for case, (name, ok) in zip(cases, results, strict=True)
+        if ok != case["want"]
+    ]
+    assert wrong == []
+    assert all(ok for _, ok in got["jcs"]), got["jcs"]
+    assert all(got["roots"]) and len(got["roots"]) == len(roots["leaf_inputs"])
+
+    # Base64 key material may hold '+', the separator of the key's other parts.
+    seed = 0
+    while (
+        "+"
+        not in (
+            vkey := NodeKey.from_seed(seed.to_bytes(32, "big")).verifier_key("a.example")
+        ).split("+", 2)[2]
+    ):
+        seed += 1
+    parsed = tab.page.evaluate(
+        """async (k) => {
+          const m = await import("/console/static/audit.js");
+          const v = await m.parseVerifierKey(k, 1);
+          return [v.name, Array.from(v.hash)];
+        }""",
+        vkey,
+    )
+    assert parsed == ["a.example", list(bytes.fromhex(vkey.split("+")[1]))]
+    assert tab.errors == []

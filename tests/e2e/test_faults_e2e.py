@@ -4,7 +4,8 @@ verifies (`signet audit verify`, the existing verifier), nothing acknowledged is
 nothing is doubled.
 
 The node's database is `db_url` (a SQLite file, or this test process's private PostgreSQL
-database); the pull test runs on PostgreSQL here, its SQLite twin is in test_federation_e2e. The shared PostgreSQL server itself is never restarted: other test processes use it.
+database); the pull test runs on PostgreSQL here, its SQLite twin is in test_federation_e2e.
+The shared PostgreSQL server itself is never restarted: other test processes use it.
 """
 
 from __future__ import annotations
