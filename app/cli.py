@@ -1105,8 +1105,18 @@ def sync_cmd(
 @app.command("demo")
 def demo_cmd(
     keep: Annotated[bool, typer.Option(help="Keep the nodes' data directories.")] = False,
+    oprf: Annotated[
+        bool,
+        typer.Option(
+            "--oprf", help="Instead: identifier matching through three OPRF key holders (2-of-3)."
+        ),
+    ] = False,
 ) -> None:
     """Three nodes on loopback (two platforms and an NGO) federating, step by step."""
+    if oprf:
+        from app.demo_oprf import run_oprf_demo
+
+        raise typer.Exit(run_oprf_demo(out, keep=keep))
     from app.demo import run_demo
 
     raise typer.Exit(run_demo(out, keep=keep))

@@ -98,6 +98,17 @@ class Settings(BaseSettings):
     roster_threshold: int = Field(1, ge=1, description="Steward signatures a roster needs.")
     roster_refresh: float = Field(60.0, gt=0, description="Seconds between roster refreshes.")
 
+    # Limits for clients and strangers (docs/security.md, "Threat model: clients and strangers").
+    max_pdq_threshold: int = Field(
+        48, ge=0, le=256, description="Largest PDQ threshold a match query may ask for."
+    )
+    max_matches_per_query: int = Field(
+        100, ge=1, le=100_000, description="Matches returned per query; more sets `truncated`."
+    )
+    rate_limit: int = Field(
+        6000, ge=0, description="Requests per minute per API key, all workers; 0 turns it off."
+    )
+
     @field_validator("origin")
     @classmethod
     def _origin(cls, v: str) -> str:
