@@ -15,5 +15,9 @@ setup(
         "app.migrations.versions",
     ],
     package_dir={"app.migrations": "migrations"},
-    package_data={"app": ["py.typed"], "app.migrations": ["script.py.mako"]},
+    package_data={
+        "app": ["py.typed"],
+        "app.migrations": ["script.py.mako"],
+        "app.console": ["templates/*.html", "static/*"],  # the console's pages and assets
+    },
 )

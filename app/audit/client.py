@@ -54,6 +54,10 @@ class AuditClient:
     def checkpoint(self) -> str:
         return self._get("/v1/log/checkpoint").text
 
+    def checkpoint_at(self, size: int) -> str:
+        """The checkpoint published at `size`, with the cosignatures gathered so far."""
+        return self._get("/v1/log/checkpoint", size=size).text
+
     def entries(self, start: int, end: int) -> list[tuple[int, Any, bytes | None]]:
         """One page of entries from `start` (possibly fewer than asked, never empty)."""
         page = self._json("/v1/log/entries", start=start, end=end)

@@ -126,8 +126,12 @@ def audit_node(
     state_path: Path | None = None,
     progress: Progress | None = None,
     http: httpx.Client | None = None,
+    sink: Callable[[int, Any], object] | None = None,
 ) -> AuditReport:
-    """Download the latest checkpoint and every entry it covers, and verify all of it."""
+    """Download the latest checkpoint and every entry it covers, and verify all of it.
+
+    `sink(index, entry)` sees each entry as it is checked (the transparency report keeps
+    them); use them only once this returns, i.e. once the whole log verified."""
     with AuditClient(url, token, http=http) as client:
         note = client.checkpoint()
         size = peek_checkpoint(note).size
@@ -138,6 +142,8 @@ def audit_node(
                 if index >= size:
                     break
                 auditor.add(index, entry, leaf)
+                if sink is not None:
+                    sink(index, entry)
             if auditor.size == start:
                 raise AuditFailed(f"entries from {start}: the node returned nothing new", start)
             if progress is not None:

@@ -65,6 +65,7 @@ def _indexed(r: Row[Any]) -> IndexedSignal:
             "valid_until": r.valid_until,
             "feedback_status": r.feedback_status,
         },
+        seq=r.change_seq,
     )
 
 
@@ -101,7 +102,7 @@ class IndexSync:
                     break
                 signals += [_indexed(r) for r in rows]
                 last = rows[-1].id
-            self.node.index.load(signals)
+            self.node.index.load(signals, seq)
             self.applied_seq, self.applied_feedback_seq = seq, fb_seq
         log.info("match index loaded: %s", self.node.index.stats())
 
@@ -122,6 +123,7 @@ class IndexSync:
                 self.node.index.apply([_indexed(r) for r in rows])
                 self.applied_seq = rows[-1].change_seq
                 total += len(rows)
+            self.node.index.caught_up(self.applied_seq)
             return total + self._refresh_feedback()
 
     def _refresh_feedback(self) -> int:

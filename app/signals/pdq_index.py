@@ -26,11 +26,13 @@ compaction builds new arrays, so a reader's snapshot never changes under it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -372,6 +374,46 @@ class PDQIndex:
         index._snap = _Snapshot(base, *_EMPTY_DELTA, 0, 0, base.size)
         return index
 
+    @classmethod
+    def open_shared(
+        cls,
+        path: str | Path,
+        keys: np.ndarray,
+        codes: np.ndarray,
+        *,
+        tag: int = -1,
+        **options: Any,
+    ) -> PDQIndex:
+        """The index of exactly `keys`/`codes` (the state at log position `tag`), on the base
+        file at `path` that the other workers of this host share.
+
+        Under the file's lock: if a base is there, it is mapped and whatever differs from
+        `keys`/`codes` is applied as (private) writes, so a file left by an earlier run or by
+        another worker is reused, never trusted; when the difference is large, or there is no
+        file, this process writes a new base for everyone (one builder at a time)."""
+        words = _check_codes(codes)
+        key_arr, words = _last_of_each_key(_check_keys(keys, words.shape[0]), words)
+        with _file_lock(str(path), wait=True):
+            index = cls(path=path, **options)
+            base = index._snap.base
+            pos = base.find(key_arr)
+            present = pos >= 0
+            same = np.zeros(key_arr.shape[0], bool)
+            if present.any():
+                idx = np.flatnonzero(present)
+                same[idx] = (base.codes[pos[idx]] == words[idx]).all(axis=1)
+            stale_pos = np.setdiff1d(np.arange(base.size), pos[present], assume_unique=True)
+            changes = int((~same).sum()) + int(stale_pos.size)
+            limit = max(index._min_delta, int(index._delta_fraction * base.size))
+            if changes > limit or base.path is None:  # no file yet: write one, even empty
+                return cls.from_arrays(key_arr, words.view(np.uint8), path=path, tag=tag, **options)
+            for k in base.key_at(stale_pos).tolist():
+                index.remove(k, tag=tag)
+            if not same.all():
+                index.add_many(key_arr[~same], words[~same].view(np.uint8), tag=tag)
+            index.note_tag(tag)
+            return index
+
     # ----------------------------------------------------------------- reads
 
     def __len__(self) -> int:
@@ -479,7 +521,9 @@ class PDQIndex:
         Neither readers nor writers wait for the build: the writer lock is held only to take
         the snapshot and, at the end, to replay the writes made meanwhile onto the new base.
         """
-        with self._compact_lock:
+        with self._compact_lock, _file_lock(self._path, wait=True):
+            if self._path is not None and self._adopt_newer():
+                return  # another process just wrote a base; ours would be no newer
             with self._lock:
                 s = self._snap
                 if (
@@ -511,18 +555,23 @@ class PDQIndex:
         if fid is None or fid == self._snap.base.file_id:
             return False
         with self._compact_lock:
-            if file_id(self._path) == self._snap.base.file_id:
-                return False
-            try:
-                base = Base.open(self._path)
-            except BaseFileError:
-                return False  # replaced again while we opened it: the next call picks it up
-            if base.tag < self._snap.base.tag:
-                return False
-            with self._lock:
-                later = [op for op in self._journal if op.tag is None or op.tag > base.tag]
-                self._install(base, later)
-            return True
+            return self._adopt_newer()
+
+    def _adopt_newer(self) -> bool:
+        """`_compact_lock` held: adopt the file at `path` if it is another, newer base."""
+        assert self._path is not None
+        if file_id(self._path) in (None, self._snap.base.file_id):
+            return False
+        try:
+            base = Base.open(self._path)
+        except BaseFileError:
+            return False  # replaced again while we opened it: the next call picks it up
+        if base.tag < self._snap.base.tag:
+            return False
+        with self._lock:
+            later = [op for op in self._journal if op.tag is None or op.tag > base.tag]
+            self._install(base, later)
+        return True
 
     # ----------------------------------------------------------------- writer internals
 
@@ -611,6 +660,8 @@ class PDQIndex:
         return s.delta_len + self._base_dead > limit
 
     def _auto_compact(self) -> None:
+        if self._path is not None and _file_locked_elsewhere(self._path):
+            return  # another process is writing a new base; we adopt it when it lands
         if not self._background:
             if self._compact_lock.locked():
                 return  # another thread is compacting; it replays our write
@@ -735,3 +786,31 @@ class PDQIndex:
         pos = candidates[hit].astype(np.int64)
         _, first = np.unique(qid * base.size + pos, return_index=True)
         return qid[first], pos[first], dist[first]
+
+
+# --------------------------------------------------------------------------- base file lock
+
+
+@contextlib.contextmanager
+def _file_lock(path: str | None, *, wait: bool) -> Iterator[bool]:
+    """An exclusive flock on `path`.lock (one base builder per host); no-op without a path.
+    Yields whether the lock is held (always True when waiting)."""
+    if path is None:
+        yield True
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _file_locked_elsewhere(path: str) -> bool:
+    with _file_lock(path, wait=False) as got:
+        return not got

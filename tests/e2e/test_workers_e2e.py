@@ -60,8 +60,15 @@ def _until_every_worker(node: NodeProc, key: str, code: str, *, want: bool) -> d
     raise AssertionError(f"not every worker answered {want} within {BOUND}s: {first} of {pids}")
 
 
-def test_every_worker_follows_submit_retract_and_expiry(tmp_path: Path) -> None:
-    with running_node(tmp_path, workers=WORKERS) as node:
+@pytest.mark.parametrize("shared_base", [False, True], ids=["private-index", "shared-pdq-base"])
+def test_every_worker_follows_submit_retract_and_expiry(tmp_path: Path, shared_base: bool) -> None:
+    env = {"SIGNET_PDQ_SHARED_BASE": "true"} if shared_base else {}
+    with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
+        if shared_base:
+            # Every worker maps the one base file (read-only) instead of building its own.
+            base = str(tmp_path / "data" / "index" / "pdq.pdqbase")
+            for pid in node.worker_pids():
+                assert base in Path(f"/proc/{pid}/maps").read_text(), pid
         key = node.create_key("submit,match,read")
         status, body, _ = node.post_fresh(
             "/v1/signals",

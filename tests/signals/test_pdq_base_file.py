@@ -135,7 +135,7 @@ def test_updates_and_compaction_rewrite_the_file(tmp_path: Path) -> None:
         if step % 50 == 0:
             _check(index, entries, [rng.choice(seeds)])
     assert len(inodes) >= 2  # compaction renamed new files in (inode numbers get reused)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pdq.pdqbase"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pdq.pdqbase", "pdq.pdqbase.lock"]
     _check(index, entries, seeds[:2])
     _check(reader, first, seeds[:2])  # its old mapping still answers for its own state
 
@@ -267,3 +267,34 @@ def test_bad_files_are_refused(tmp_path: Path) -> None:
     good.write_bytes(data[: len(data) // 2])
     with pytest.raises(BaseFileError):
         Base.open(good)
+
+
+def test_open_shared_reuses_a_file_but_never_trusts_it(tmp_path: Path) -> None:
+    """A worker starting on a host where a base file exists (an earlier run, another worker)
+    maps it and applies only what differs from the database's state; a file far from that
+    state is rebuilt. Either way it answers exactly for the state it was given."""
+    rng = random.Random(19)
+    path = tmp_path / "pdq.pdqbase"
+    old = {k: rand_code(rng) for k in range(5000)}
+    _index_of(old, path=path, tag=10)
+    first_inode = path.stat().st_ino
+    now = dict(old)
+    for k in range(0, 40):
+        del now[k]  # removed since the file was written
+    for k in range(40, 60):
+        now[k] = rand_code(rng)  # changed
+    for k in range(6000, 6030):
+        now[k] = rand_code(rng)  # new
+    keys = np.array(list(now), np.int64)
+    index = PDQIndex.open_shared(path, keys, as_array(list(now.values())), tag=20)
+    assert path.stat().st_ino == first_inode  # small difference: the file is reused
+    _check(index, now, [now[50], now[6001], old[3], old[100]])
+    far = {k: rand_code(rng) for k in range(7000, 12000)}
+    keys = np.array(list(far), np.int64)
+    index = PDQIndex.open_shared(path, keys, as_array(list(far.values())), tag=30)
+    assert index.base_tag == 30  # rebuilt for everyone
+    _check(index, far, [far[7000], old[100]])
+    empty = PDQIndex.open_shared(
+        tmp_path / "new.pdqbase", np.empty(0, np.int64), np.empty((0, 32), np.uint8)
+    )
+    assert len(empty) == 0 and (tmp_path / "new.pdqbase").exists()

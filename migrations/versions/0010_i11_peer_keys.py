@@ -1,7 +1,7 @@
 """Keys peers rotated away from (peer_key)
 
 Revision ID: i11a
-Revises: i15a
+Revises: i9b
 Create Date: 2026-12-03 09:45:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import app.storage.types
 
 revision: str = 'i11a'
-down_revision: str | None = 'i15a'
+down_revision: str | None = 'i9b'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
