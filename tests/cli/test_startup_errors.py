@@ -29,9 +29,10 @@ def serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess
 def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error")]
+    assert len(lines) == 1, r.stderr  # warnings may come first; one error line, then exit
     assert lines[0].startswith("error: ")
+    assert r.stderr.rstrip().endswith(lines[0])
     return lines[0]
 
 
