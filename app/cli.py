@@ -136,11 +136,9 @@ def serve(
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
-    from app.observability import prepare_multiprocess
-
     # Before anything imports prometheus_client here or in a worker: counters of every worker
     # go to files under the data dir, and a scrape of any worker adds them up.
-    prepare_multiprocess(settings.data_dir)
+    _prepare_multiprocess(settings.data_dir)
     from app.services.node import open_node
 
     _check_port_free(host, port)
@@ -170,6 +168,21 @@ def serve(
         access_log=False,
         proxy_headers=False,
     )
+
+
+def _prepare_multiprocess(data_dir: Path) -> None:
+    """A fresh per-run metrics directory under the data dir (an operator's own
+    PROMETHEUS_MULTIPROC_DIR wins). Here, not in app.observability: it must run before
+    prometheus_client is first imported, which picks its storage at import time."""
+    import os
+    import shutil
+
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(configured) if configured else data_dir / "prometheus"
+    if path.exists() and not configured:
+        shutil.rmtree(path)  # counters of a previous run would add up with this one's
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 def _check_port_free(host: str, port: int) -> None:

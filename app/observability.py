@@ -28,11 +28,9 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
@@ -155,18 +153,6 @@ class DatabaseCollector(Collector):
         for witness, n in cosigs:
             witnessed.add_metric([str(witness)], float(n))
         yield witnessed
-
-
-def prepare_multiprocess(data_dir: Path) -> Path:
-    """Called by `signet serve` before any worker starts: a fresh per-run metrics directory
-    under the data dir (an operator's own PROMETHEUS_MULTIPROC_DIR wins)."""
-    configured = os.environ.get(MULTIPROC_ENV)
-    path = Path(configured) if configured else data_dir / "prometheus"
-    if path.exists() and not configured:
-        shutil.rmtree(path)  # counters of a previous run would add up with this one's
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ[MULTIPROC_ENV] = str(path)
-    return path
 
 
 def render(node: Node, extra: Iterable[Collector] = ()) -> bytes:
