@@ -86,6 +86,8 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
                 canon = canonicalize(q.type, q.value, key_id=key_id)
                 key = match_key(canon.type, canon.value, key_id_of(canon.extra))
                 hits[i] = [(r, None, None, None) for r in node.index.exact(key, now)]
+                if canon.type in (SignalType.URL, SignalType.DOMAIN):
+                    hits[i] += _covering(node, canon.value, canon.extra, now, hits[i])
         except ValidationError as exc:
             errors[i] = pydantic_item_error(exc, f"queries[{i}]")
         except InvalidInput as exc:
@@ -112,6 +114,23 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
                 )
         results.append(MatchResult(index=i, status="ok", matches=matches))
     return MatchBatchResult(results=results)
+
+
+def _covering(
+    node: Node, value: str, extra: dict[str, str | int], now: float, have: list[Hit]
+) -> list[Hit]:
+    """Domain signals that cover the query's host through its subdomains (url: the URL's host,
+    domain: the domain itself), beyond the exact hits already found."""
+    host = extra.get("domain") if "domain" in extra else value
+    if not isinstance(host, str):
+        return []
+    seen = {h[0] for h in have}
+    out: list[Hit] = []
+    for r, d in node.index.domains_over(host, now):
+        if r not in seen:
+            seen.add(r)
+            out.append((r, None, f"domain:{d}", None))
+    return out
 
 
 def _match_video(node: Node, q: MatchQuery, now: float) -> list[Hit]:

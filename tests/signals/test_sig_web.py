@@ -40,7 +40,7 @@ def test_url_canonical(raw: str, want: str) -> None:
 def test_url_signal() -> None:
     c = canonicalize("url", "https://WWW.Example.org/path#x")
     assert c.value == hashlib.sha256(b"https://www.example.org/path").hexdigest()
-    assert c.extra == {"domain": "www.example.org"}
+    assert c.extra == {"domain": "www.example.org", "registrable": "example.org"}
     assert url_domain("https://WWW.Example.org/path#x") == "www.example.org"
     # Pre-hashed form: the node never needs the raw URL.
     pre = canonicalize("url", c.value.upper(), domain="WWW.example.org.")
