@@ -178,6 +178,9 @@ class MatchResult(BaseModel):
     index: int
     status: Literal["ok", "rejected"]
     matches: list[MatchHit] = Field(default_factory=list)
+    truncated: bool = Field(
+        False, description="More matches were found than SIGNET_MAX_MATCHES_PER_QUERY allows."
+    )
     error: ItemError | None = None
 
 

@@ -5,7 +5,8 @@ One `Federation` per node process (created by the app's lifespan, or by a CLI ve
 - `authenticate(...)` checks an inbound RFC 9421 signature against the pinned key of a
   *current* peer (keyid = origin), with `settings.clock_skew` and a nonce cache kept in the
   database (so every worker shares it) behind an in-memory front. Refusals raise a
-  `SignatureRefused` (problem+json 401/403), are logged (python logging: keyid, reason, never
+  `RequestRefused`: one 401 problem+json whatever the reason, so a stranger cannot tell an
+  unknown keyid from a pinned one. The real reason is logged (python logging: keyid, reason, never
   a secret) and counted in the metrics. They are not exchange-log entries: an unauthenticated
   party could otherwise fill our log.
 - `pull(peer)` pulls pages until the peer has no more, applying each (services/sync.py).
@@ -40,7 +41,7 @@ from sqlmodel import Session
 from app.crypto.keys import VerifierKey
 from app.errors import FederationError, SignetError
 from app.federation.client import PeerClient
-from app.federation.errors import SignatureRefused
+from app.federation.errors import NonceCacheFull, SignatureRefused
 from app.federation.httpsig import MemoryNonceCache, verify_request
 from app.federation.pages import Notify
 from app.services import log as exchange_log
@@ -48,9 +49,27 @@ from app.services import sync
 from app.services.duties import PeerTasks
 from app.services.lease import Lease
 from app.services.node import Node
+from app.services.peer_limits import PeerRateLimited, PeerRequestLimiter
 from app.storage import peers as store
 from app.storage.models import FeedbackRow, SignalRow
 from app.storage.types import utcnow
+
+
+class RequestRefused(SignatureRefused):
+    """The one answer to any inter-node request that does not verify, whatever the reason.
+
+    Same status and text for a malformed header, an unknown keyid, a removed peer, a bad
+    signature, a stale or replayed request or a swapped body; the reason is logged here.
+    """
+
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__(
+            "request refused: it does not carry a current, valid signature by a peer of this "
+            "node (RFC 9421); the node's operator can see why in its log"
+        )
+
 
 log = logging.getLogger("signet.federation")
 
@@ -170,6 +189,7 @@ class Federation:
         self._threads: list[threading.Thread] = []
         self._last_pushed: tuple[int, int] | None = None
         self._notify_tasks = PeerTasks("notify")
+        self.limiter = PeerRequestLimiter(settings.peer_requests_per_minute)
         self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
         self._resupervise = threading.Event()
 
@@ -198,7 +218,17 @@ class Federation:
                 max_skew=self.node.settings.clock_skew,
                 nonce_cache=self.nonces,
             )
+        except NonceCacheFull:
+            raise  # our own capacity, not the request's fault: 503 and a retry may succeed
         except SignatureRefused as exc:
+            self.refusals.labels(type(exc).__name__).inc()
+            log.warning("refused federation request %s %s: %s", method, _path(url), exc)
+            # The caller learns nothing about why: an unknown keyid and a pinned keyid with a
+            # bad signature must look alike, or strangers can list our peers.
+            raise RequestRefused() from None
+        try:
+            self.limiter.take(verified.keyid)
+        except PeerRateLimited as exc:
             self.refusals.labels(type(exc).__name__).inc()
             log.warning("refused federation request %s %s: %s", method, _path(url), exc)
             raise

@@ -14,7 +14,7 @@ from app.services import records
 from app.services.ids import new_id
 from app.services.node import Node
 from app.services.tx import Tx, transaction
-from app.storage import repos
+from app.storage import limits, repos
 from app.storage.models import FeedbackRow, SignalRow
 from app.storage.types import utcnow
 
@@ -88,10 +88,16 @@ def count(signal: SignalRow, verdict: str) -> None:
     signal.feedback_status = aggregate_status(counts)
 
 
-def report_seen(node: Node, hits: list[tuple[str, str]], submitted_by: int | None) -> None:
-    """`seen` feedback for matched signals, when the caller asked for it."""
+def report_seen(node: Node, hits: list[tuple[str, str]], submitted_by: int) -> None:
+    """`seen` feedback for matched signals, when the caller asked for it.
+
+    Once per (API key, signal), ever: `seen` says the signal was useful to look at, and
+    repeating a match must not grow the log and the origin's feedback without bound.
+    """
     with transaction(node) as tx:
-        for uid, origin in hits:
+        for uid, origin in dict.fromkeys(hits):
+            if not limits.claim_seen(tx.session, node.db.is_sqlite, submitted_by, origin, uid):
+                continue
             signal = repos.get_signal(tx.session, uid, origin)
             if signal is not None:
                 record_feedback(tx, signal, "seen", None, submitted_by)

@@ -50,6 +50,8 @@ Hit = tuple[int, int | None, str | None, VideoMatch | None]  # row, distance, ru
 def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
     if len(queries) > node.settings.max_batch:
         raise InvalidInput("queries", f"at most {node.settings.max_batch} queries per request")
+    _refuse_wide_pdq(queries, node.settings.max_pdq_threshold)
+    cap = node.settings.max_matches_per_query
     now = time.time()
     hits: list[list[Hit]] = [[] for _ in queries]
     errors: dict[int, ItemError] = {}
@@ -104,15 +106,18 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         if i in errors:
             results.append(MatchResult(index=i, status="rejected", error=errors[i]))
             continue
-        matches = []
-        for row_id, distance, matched, video in hs:
+        matches: list[MatchHit] = []
+        truncated = False
+        for row_id, distance, matched, video in hs:  # closest first for pdq and text_tlsh
             s = node.index.get(row_id)
             # None: removed between the search and now, no longer a hit.
-            if s is not None and s.public.get("origin") not in dropped:
-                matches.append(
-                    MatchHit(**s.public, distance=distance, matched=matched, video=video)
-                )
-        results.append(MatchResult(index=i, status="ok", matches=matches))
+            if s is None or s.public.get("origin") in dropped:
+                continue
+            if len(matches) == cap:
+                truncated = True
+                break
+            matches.append(MatchHit(**s.public, distance=distance, matched=matched, video=video))
+        results.append(MatchResult(index=i, status="ok", matches=matches, truncated=truncated))
     return MatchBatchResult(results=results)
 
 
@@ -131,6 +136,25 @@ def _covering(
             seen.add(r)
             out.append((r, None, f"domain:{d}", None))
     return out
+
+
+def _refuse_wide_pdq(queries: list[Any], limit: int) -> None:
+    """Refuse the whole request if any pdq query asks for a threshold above `limit`.
+
+    Not a per-item rejection on purpose: a wide threshold is how a key with only `match` scope
+    reads stored hashes back (the distances to one code and its 256 one-bit neighbours spell
+    out every code within reach), so such a request gets no answer at all.
+    """
+    for i, raw in enumerate(queries):
+        # vPDQ frames are PDQ codes: the same oracle, the same limit.
+        if not isinstance(raw, dict) or raw.get("type") not in ("pdq", "vpdq"):
+            continue
+        threshold = raw.get("threshold")
+        if isinstance(threshold, int) and not isinstance(threshold, bool) and threshold > limit:
+            raise InvalidInput(
+                f"queries[{i}].threshold",
+                f"at most {limit} bits for pdq and vpdq on this node (SIGNET_MAX_PDQ_THRESHOLD)",
+            )
 
 
 def _match_video(node: Node, q: MatchQuery, now: float) -> list[Hit]:

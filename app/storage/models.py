@@ -8,7 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from app.storage.types import BigIntId, JSONType, UTCDateTime, utcnow
@@ -318,3 +327,28 @@ class LeaseRow(SQLModel, table=True):
     expires_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     # Bumped on every change of holder: lets a holder tell it lost the lease in between.
     generation: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class RateBucketRow(SQLModel, table=True):
+    """A token bucket per API key, shared by every worker of the node (app/services/ratelimit.py).
+
+    `tokens` as of `updated` (seconds since the epoch); refilled lazily by the statement that
+    spends from it, so the row is written only when a worker takes a lease of tokens.
+    """
+
+    __tablename__ = "rate_bucket"
+
+    key_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    tokens: float = Field(sa_column=Column(Float, nullable=False))
+    updated: float = Field(sa_column=Column(Float, nullable=False))
+    granted: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class SeenReportRow(SQLModel, table=True):
+    """One `seen` report per (API key, signal): repeated matches never add feedback records."""
+
+    __tablename__ = "seen_report"
+
+    key_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    signal_origin: str = Field(sa_column=Column(String(253), primary_key=True))
+    signal_uid: str = Field(sa_column=Column(String(64), primary_key=True))
