@@ -689,6 +689,34 @@ def _audit_run(
     print(json.dumps({"origin": report.origin, "size": report.size, "ok": True}))
 
 
+@app.command("conformance")
+def conformance(
+    url: Annotated[str, typer.Argument(help="The node's URL.")],
+    key: Annotated[str, typer.Option("--key", help="The node's pinned verifier key.")],
+    token: Annotated[
+        str | None, typer.Option("--token", help="API key with scope audit (log checks).")
+    ] = None,
+    as_peer: Annotated[
+        str | None, typer.Option("--as-peer", help="A key file the node pinned (sync checks).")
+    ] = None,
+    as_origin: Annotated[
+        str | None, typer.Option("--as-origin", help="The origin the node pinned that key as.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a node against the signet/1 specification (spec/signet-1.md) over HTTP, as a
+    stranger, an auditor and a peer would: one line per check with the requirement it tests;
+    exit 1 on any failure."""
+    from app import conformance as conf
+
+    try:
+        code = conf.command(url, key, token, as_peer, as_origin, as_json)
+    except (SignetError, ValueError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
 @audit_app.command("verify")
 def audit_verify(
     url: Annotated[str, typer.Argument(help="The node's URL.")],

@@ -42,8 +42,9 @@ __all__ = [
     "check_signal",
 ]
 
-DEFAULT_MAX_RECORD_BYTES = 16 * 1024
-"""Canonical size bound of one record (a real signal is well under 2 KiB)."""
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+"""Canonical size bound of one record: a vpdq signal of 10,000 frames is about 0.8 MiB; the
+other types are a few KiB, bounded field by field."""
 MAX_REASON_CHARS = 1000  # as RetractIn / FeedbackIn
 MAX_VALIDITY = timedelta(days=5 * 365)  # as POST /v1/signals
 # Slack for validity measured from the record's own valid_from (the origin's clock, rounded).

@@ -49,6 +49,7 @@ from app.services import sync
 from app.services.duties import PeerTasks
 from app.services.lease import Lease
 from app.services.node import Node
+from app.services.peer_limits import PeerRateLimited, PeerRequestLimiter
 from app.storage import peers as store
 from app.storage.models import FeedbackRow, SignalRow
 from app.storage.types import utcnow
@@ -188,6 +189,7 @@ class Federation:
         self._threads: list[threading.Thread] = []
         self._last_pushed: tuple[int, int] | None = None
         self._notify_tasks = PeerTasks("notify")
+        self.limiter = PeerRequestLimiter(settings.peer_requests_per_minute)
         self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
         self._resupervise = threading.Event()
 
@@ -224,6 +226,12 @@ class Federation:
             # The caller learns nothing about why: an unknown keyid and a pinned keyid with a
             # bad signature must look alike, or strangers can list our peers.
             raise RequestRefused() from None
+        try:
+            self.limiter.take(verified.keyid)
+        except PeerRateLimited as exc:
+            self.refusals.labels(type(exc).__name__).inc()
+            log.warning("refused federation request %s %s: %s", method, _path(url), exc)
+            raise
         return verified.keyid
 
     def on_notify(self, peer: str, notify: Notify) -> None:

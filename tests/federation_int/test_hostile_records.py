@@ -197,3 +197,37 @@ def test_re_pulling_old_pages_does_not_grow_the_log(
     delivered = a.log_entries("delivered")
     assert [d["count"] for d in delivered] == [1, 1]
     assert a.client.get("/v1/admin/peers/b.test", headers=a.admin).json()["records_delivered"] == 2
+
+
+def test_a_peer_over_its_request_budget_gets_429(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
+    import time
+
+    from app.federation.httpsig import sign_request
+    from app.services.peer_limits import PeerRequestLimiter
+
+    a, b, c = make_nodes("a.test", "b.test", "c.test")
+    mesh(a, b, c)
+    a.fed.limiter = PeerRequestLimiter(3)  # SIGNET_PEER_REQUESTS_PER_MINUTE=3
+
+    def pull_as(peer: TNode) -> Any:
+        url = a.url + "/federation/v1/records?after=0&limit=10"
+        headers = sign_request(
+            "GET",
+            url,
+            {},
+            b"",
+            keyid=peer.origin,
+            sign=peer.node.key.sign,
+            created=int(time.time()),
+        )
+        return a.client.get(url, headers=headers)
+
+    assert [pull_as(b).status_code for _ in range(3)] == [200, 200, 200]
+    r = pull_as(b)
+    assert r.status_code == 429
+    assert r.headers["content-type"] == "application/problem+json"
+    assert int(r.headers["retry-after"]) >= 1
+    # The budget is per peer: c is served.
+    assert pull_as(c).status_code == 200
