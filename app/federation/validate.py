@@ -25,7 +25,7 @@ from typing import Any
 
 from app.crypto.canonical import canonical_json
 from app.errors import InvalidInput, InvalidSignal, SignetError
-from app.federation.audience import MAX_HOPS, is_origin
+from app.federation.audience import MAX_EXCLUDED, MAX_HOPS, is_origin
 from app.signals.types import Canonical, canonicalize
 from app.signals.types.web import URL_CANON
 from app.signals.vocab import Opinion, Verdict, validate_categories, validate_indicators
@@ -168,7 +168,7 @@ def _audience(record: Mapping[str, Any]) -> None:
     audience = record.get("audience")
     if not isinstance(audience, Mapping):
         raise RecordInvalid("audience", "must be an object")
-    if set(audience) - {"tlp", "peers", "hops"}:
+    if set(audience) - {"tlp", "peers", "hops", "exclude"}:
         raise RecordInvalid("audience", "unknown field")
     if audience.get("tlp") not in ("red", "amber", "green", "clear"):
         raise RecordInvalid("audience.tlp", "must be red, amber, green or clear")
@@ -182,6 +182,12 @@ def _audience(record: Mapping[str, Any]) -> None:
         raise RecordInvalid("audience.peers", "must be sorted and unique")
     if audience.get("tlp") == "amber" and not peers:
         raise RecordInvalid("audience.peers", "an amber record names its peers")
+    # Origins the signal's origin keeps it away from at every hop (issue 9, see audience.py).
+    exclude = audience.get("exclude", [])
+    if not isinstance(exclude, list) or len(exclude) > MAX_EXCLUDED:
+        raise RecordInvalid("audience.exclude", f"must be a list of at most {MAX_EXCLUDED} origins")
+    if not all(is_origin(p) for p in exclude) or exclude != sorted(set(exclude)):
+        raise RecordInvalid("audience.exclude", "must name origins, sorted and unique")
 
 
 def check_signal(
