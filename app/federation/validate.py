@@ -27,6 +27,7 @@ from app.crypto.canonical import canonical_json
 from app.errors import InvalidInput, InvalidSignal, SignetError
 from app.federation.audience import MAX_EXCLUDED, MAX_HOPS, is_origin
 from app.signals.types import Canonical, canonicalize
+from app.signals.types.web import URL_CANON
 from app.signals.vocab import Opinion, Verdict, validate_categories, validate_indicators
 
 __all__ = [
@@ -239,9 +240,14 @@ def check_signal(
         raise RecordInvalid(exc.field or "value", _unquoted(exc.reason)) from None
     if canon.value != record.get("value"):
         raise RecordInvalid("value", "not in canonical form")
+    expected = dict(canon.extra)
+    if type_ == "url" and attrs.get("canon") == URL_CANON:
+        # The hashed value does not say which canonical form made it; the publisher's attrs
+        # do (app/signals/types/web.py), and only the current form may be named.
+        expected["canon"] = URL_CANON
     # Attributes derived from the value (keyword `fold`, url/domain `registrable`) may be
     # absent: records published before they existed do not carry them.
-    expected = {k: v for k, v in canon.extra.items() if k not in _DERIVED_ATTRS or k in attrs}
+    expected = {k: v for k, v in expected.items() if k not in _DERIVED_ATTRS or k in attrs}
     if attrs != expected:
         # Only what the type defines (quality, key_id, domain), exactly as canonicalized.
         raise RecordInvalid("attrs", "must hold only the type's canonical attributes")
