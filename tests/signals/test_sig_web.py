@@ -45,7 +45,10 @@ def test_url_signal() -> None:
     # Pre-hashed form: the node never needs the raw URL.
     pre = canonicalize("url", c.value.upper(), domain="WWW.example.org.")
     # (No `canon` on the pre-hashed form: the node cannot tell which form the client hashed.)
-    assert (pre.value, pre.extra) == (c.value, {"domain": "www.example.org"})
+    assert (pre.value, pre.extra) == (
+        c.value,
+        {"domain": "www.example.org", "registrable": "example.org"},
+    )
     assert canonicalize("url", "http://[::1]/").extra == {"domain": "[::1]", "canon": "2"}
 
 
