@@ -130,7 +130,8 @@ def run_size(
     )
 
     # ---- PDQIndex (its base in a file under `base_dir`, mapped read-only, when given)
-    path = base_dir / f"bench-{n}.pdqbase" if base_dir is not None else None
+    # The planted data depend on n, the seed and the query count: all three name the file.
+    path = base_dir / f"bench-{n}-{seed}-{queries}.pdqbase" if base_dir is not None else None
     with Stopwatch() as build:
         if REUSE and path is not None and path.exists():
             index = PDQIndex(path=path)  # same seed, same data: nothing to rebuild
@@ -262,12 +263,13 @@ def main() -> None:
         default="data/bench-pdq",
         help="where the index base files go (removed afterwards); '' keeps them in memory",
     )
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes per method")
     parser.add_argument("--reuse-base", action="store_true", help="map a base file left before")
     parser.add_argument("--skip-updates", action="store_true", help="skip the updates section")
     parser.add_argument("--keep-base", action="store_true", help="leave the base files in place")
     args = parser.parse_args()
-    global REUSE, SKIP_UPDATES
-    REUSE, SKIP_UPDATES = args.reuse_base, args.skip_updates
+    global REUSE, SKIP_UPDATES, REPEAT
+    REUSE, SKIP_UPDATES, REPEAT = args.reuse_base, args.skip_updates, args.repeat
     base_dir = Path(args.base_dir) if args.base_dir else None
     if base_dir is not None:
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +287,7 @@ def main() -> None:
     for n in sizes:
         r, u = run_size(n, args.queries, bandwidth, args.seed, base_dir)
         if base_dir is not None and not args.keep_base:
-            for f in base_dir.glob(f"bench-{n}.pdqbase*"):
+            for f in base_dir.glob(f"bench-{n}-*.pdqbase*"):
                 f.unlink()
         results += r
         updates.append(u)

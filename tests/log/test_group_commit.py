@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from app.services import tx as tx_module
-from app.services.node import Node
+from app.services.node import Node, open_node
 from app.services.tx import transaction
+from app.settings import Settings
 from app.storage import log as log_store
 
 from .test_concurrency import check_linear_log
@@ -22,6 +24,13 @@ ROUNDS = 6
 
 class Boom(Exception):
     pass
+
+
+@pytest.fixture
+def node(make_settings: Callable[..., Settings]) -> Iterator[Node]:
+    n = open_node(make_settings(group_commit=True))
+    yield n
+    n.db.dispose()
 
 
 def test_concurrent_writers_share_commits_and_failures_stay_private(
