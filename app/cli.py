@@ -420,7 +420,14 @@ def hash_cmd(
     categories: Annotated[
         str, typer.Option(help="For --submit, comma-separated, e.g. csam,sextortion.")
     ] = "",
-    types: Annotated[str, typer.Option(help="Hash types to send.")] = "pdq,md5,sha256",
+    types: Annotated[str, typer.Option(help="Hash types to send.")] = "pdq,vpdq,md5,sha256",
+    fps: Annotated[
+        float,
+        typer.Option(min=0, help="vPDQ: frames hashed per second of video (0: every frame)."),
+    ] = 1.0,
+    crop_bars: Annotated[
+        bool, typer.Option(help="vPDQ: cut uniform bars off frames (off: Meta-identical hashes).")
+    ] = True,
     threshold: Annotated[
         int | None, typer.Option(min=0, max=256, help="PDQ match distance (node default 31).")
     ] = None,
@@ -443,7 +450,7 @@ def hash_cmd(
         bool | None, typer.Option(help="Progress bar on stderr (default: long runs on a TTY).")
     ] = None,
 ) -> None:
-    """Hash files here: MD5 and SHA-256 of every file, PDQ and quality of images.
+    """Hash files here: MD5 and SHA-256 of every file, PDQ and quality of images, vPDQ of videos.
 
     Prints one JSON line per file. With --submit / --match only the hex hashes are sent to the
     node; no file content ever leaves this machine. Exits 1 if any file could not be hashed."""
@@ -464,7 +471,7 @@ def hash_cmd(
     bad = [t for t in type_list if t not in MEDIA_TYPES]
     cats = tuple(c.strip() for c in categories.split(",") if c.strip())
     if bad:
-        err.print(f"[red]error:[/red] --types: unknown {', '.join(bad)}; use pdq,md5,sha256")
+        err.print(f"[red]error:[/red] --types: unknown {', '.join(bad)}; use pdq,vpdq,md5,sha256")
         raise typer.Exit(2)
     if submit and not cats:
         err.print("[red]error:[/red] --submit needs --categories (e.g. --categories csam)")
@@ -493,6 +500,19 @@ def hash_cmd(
             err.print("[red]error:[/red] PDQ needs the media extra: pip install 'signet[media]'")
             raise typer.Exit(2) from None
         exts = image_extensions()
+    video_exts: frozenset[str] = frozenset()
+    if "vpdq" in type_list:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            # Asked for by name: an error. By default: videos get MD5 and SHA-256 only.
+            if types != "pdq,vpdq,md5,sha256":
+                err.print("[red]error:[/red] vPDQ needs PyAV: pip install 'signet[media]'")
+                raise typer.Exit(2) from None
+        else:
+            from app.videohash import VIDEO_EXTENSIONS
+
+            video_exts = VIDEO_EXTENSIONS
     files = list(walk(paths))
     client = NodeClient(url, api_key) if (submit or match) else None
     pipeline = Pipeline(
@@ -515,10 +535,25 @@ def hash_cmd(
 
     from rich.progress import Progress
 
-    hasher = partial(hash_file, extensions=exts)
     results: Iterator[FileHashes]
     with Progress(console=err, disable=not show, transient=True) as bar:
         task = bar.add_task("hashing", total=len(files))
+        # A long video gets a bar of its own (seconds of video hashed), shown on a terminal or
+        # with --progress; only in-process, as a worker process cannot draw on this console.
+        show_video = progress if progress is not None else err.is_terminal
+        video_task = bar.add_task("video", total=None, visible=False)
+
+        def on_video(done: float, duration: float) -> None:
+            bar.update(video_task, completed=done, total=duration or None, visible=show_video)
+
+        hasher = partial(
+            hash_file,
+            extensions=exts,
+            video_extensions=video_exts,
+            fps=fps or None,
+            crop_bars=crop_bars,
+            progress=on_video if jobs == 1 else None,
+        )
         if jobs > 1:
             from multiprocessing import Pool
 
@@ -651,7 +686,41 @@ def _audit_run(
         f"  records verified {verified}, unverified (origin not pinned) {unverified}, "
         f"commitments {report.commitments}, node keys {len(report.keys)}"
     )
+    if report.linkable:
+        err.print(
+            f"  [yellow]privacy[/yellow]: commitment entries that also link to their record "
+            f"or another log (written before this node stopped doing so): "
+            f"{', '.join(map(str, report.linkable))}"
+        )
     print(json.dumps({"origin": report.origin, "size": report.size, "ok": True}))
+
+
+@app.command("conformance")
+def conformance(
+    url: Annotated[str, typer.Argument(help="The node's URL.")],
+    key: Annotated[str, typer.Option("--key", help="The node's pinned verifier key.")],
+    token: Annotated[
+        str | None, typer.Option("--token", help="API key with scope audit (log checks).")
+    ] = None,
+    as_peer: Annotated[
+        str | None, typer.Option("--as-peer", help="A key file the node pinned (sync checks).")
+    ] = None,
+    as_origin: Annotated[
+        str | None, typer.Option("--as-origin", help="The origin the node pinned that key as.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a node against the signet/1 specification (spec/signet-1.md) over HTTP, as a
+    stranger, an auditor and a peer would: one line per check with the requirement it tests;
+    exit 1 on any failure."""
+    from app import conformance as conf
+
+    try:
+        code = conf.command(url, key, token, as_peer, as_origin, as_json)
+    except (SignetError, ValueError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 @audit_app.command("verify")
@@ -811,8 +880,20 @@ def audit_reconcile(
         err.print(
             f"{mark} {d.sender} -> {d.receiver}: delivered {d.delivered}, received {d.received}, "
             f"held from another peer {d.held_from_elsewhere}, refused {d.refused}, "
-            f"missing {len(d.missing)}, unexplained {len(d.unexplained)}"
+            f"missing {len(d.missing)}, unexplained {len(d.unexplained)}, "
+            f"audience violations {len(d.violations)}, "
+            f"refused but never delivered {len(d.refused_undelivered)}, "
+            f"restricted (commitments, not matched) {d.restricted_delivered} sent / "
+            f"{d.restricted_received} received"
         )
+        for digest, reason in d.refusals[:20]:
+            what = "AUDIENCE VIOLATION" if (digest, reason) in d.violations else "refused"
+            err.print(f"    {what} by {d.receiver}: {digest} {reason}")
+        for digest, reason in d.refused_undelivered[:10]:
+            err.print(
+                f"    {d.receiver} refused {digest} from {d.sender}, which never logged "
+                f"delivering it: {reason}"
+            )
         for digest in d.missing[:10]:
             err.print(f"    missing at {d.receiver}: {digest}")
         for digest in d.unexplained[:10]:
@@ -831,6 +912,13 @@ def audit_reconcile(
                         "received": d.received,
                         "missing": d.missing,
                         "unexplained": d.unexplained,
+                        "refused": [{"digest": g, "reason": r} for g, r in d.refusals],
+                        "violations": [{"digest": g, "reason": r} for g, r in d.violations],
+                        "refused_undelivered": [
+                            {"digest": g, "reason": r} for g, r in d.refused_undelivered
+                        ],
+                        "restricted_delivered": d.restricted_delivered,
+                        "restricted_received": d.restricted_received,
                     }
                     for d in result.directions
                 ],
@@ -931,7 +1019,12 @@ def peers_add(
     from app.services import peers
 
     node = _node()
-    client = PeerClient(node.origin, node.key.sign)
+    client = PeerClient(
+        node.origin,
+        node.key.sign,
+        timeout=node.settings.peer_io_timeout,
+        deadline=node.settings.peer_deadline,
+    )
     try:
         row = peers.add(
             node, peers.PeerIn(url=url, verifier_key=key, policy=policy), client.descriptor
@@ -1037,8 +1130,18 @@ def sync_cmd(
 @app.command("demo")
 def demo_cmd(
     keep: Annotated[bool, typer.Option(help="Keep the nodes' data directories.")] = False,
+    oprf: Annotated[
+        bool,
+        typer.Option(
+            "--oprf", help="Instead: identifier matching through three OPRF key holders (2-of-3)."
+        ),
+    ] = False,
 ) -> None:
     """Three nodes on loopback (two platforms and an NGO) federating, step by step."""
+    if oprf:
+        from app.demo_oprf import run_oprf_demo
+
+        raise typer.Exit(run_oprf_demo(out, keep=keep))
     from app.demo import run_demo
 
     raise typer.Exit(run_demo(out, keep=keep))

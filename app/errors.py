@@ -12,6 +12,7 @@ SignetError
 │   ├── VerificationError   a signature did not verify
 │   └── ProofError          a Merkle inclusion/consistency proof did not verify
 ├── FederationError         (app/federation) protocol violations by a peer
+├── RateLimited             an API key is over SIGNET_RATE_LIMIT             -> 429
 └── ConfigError             an unusable setting; the node refuses to start
 """
 
@@ -69,6 +70,14 @@ class ProofError(CryptoError):
 
 class FederationError(SignetError):
     """A peer broke the federation protocol."""
+
+
+class RateLimited(SignetError):
+    """Over a request limit: `retry_after` whole seconds until a request would fit."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigError(SignetError):

@@ -1,4 +1,4 @@
-"""Client-side media hashing: PDQ (with quality), MD5 and SHA-256 of files on this machine.
+"""Client-side media hashing: PDQ (with quality), vPDQ of videos, MD5 and SHA-256 of files.
 
 This runs where the media is (the `signet hash` command); only the hex digests it returns may be
 sent to a node. Nothing here opens a network connection.
@@ -7,7 +7,8 @@ PDQ comes from `pdqhash` (bindings to Meta's reference C++). Images are decoded 
 converted to RGB with no EXIF rotation, as ThreatExchange's and HMA's hashers do, so that our
 hashes agree with the ones other federation members compute for the same file (checked against
 the published reference hashes in tests/vectors/pdq/). `pdqhash`, numpy and Pillow are imported
-on first use, so importing this module (and `signet --help`) stays cheap.
+on first use, so importing this module (and `signet --help`) stays cheap. Videos are hashed by
+`app.videohash` (PyAV) into vPDQ text when video extensions are passed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class FileHashes:
     sha256: str | None = None
     pdq: str | None = None
     quality: int | None = None
+    vpdq: str | None = None  # vPDQ text: one `frame,quality,pdq,seconds` line per hashed frame
+    frames: int | None = None
     error: str | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -114,15 +117,41 @@ def _pdq_of_file(path: Path) -> tuple[str, int]:
         return pdq_of_image(image)
 
 
-def hash_file(path: Path, *, extensions: frozenset[str] | None = None) -> FileHashes:
-    """Digest one file; PDQ too when its name ends like an image. Never raises for a bad file:
-    the problem is returned in `error` so a walk over many files goes on."""
+def hash_file(
+    path: Path,
+    *,
+    extensions: frozenset[str] | None = None,
+    video_extensions: frozenset[str] = frozenset(),
+    fps: float | None = 1.0,
+    crop_bars: bool = True,
+    progress: Callable[[float, float], None] | None = None,
+) -> FileHashes:
+    """Digest one file; PDQ too when its name ends like an image, vPDQ (at `fps` frames per
+    second, None: every frame) when it ends like one of `video_extensions`. Never raises for a
+    bad file: the problem is returned in `error` so a walk over many files goes on."""
     exts = image_extensions() if extensions is None else extensions
     try:
         size, md5, sha256 = _digests(path)
     except OSError as exc:
         return FileHashes(path=str(path), error=f"unreadable: {exc.strerror or exc}")
-    if path.suffix.lower() not in exts:
+    suffix = path.suffix.lower()
+    if suffix in video_extensions:
+        from app.signals.types.video import format_vpdq
+        from app.videohash import vpdq_of_video
+
+        try:
+            frames = vpdq_of_video(path, fps=fps, crop=crop_bars, progress=progress)
+        except Exception as exc:  # any decoder failure is this file's problem only
+            return FileHashes(path=str(path), size=size, md5=md5, sha256=sha256, error=f"{exc}")
+        return FileHashes(
+            path=str(path),
+            size=size,
+            md5=md5,
+            sha256=sha256,
+            vpdq=format_vpdq(frames),
+            frames=len(frames),
+        )
+    if suffix not in exts:
         return FileHashes(path=str(path), size=size, md5=md5, sha256=sha256)
     try:
         pdq, quality = _pdq_of_file(path)
@@ -144,7 +173,7 @@ def hamming(a: str, b: str) -> int:
 
 # --- turning hashes into signals and queries (no I/O: the caller sends them) ---------------
 
-MEDIA_TYPES = ("pdq", "md5", "sha256")
+MEDIA_TYPES = ("pdq", "vpdq", "md5", "sha256")
 PDQ_MIN_QUALITY = 50  # the node refuses lower by default: such hashes match noise
 
 
@@ -181,6 +210,17 @@ def _items(h: FileHashes, opts: SendOptions) -> tuple[list[Item], dict[str, str]
                 )
                 continue
             items.append(("pdq", {"type": "pdq", "value": h.pdq, "quality": h.quality}))
+        elif t == "vpdq":
+            if h.vpdq is None:
+                continue
+            best = max(int(line.split(",", 2)[1]) for line in h.vpdq.split("\n"))
+            if best < opts.quality_min and not opts.allow_low_quality:
+                notes["vpdq"] = (
+                    f"skipped: no frame of quality >= {opts.quality_min}"
+                    " (use --allow-low-quality to send it)"
+                )
+                continue
+            items.append(("vpdq", {"type": "vpdq", "value": h.vpdq}))
         elif t == "md5" and h.md5 is not None:
             items.append(("md5", {"type": "md5", "value": h.md5}))
         elif t == "sha256" and h.sha256 is not None:
@@ -194,7 +234,7 @@ def signal_items(h: FileHashes, opts: SendOptions) -> tuple[list[Item], dict[str
     out: list[Item] = []
     for t, item in items:
         sig = {**item, "categories": list(opts.categories), **dict(opts.signal_fields)}
-        if t == "pdq" and opts.allow_low_quality:
+        if t in ("pdq", "vpdq") and opts.allow_low_quality:
             sig["allow_low_quality"] = True
         out.append((t, sig))
     return out, notes
@@ -206,7 +246,7 @@ def query_items(h: FileHashes, opts: SendOptions) -> tuple[list[Item], dict[str,
     out: list[Item] = []
     for t, item in items:
         q = {"type": item["type"], "value": item["value"]}
-        if t == "pdq" and opts.threshold is not None:
+        if t in ("pdq", "vpdq") and opts.threshold is not None:
             q["threshold"] = opts.threshold
         out.append((t, q))
     return out, notes

@@ -31,7 +31,10 @@ class SignalIn(_In):
     """One signal to publish. Unknown fields and values are refused."""
 
     type: str = Field(description="Signal type, e.g. pdq, md5, url, email (see README).")
-    value: str = Field(max_length=1024, description="The value; identifiers as 64-hex HMAC.")
+    value: str = Field(
+        max_length=1_000_000,
+        description="The value; identifiers as 64-hex HMAC; vpdq one line per frame.",
+    )
     quality: int | None = Field(None, ge=0, le=100, description="PDQ quality (required for pdq).")
     allow_low_quality: bool = Field(False, description="Accept a PDQ hash with quality < 50.")
     key_id: str | None = Field(None, description="Identifier key id (identifier types).")
@@ -115,8 +118,16 @@ class RetractIn(_In):
 
 class MatchQuery(_In):
     type: str
-    value: str = Field(max_length=65536)
-    threshold: int | None = Field(None, ge=0, le=256, description="pdq: bits; text_tlsh: score.")
+    value: str = Field(max_length=1_000_000, description="text: at most 65536 characters.")
+    threshold: int | None = Field(
+        None, ge=0, le=256, description="pdq, vpdq (per frame): bits; text_tlsh: score."
+    )
+    query_percent: float | None = Field(
+        None, ge=0, le=100, description="vpdq: share of the query's frames that must match (80)."
+    )
+    compared_percent: float | None = Field(
+        None, ge=0, le=100, description="vpdq: share of the stored video's frames (default 0)."
+    )
     key_id: str | None = None
     report_seen: bool = Field(False, description="Send `seen` feedback for each hit.")
     leet: bool = Field(
@@ -128,6 +139,19 @@ class MatchBatchIn(_In):
     queries: list[Any] = Field(
         description="Up to SIGNET_MAX_BATCH queries, each a MatchQuery.",
         json_schema_extra={"items": {"$ref": "#/components/schemas/MatchQuery"}},
+    )
+
+
+class VideoMatch(BaseModel):
+    """How a vpdq query matched one stored video (percentages of distinct usable frames)."""
+
+    query_percent: float
+    compared_percent: float
+    query_ranges: list[tuple[float, float]] = Field(
+        description="Matching stretches of the query video, [first, last] seconds."
+    )
+    compared_ranges: list[tuple[float, float]] = Field(
+        description="Matching stretches of the stored video, [first, last] seconds."
     )
 
 
@@ -144,12 +168,16 @@ class MatchHit(BaseModel):
     valid_until: datetime
     feedback_status: str
     matched: str | None = Field(None, description="For text queries: which rule matched.")
+    video: VideoMatch | None = Field(None, description="For vpdq queries.")
 
 
 class MatchResult(BaseModel):
     index: int
     status: Literal["ok", "rejected"]
     matches: list[MatchHit] = Field(default_factory=list)
+    truncated: bool = Field(
+        False, description="More matches were found than SIGNET_MAX_MATCHES_PER_QUERY allows."
+    )
     error: ItemError | None = None
 
 

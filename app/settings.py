@@ -60,6 +60,24 @@ class Settings(BaseSettings):
         False,
         description="Keep the PDQ index base in data_dir/index, one copy mapped by all workers.",
     )
+    # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
+    # 1 MiB: a vpdq signal of 10,000 frames (the type's limit) is about 0.8 MiB; every other
+    # type is a few KiB at most, bounded field by field (attrs 4 KiB, vocabularies, hex values).
+    max_record_bytes: int = Field(
+        1024 * 1024, ge=1024, le=8 * 1024 * 1024, description="Largest signed record, bytes."
+    )
+    max_page_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, description="Largest sync page read from a peer, bytes."
+    )
+    peer_deadline: float = Field(
+        30.0, gt=0, le=600, description="Total seconds for one outbound call to a peer."
+    )
+    peer_io_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds one connect or read to a peer may take."
+    )
+    peer_requests_per_minute: int = Field(
+        600, ge=1, description="Federation requests one peer may make per minute."
+    )
     lease_ttl: float = Field(
         6.0,
         ge=0.5,
@@ -84,6 +102,17 @@ class Settings(BaseSettings):
     roster_stewards: str = Field("", description="Trusted steward verifier keys, comma-separated.")
     roster_threshold: int = Field(1, ge=1, description="Steward signatures a roster needs.")
     roster_refresh: float = Field(60.0, gt=0, description="Seconds between roster refreshes.")
+
+    # Limits for clients and strangers (docs/security.md, "Threat model: clients and strangers").
+    max_pdq_threshold: int = Field(
+        48, ge=0, le=256, description="Largest PDQ threshold a match query may ask for."
+    )
+    max_matches_per_query: int = Field(
+        100, ge=1, le=100_000, description="Matches returned per query; more sets `truncated`."
+    )
+    rate_limit: int = Field(
+        6000, ge=0, description="Requests per minute per API key, all workers; 0 turns it off."
+    )
 
     @field_validator("origin")
     @classmethod

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from app.services import apikeys
+from app.services import apikeys, ratelimit
 from app.services.apikeys import Caller
 from app.services.node import Node
 
@@ -32,10 +32,15 @@ def require(scope: str) -> Callable[..., Awaitable[Caller]]:
     ) -> Caller:
         key = creds.credentials if creds else None
         # Async with a cache in front: the hot path (a known key) needs neither a thread nor I/O.
-        cached = apikeys.authenticate_cached(node, key, scope)
-        if cached is not None:
-            return cached
-        return await run_in_threadpool(apikeys.authenticate, node, key, scope)
+        caller = apikeys.authenticate_cached(node, key, scope)
+        if caller is None:
+            caller = await run_in_threadpool(apikeys.authenticate, node, key, scope)
+        # Per-key request limit, shared by the node's workers (app/services/ratelimit.py). Most
+        # requests spend a token leased in memory; a key over its limit is refused from memory.
+        limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
+        if limiter is not None and not limiter.take_local(caller.id):
+            await run_in_threadpool(limiter.take_shared, caller.id)
+        return caller
 
     check.__name__ = f"require_{scope}"
     return check

@@ -1,8 +1,9 @@
 """Node-to-node endpoints. Every request must carry an RFC 9421 signature by a current peer.
 
-The signature is checked before anything else is read (takahe's inbox rule): malformed
-signature headers -> 400, unknown or removed peer -> 403, bad, stale, replayed or
-body-swapped -> 401, each as problem+json and logged.
+The signature is checked before anything else is read (takahe's inbox rule). Whatever is
+wrong (malformed headers, unknown or removed peer, bad, stale, replayed or body-swapped) the
+answer is the same 401 problem+json, so a stranger cannot probe which origins are our peers;
+the real reason is logged (services/federation.py).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ _TABLE: list[tuple[type[errors.SignetError], int, str, str]] = [
     (errors.CryptoError, 400, "crypto-error", "Cryptographic check failed"),
     (errors.FederationError, 400, "federation-error", "Federation protocol error"),
     (errors.ConfigError, 500, "config-error", "Configuration error"),
+    (errors.RateLimited, 429, "rate-limited", "Too many requests"),
 ]
 
 
@@ -65,6 +66,8 @@ def for_error(exc: errors.SignetError, instance: str | None) -> JSONResponse:
                 detail = str(exc)
             code = status if isinstance(status, int) else default_status
             headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+            if isinstance(exc, errors.RateLimited):
+                headers = {"Retry-After": str(exc.retry_after)}
             return problem(
                 code,
                 title,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
+from app.api.fairness import MatchGate
 from app.schemas import (
     BatchResult,
     FeedbackIn,
@@ -78,14 +79,21 @@ def retract_signal(signal_id: SignalId, body: RetractIn, node: NodeDep, _: Submi
 
 
 @router.post("/match", operation_id="match", response_model=MatchBatchResult, tags=["match"])
-async def match(body: MatchBatchIn, node: NodeDep, key: MatchKey) -> MatchBatchResult:
+async def match(
+    body: MatchBatchIn, node: NodeDep, key: MatchKey, request: Request
+) -> MatchBatchResult:
     """Match a batch of values against every active signal this node holds.
 
-    Async on purpose: answered from memory, it needs no worker thread (see docs/matching.md).
-
-    `pdq` by Hamming distance (default threshold 31), `text_tlsh` by TLSH distance, `text` finds
-    keyword and TLSH hits in a message (never stored), every other type exactly."""
-    result = matching.match_batch(node, body.queries)
+    `pdq` by Hamming distance (default threshold 31, at most SIGNET_MAX_PDQ_THRESHOLD),
+    `text_tlsh` by TLSH distance, `text` finds keyword and TLSH hits in a message (never
+    stored), every other type exactly. At most SIGNET_MAX_MATCHES_PER_QUERY matches per query,
+    closest first; `truncated` says more were found."""
+    # In worker threads, a few per key: a heavy batch never stalls the event loop, and one key's
+    # flood queues behind itself (app/api/fairness.py).
+    gate: MatchGate | None = getattr(request.app.state, "match_gate", None)
+    if gate is None:
+        gate = request.app.state.match_gate = MatchGate()
+    result = await gate.run(key.id, matching.match_batch, node, body.queries)
     seen = [
         (m.id, m.origin)
         for q, r in zip(body.queries, result.results, strict=True)

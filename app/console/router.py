@@ -66,7 +66,18 @@ _env = Environment(
     lstrip_blocks=True,
 )
 _env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False)
+_env.filters["policy"] = lambda d: _policy_text(d)
 _env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M:%S") if v else "—"
+
+
+def _policy_text(policy: dict[str, Any]) -> str:
+    """A stored policy in the form the policy field takes back (`*` = all)."""
+    from app.federation.audience import SharingPolicy
+
+    try:
+        return str(SharingPolicy.from_dict(policy))
+    except SignetError:
+        return json.dumps(policy)
 
 
 def install(app: FastAPI) -> None:

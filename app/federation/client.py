@@ -7,9 +7,16 @@ descriptor fetch is signed per RFC 9421 with our node key, `keyid` = our origin.
 Tests inject clients per base URL (`clients={"http://b.test": TestClient(app_b)}`) so several
 nodes run in one process without sockets; anything not listed goes over the network.
 
+Bounded calls (docs/security.md, "Threat model: peers"). A peer may turn hostile, so every
+call has a TOTAL deadline (`deadline`, checked between reads; a read or connect waits at most
+`io_timeout`, so a call ends within deadline + io_timeout even if the peer drips one byte at a
+time) and a size cap enforced while streaming: the body is read chunk by chunk and the call is
+abandoned as soon as it passes the cap, so a 400 MiB page costs at most the cap in memory. We
+ask for `identity` encoding and refuse a compressed body, so no decompression bomb either.
+
 Errors: `PeerUnreachable` (transport failure, timeout, or a 5xx), `PeerRefused` (the peer
-answered 4xx; carries the status and its problem+json), `MalformedPage` for a body that does
-not parse. All are `FederationError`s.
+answered 4xx; carries the status and its problem+json), `PeerLimitExceeded` (past the deadline
+or the size cap), `MalformedPage` for a body that does not parse. All are `FederationError`s.
 """
 
 from __future__ import annotations
@@ -24,16 +31,22 @@ import httpx
 
 from app.errors import FederationError
 from app.federation.httpsig import sign_request
-from app.federation.pages import Notify, RecordsPage
+from app.federation.pages import MAX_PAGE_BYTES, Notify, RecordsPage
 
-__all__ = ["PeerClient", "PeerRefused", "PeerUnreachable"]
+__all__ = ["PeerClient", "PeerLimitExceeded", "PeerRefused", "PeerUnreachable"]
 
 USER_AGENT = "signet-federation/1"
 MAX_DESCRIPTOR_BYTES = 64 * 1024
+MAX_REPLY_BYTES = 64 * 1024  # notify and add-checkpoint answers: a line or a problem+json
+_CHUNK = 64 * 1024
 
 
 class PeerUnreachable(FederationError):
     """The peer could not be reached, timed out, or failed on its side (5xx)."""
+
+
+class PeerLimitExceeded(FederationError):
+    """The peer's answer ran past our total deadline or our size cap; we hung up."""
 
 
 class PeerRefused(FederationError):
@@ -56,6 +69,8 @@ class PeerClient:
         *,
         clients: Mapping[str, httpx.Client] | None = None,
         timeout: float = 10.0,
+        deadline: float = 30.0,
+        max_page_bytes: int = MAX_PAGE_BYTES,
         clock: Callable[[], float] = time.time,
         expires_in: int = 60,
     ) -> None:
@@ -64,8 +79,10 @@ class PeerClient:
         self._clients = clients if clients is not None else {}
         self._clock = clock
         self._expires_in = expires_in
+        self.deadline = deadline
+        self.max_page_bytes = max_page_bytes
         self._http = httpx.Client(
-            timeout=timeout,
+            timeout=min(timeout, deadline),
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
@@ -88,8 +105,11 @@ class PeerClient:
         *,
         content_type: str | None = None,
         signed: bool = True,
+        max_bytes: int = MAX_REPLY_BYTES,
     ) -> httpx.Response:
-        headers: dict[str, str] = {"User-Agent": USER_AGENT}
+        """One call, its answer read whole but never past `max_bytes` or the total deadline."""
+        started = time.monotonic()
+        headers: dict[str, str] = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if content_type:
             headers["Content-Type"] = content_type
         if signed:
@@ -106,12 +126,33 @@ class PeerClient:
                 )
             )
         try:
-            resp = self._client_for(url).request(method, url, content=body, headers=headers)
+            with self._client_for(url).stream(method, url, content=body, headers=headers) as resp:
+                if resp.status_code >= 500:
+                    raise PeerUnreachable(f"{method} {url}: peer answered {resp.status_code}")
+                content = self._read_bounded(resp, f"{method} {url}", started, max_bytes)
         except httpx.HTTPError as exc:
             raise PeerUnreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from None
-        if resp.status_code >= 500:
-            raise PeerUnreachable(f"{method} {url}: peer answered {resp.status_code}")
-        return resp
+        return httpx.Response(
+            resp.status_code, headers=resp.headers, content=content, request=resp.request
+        )
+
+    def _read_bounded(
+        self, resp: httpx.Response, what: str, started: float, max_bytes: int
+    ) -> bytes:
+        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise PeerLimitExceeded(f"{what}: compressed answer ({encoding[:20]}) refused")
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise PeerLimitExceeded(f"{what}: answer of {declared} bytes, cap {max_bytes}")
+        buf = bytearray()
+        for chunk in resp.iter_raw(_CHUNK):
+            buf += chunk
+            if len(buf) > max_bytes:
+                raise PeerLimitExceeded(f"{what}: answer larger than {max_bytes} bytes")
+            if time.monotonic() - started > self.deadline:
+                raise PeerLimitExceeded(f"{what}: no complete answer within {self.deadline:g} s")
+        return bytes(buf)
 
     @staticmethod
     def _refused(resp: httpx.Response) -> PeerRefused:
@@ -128,11 +169,14 @@ class PeerClient:
 
     def descriptor(self, base_url: str) -> dict[str, Any]:
         """The peer's signed descriptor (GET /.well-known/signet; unsigned, it is public)."""
-        resp = self.request("GET", base_url.rstrip("/") + "/.well-known/signet", signed=False)
+        resp = self.request(
+            "GET",
+            base_url.rstrip("/") + "/.well-known/signet",
+            signed=False,
+            max_bytes=MAX_DESCRIPTOR_BYTES,
+        )
         if resp.status_code != 200:
             raise self._refused(resp)
-        if len(resp.content) > MAX_DESCRIPTOR_BYTES:
-            raise PeerRefused(resp.status_code, "descriptor too large")
         try:
             data = json.loads(resp.content)
         except ValueError:
@@ -144,10 +188,10 @@ class PeerClient:
     def pull(self, base_url: str, after: int, limit: int) -> RecordsPage:
         query = urlencode({"after": after, "limit": limit})
         url = f"{base_url.rstrip('/')}/federation/v1/records?{query}"
-        resp = self.request("GET", url)
+        resp = self.request("GET", url, max_bytes=self.max_page_bytes)
         if resp.status_code != 200:
             raise self._refused(resp)
-        page = RecordsPage.from_json(resp.content)
+        page = RecordsPage.from_json(resp.content, max_bytes=self.max_page_bytes)
         page.check_progress(after)
         return page
 

@@ -138,8 +138,8 @@ class RecordsPage:
         )
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> RecordsPage:
-        obj = _load(data, MAX_PAGE_BYTES)
+    def from_json(cls, data: str | bytes, *, max_bytes: int = MAX_PAGE_BYTES) -> RecordsPage:
+        obj = _load(data, max_bytes)
         _exact_keys(obj, frozenset({"records", "next", "checkpoint", "has_more"}), "page")
         records = obj["records"]
         if not isinstance(records, list):

@@ -5,15 +5,24 @@ stretching is needed for secrets that cannot be guessed); the clear key is shown
 
 Each worker caches a valid key for `CACHE_SECONDS`, so the match path costs no database read per
 request. Revoking clears the revoking worker's cache at once; other workers stop accepting the
-key within `CACHE_SECONDS`. Unknown keys are never cached, so a new key works at once.
+key within `CACHE_SECONDS`.
+
+Strangers are refused without a database read: each worker also keeps the set of every live
+key's hash (the *directory*, a few bytes per key). A key missing from it makes the worker reload
+the directory (one query); if the key is still missing, further misses are refused from memory
+for `DIRECTORY_REFRESH_SECONDS`. However many made-up keys arrive, they cost at most one query
+per worker per interval. A new key works at its first use (its miss reloads the directory),
+except within an interval that an unknown key opened; then it works once the interval ends.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from app.errors import Forbidden, NotFound, Unauthenticated
@@ -21,11 +30,15 @@ from app.schemas import ApiKeyCreated, ApiKeyOut
 from app.services.node import Node
 from app.services.tx import transaction
 from app.storage import repos
+from app.storage.db import Database
 from app.storage.models import ApiKeyRow
 from app.storage.types import utcnow
 
 CACHE_SECONDS = 1.0
+DIRECTORY_REFRESH_SECONDS = 1.0
+MAX_KEY_CHARS = 128  # ours are 47; anything much longer is refused before it is even hashed
 KEY_PREFIX = "sgn_"
+_UNKNOWN = "unknown or revoked API key"
 SCOPES = ("submit", "match", "read", "feedback", "admin", "audit", "feed")
 
 
@@ -69,11 +82,66 @@ class _Cache:
             self._entries.clear()
 
 
+class _Directory:
+    """The hashes of every live key, so an unknown key is refused without a database read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hashes: frozenset[str] | None = None
+        # Set after a reload that did not find the key asked for: until then a miss is refused
+        # from memory. A reload that finds its key (a new key's first use) sets no quiet time.
+        self._quiet_until = -math.inf
+
+    def refuses(self, key_hash: str) -> bool:
+        """True when a miss is refused from memory right now (no I/O, no wait)."""
+        hashes = self._hashes
+        return (
+            hashes is not None and key_hash not in hashes and time.monotonic() < self._quiet_until
+        )
+
+    def might_hold(self, node: Node, key_hash: str) -> bool:
+        """Whether `key_hash` may be a live key; on a miss, reload (one query) unless quiet."""
+        hashes = self._hashes
+        if hashes is not None and key_hash in hashes:
+            return True
+        with self._lock:  # one reload at a time; the others wait for it and use its answer
+            if self._hashes is not None and key_hash in self._hashes:
+                return True
+            if time.monotonic() < self._quiet_until:
+                return False
+            with node.db.read() as session:
+                self._hashes = frozenset(repos.live_api_key_hashes(session))
+            if key_hash in self._hashes:
+                return True
+            self._quiet_until = time.monotonic() + DIRECTORY_REFRESH_SECONDS
+            return False
+
+    def add(self, key_hash: str) -> None:
+        with self._lock:
+            if self._hashes is not None:
+                self._hashes = self._hashes | {key_hash}
+
+    def forget(self, key_hash: str) -> None:
+        with self._lock:
+            if self._hashes is not None:
+                self._hashes = self._hashes - {key_hash}
+
+
 _caches: dict[int, _Cache] = {}
+_directories: weakref.WeakKeyDictionary[Database, _Directory] = weakref.WeakKeyDictionary()
+_directories_lock = threading.Lock()
 
 
 def _cache(node: Node) -> _Cache:
     return _caches.setdefault(id(node.db), _Cache())
+
+
+def _directory(node: Node) -> _Directory:
+    with _directories_lock:
+        found = _directories.get(node.db)
+        if found is None:
+            found = _directories[node.db] = _Directory()
+        return found
 
 
 def to_out(row: ApiKeyRow) -> ApiKeyOut:
@@ -109,7 +177,9 @@ def create(node: Node, name: str, scopes: list[str], member: bool = False) -> Ap
             "apikey.created",
             {"key": row.id, "name": name, "prefix": row.prefix, "scopes": row.scopes},
         )
-        return ApiKeyCreated(**to_out(row).model_dump(), key=key)
+        created = ApiKeyCreated(**to_out(row).model_dump(), key=key)
+    _directory(node).add(_hash(key))
+    return created
 
 
 def list_keys(node: Node) -> list[ApiKeyOut]:
@@ -127,6 +197,7 @@ def revoke(node: Node, key_id: int) -> ApiKeyOut:
             tx.session.add(row)
             tx.append("apikey.revoked", {"key": row.id, "prefix": row.prefix})
     _cache(node).clear()
+    _directory(node).forget(row.key_hash)
     return to_out(row)
 
 
@@ -134,7 +205,12 @@ def authenticate_cached(node: Node, key: str | None, scope: str) -> Caller | Non
     """The caller from this worker's cache, without I/O; None when the cache cannot say."""
     if not key:
         raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
-    caller = _cache(node).get(_hash(key))
+    if len(key) > MAX_KEY_CHARS:
+        raise Unauthenticated(_UNKNOWN)
+    key_hash = _hash(key)
+    if _directory(node).refuses(key_hash):
+        raise Unauthenticated(_UNKNOWN)
+    caller = _cache(node).get(key_hash)
     if caller is not None and not caller.allows(scope):
         raise Forbidden(f"this API key lacks the '{scope}' scope")
     return caller
@@ -147,10 +223,12 @@ def authenticate(node: Node, key: str | None, scope: str) -> Caller:
         return cached
     assert key is not None  # authenticate_cached refused a missing key
     key_hash = _hash(key)
+    if not _directory(node).might_hold(node, key_hash):
+        raise Unauthenticated(_UNKNOWN)
     with node.db.read() as session:
         row = repos.api_key_by_hash(session, key_hash)
     if row is None or row.revoked_at is not None or row.id is None:
-        raise Unauthenticated("unknown or revoked API key")
+        raise Unauthenticated(_UNKNOWN)
     caller = Caller(id=row.id, name=row.name, scopes=frozenset(row.scopes), member=row.member)
     _cache(node).put(key_hash, caller)
     if not caller.allows(scope):

@@ -1,4 +1,10 @@
-"""Background loops of one node process: expiry, purge (and checkpoints, sync once added)."""
+"""Background loops of one node process: checkpoints, witnessing, expiry, purge.
+
+Each duty has its own thread and catches everything, so one failing or slow duty never stops or
+delays another: a checkpoint is published on time even while a witness peer hangs, and each
+witness peer is asked on its own thread (`duties.PeerTasks`). Pulls and notifications run in
+`services/federation.py`, one loop per peer.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from app.services import log as exchange_log
 from app.services import signals
+from app.services.duties import PeerTasks
 from app.services.node import Node
 
 if TYPE_CHECKING:
@@ -23,6 +30,7 @@ class Background:
         self.federation = federation
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._witness_tasks = PeerTasks("witness")
 
     def every(self, seconds: float, name: str, job: Callable[[], object]) -> None:
         def run() -> None:
@@ -39,6 +47,7 @@ class Background:
         settings = self.node.settings
         self.every(settings.checkpoint_interval, "checkpoint", self._checkpoint)
         if self.federation is not None:
+            self.every(settings.checkpoint_interval, "witness", self._witness)
             self.every(60.0, "nonce-purge", self.federation.nonces.purge)
         if settings.roster_stewards:
             # Follow the federation roster: once at start, then every roster_refresh seconds.
@@ -65,11 +74,14 @@ class Background:
 
     def _checkpoint(self) -> None:
         exchange_log.publish_checkpoint(self.node)
-        if self.federation is not None:
-            # Witnesses cosign right after each checkpoint (only peers that have not yet).
-            from app.services import witness
 
-            witness.request_cosignatures(self.node, self.federation.client)
+    def _witness(self) -> None:
+        # Peers that have not cosigned the latest checkpoint are asked, each on its own thread;
+        # this returns at once, so a hanging witness holds up nobody.
+        from app.services import witness
+
+        assert self.federation is not None
+        witness.request_cosignatures(self.node, self.federation.client, tasks=self._witness_tasks)
 
     def stop(self) -> None:
         self._stop.set()

@@ -5,7 +5,8 @@ One `Federation` per node process (created by the app's lifespan, or by a CLI ve
 - `authenticate(...)` checks an inbound RFC 9421 signature against the pinned key of a
   *current* peer (keyid = origin), with `settings.clock_skew` and a nonce cache kept in the
   database (so every worker shares it) behind an in-memory front. Refusals raise a
-  `SignatureRefused` (problem+json 401/403), are logged (python logging: keyid, reason, never
+  `RequestRefused`: one 401 problem+json whatever the reason, so a stranger cannot tell an
+  unknown keyid from a pinned one. The real reason is logged (python logging: keyid, reason, never
   a secret) and counted in the metrics. They are not exchange-log entries: an unauthenticated
   party could otherwise fill our log.
 - `pull(peer)` pulls pages until the peer has no more, applying each (services/sync.py).
@@ -21,6 +22,7 @@ One `Federation` per node process (created by the app's lifespan, or by a CLI ve
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -39,16 +41,35 @@ from sqlmodel import Session
 from app.crypto.keys import VerifierKey
 from app.errors import FederationError, SignetError
 from app.federation.client import PeerClient
-from app.federation.errors import SignatureRefused
+from app.federation.errors import NonceCacheFull, SignatureRefused
 from app.federation.httpsig import MemoryNonceCache, verify_request
 from app.federation.pages import Notify
 from app.services import log as exchange_log
 from app.services import sync
+from app.services.duties import PeerTasks
 from app.services.lease import Lease
 from app.services.node import Node
+from app.services.peer_limits import PeerRateLimited, PeerRequestLimiter
 from app.storage import peers as store
 from app.storage.models import FeedbackRow, SignalRow
 from app.storage.types import utcnow
+
+
+class RequestRefused(SignatureRefused):
+    """The one answer to any inter-node request that does not verify, whatever the reason.
+
+    Same status and text for a malformed header, an unknown keyid, a removed peer, a bad
+    signature, a stale or replayed request or a swapped body; the reason is logged here.
+    """
+
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__(
+            "request refused: it does not carry a current, valid signature by a peer of this "
+            "node (RFC 9421); the node's operator can see why in its log"
+        )
+
 
 log = logging.getLogger("signet.federation")
 
@@ -140,7 +161,15 @@ class Federation:
         page_size: int = sync.DEFAULT_PAGE,
     ) -> None:
         self.node = node
-        self.client = PeerClient(node.origin, node.key.sign, clients=clients)
+        settings = node.settings
+        self.client = PeerClient(
+            node.origin,
+            node.key.sign,
+            clients=clients,
+            timeout=settings.peer_io_timeout,
+            deadline=settings.peer_deadline,
+            max_page_bytes=settings.max_page_bytes,
+        )
         self.nonces = DbNonceCache(node, node.settings.clock_skew + 300)
         self.page_size = page_size
         self.registry = CollectorRegistry()
@@ -159,6 +188,8 @@ class Federation:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_pushed: tuple[int, int] | None = None
+        self._notify_tasks = PeerTasks("notify")
+        self.limiter = PeerRequestLimiter(settings.peer_requests_per_minute)
         self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
         self._resupervise = threading.Event()
 
@@ -187,7 +218,17 @@ class Federation:
                 max_skew=self.node.settings.clock_skew,
                 nonce_cache=self.nonces,
             )
+        except NonceCacheFull:
+            raise  # our own capacity, not the request's fault: 503 and a retry may succeed
         except SignatureRefused as exc:
+            self.refusals.labels(type(exc).__name__).inc()
+            log.warning("refused federation request %s %s: %s", method, _path(url), exc)
+            # The caller learns nothing about why: an unknown keyid and a pinned keyid with a
+            # bad signature must look alike, or strangers can list our peers.
+            raise RequestRefused() from None
+        try:
+            self.limiter.take(verified.keyid)
+        except PeerRateLimited as exc:
             self.refusals.labels(type(exc).__name__).inc()
             log.warning("refused federation request %s %s: %s", method, _path(url), exc)
             raise
@@ -233,10 +274,13 @@ class Federation:
         with lock:
             try:
                 self._pull(peer, result)
-            except (SignetError, ValueError) as exc:
+            except Exception as exc:  # any failure is the peer's status, never a dead loop
                 result.error = f"{type(exc).__name__}: {exc}"[:500]
                 self._record_failure(peer, result.error)
-                log.warning("pull from %s failed: %s", peer, result.error)
+                if isinstance(exc, SignetError | ValueError):
+                    log.warning("pull from %s failed: %s", peer, result.error)
+                else:
+                    log.exception("pull from %s failed unexpectedly", peer)
         return result
 
     def _pull(self, peer: str, result: PullResult) -> None:
@@ -310,12 +354,19 @@ class Federation:
         with self.node.db.read() as session:
             targets = [(r.origin, r.url) for r in store.list_peers(session)]
         for origin, url in targets:
-            try:
-                self.client.notify(url, notify)
+            # Each peer on its own thread: a slow peer delays only its own notify. A peer whose
+            # previous notify is still in flight is skipped; it will pull on its own schedule.
+            if self._notify_tasks.submit(
+                origin, functools.partial(self._notify, origin, url, notify)
+            ):
                 told += 1
-            except SignetError as exc:
-                log.info("notify to %s failed: %s", origin, exc)
         return told
+
+    def _notify(self, origin: str, url: str, notify: Notify) -> None:
+        try:
+            self.client.notify(url, notify)
+        except SignetError as exc:
+            log.info("notify to %s failed: %s", origin, exc)
 
     # --- loops ---------------------------------------------------------------------------------
 
@@ -385,9 +436,13 @@ class Federation:
             event.clear()
             if self._stop.is_set() or not self.lease.held:
                 break
-            if peer not in self.current_peers():
-                break
-            result = self.pull(peer)
+            try:
+                if peer not in self.current_peers():
+                    break
+                result = self.pull(peer)
+            except Exception as exc:  # e.g. the database is away: back off, keep the loop
+                log.exception("sync loop for %s failed", peer)
+                result = PullResult(peer, error=f"{type(exc).__name__}: {exc}"[:500])
             if result.error is None:
                 failures = 0
                 delay = interval * random.uniform(0.8, 1.2)  # noqa: S311

@@ -44,11 +44,22 @@ def key_path(settings: Settings) -> Path:
     return settings.data_dir / KEY_FILE
 
 
+def make_private_dir(path: Path) -> None:
+    """The data directory holds the node key and (by default) the database: owner only, 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+            log.warning("data directory %s was open to other users; set to 0700", path)
+    except PermissionError:  # not ours (a mounted volume): say so, do not fail the start
+        log.warning("data directory %s: cannot set its mode to 0700", path)
+
+
 def open_node(settings: Settings, *, migrate: bool = True) -> Node:
     """Open the database (migrating it to head) and load or create the node key."""
     from app.storage import migrate as migrations
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     db = Database(settings.database_url)
     if migrate:
         migrations.upgrade(db)

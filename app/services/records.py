@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from app.crypto.records import sign_record
+from app.federation import validate
 from app.services.node import Node
 from app.services.timefmt import parse_rfc3339, rfc3339
 
@@ -111,4 +112,24 @@ def feedback_body(
 
 
 def sign(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """Sign a record body, after the same checks a peer's copy of it will face
+    (`app/federation/validate`): what we publish, every peer accepts."""
+    check(node, body)
     return sign_record(body, node.key, node.origin)
+
+
+def check(node: Node, record: dict[str, Any]) -> None:
+    """Raise `validate.RecordInvalid` unless `record` is a well-formed v1 record of its kind.
+    The one validation path for records, ours and received ones (services/sync.py)."""
+    settings = node.settings
+    kind = record.get("kind")
+    if kind == "signal":
+        validate.check_signal(
+            record,
+            extra_categories=settings.extra_categories,
+            max_bytes=settings.max_record_bytes,
+        )
+    elif kind == "retraction":
+        validate.check_retraction(record, max_bytes=settings.max_record_bytes)
+    elif kind == "feedback":
+        validate.check_feedback(record, max_bytes=settings.max_record_bytes)

@@ -435,7 +435,6 @@ def member_status(node: Node, origin: str) -> str | None:
     return "removed" if origin in excluded(node) else None
 
 
-
 def dropped(node: Node) -> frozenset[str]:
     """Origins whose records this node stops matching: suspended or removed members, when the
     roster says `on_removal: drop` (cached for a second per process; empty without a roster)."""

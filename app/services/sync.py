@@ -10,11 +10,13 @@ passes `audience.may_send` (audience, hop limit, the peer's policy, never back t
 origin). Rows the peer may not see still move the cursor. `next` is one past the change_seq
 of the last row looked at, or the log size when everything was looked at, so a page is the
 same on any worker and a restart resumes exactly. One `delivered` log entry per non-empty
-page: {to, after, up_to, count, digests}.
+page: {to, after, up_to, count, digests} for its open records, and one commitment-only entry
+for its amber ones (no recipient, no digest in clear).
 
 Applying. Every record is verified against its ORIGIN's pinned key, whoever relayed it, and
 checked with `audience.may_accept`; it is applied at most once per (origin, kind, id, version)
-and logged as `received` {from, digest, record or salted commitment}. Refusals from an
+and logged as `received` {from, digest, record}, or for amber records the salted commitment
+alone. Refusals from an
 authenticated peer are logged too (one `refused` entry per page, first reasons only), so a peer
 cannot fill our log but its misbehaviour is on record. The peer's cursor is stored in the same
 transaction, and only if it still equals the page's `after`: a crash mid-pull loses nothing and
@@ -25,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +36,7 @@ from app.crypto.canonical import canonical_json
 from app.crypto.keys import VerifierKey
 from app.crypto.records import verify_record
 from app.errors import InvalidInput, SignetError
+from app.federation import validate
 from app.federation.audience import RecordMeta, is_origin, may_accept, may_send
 from app.federation.errors import MalformedRecord, OwnRecordReturned
 from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
@@ -41,12 +45,11 @@ from app.services import log as exchange_log
 from app.services import roster as roster_svc
 from app.services.node import Node
 from app.services.peers import policy_of
-from app.services.tx import transaction
+from app.services.tx import COMMITTED_TLP, transaction
 from app.signals.match_index import match_key
-from app.signals.types import canonicalize
-from app.signals.vocab import Verdict
 from app.storage import log as log_store
 from app.storage import peers as store
+from app.storage import tombstones as tombstone_store
 from app.storage.models import FeedbackRow, SignalRow
 from app.storage.types import utcnow
 
@@ -55,7 +58,6 @@ log = logging.getLogger("signet.sync")
 DEFAULT_PAGE = 500
 _SCAN_CHUNK = 500
 _MAX_LOGGED_REASONS = 20
-_VERDICTS = frozenset(v.value for v in Verdict)
 
 
 def digest_hex(record: dict[str, Any]) -> str:
@@ -72,6 +74,7 @@ class _Candidate:
     record: dict[str, Any]
     meta: RecordMeta | None  # None: already routed (feedback goes only toward its origin)
     hops: int  # envelope hops to send
+    tlp: str  # the signal's TLP (feedback and retractions take their signal's)
 
 
 def _signal_candidate(row: SignalRow, now: datetime) -> _Candidate | None:
@@ -80,11 +83,13 @@ def _signal_candidate(row: SignalRow, now: datetime) -> _Candidate | None:
         if row.retraction is None:
             return None
         record = row.retraction
+        # A retraction reaches even peers the origin excluded later: they may hold the signal.
+        meta = replace(meta, exclude=frozenset())
     elif row.status == "expired" or row.valid_until <= now:
         return None  # expired signals are not handed on; peers expire their copies themselves
     else:
         record = row.record
-    return _Candidate(row.change_seq, record, meta, row.hops + 1)
+    return _Candidate(row.change_seq, record, meta, row.hops + 1, row.tlp)
 
 
 def _feedback_target(fb: FeedbackRow, signal: SignalRow | None, our_peers: set[str]) -> str | None:
@@ -106,6 +111,8 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     limit = max(1, min(limit, MAX_PAGE_RECORDS))
     now = utcnow()
     envelopes: list[RecordEnvelope] = []
+    seqs: list[int] = []  # change_seq of each envelope's row
+    restricted: list[bool] = []  # per envelope: logged only as a commitment
     with node.db.read() as session:
         row = store.get_peer(session, peer)
         if row is None:
@@ -113,7 +120,8 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
         policy = policy_of(row)
         our_peers = set(store.pinned_keys(session))
         # Members the roster suspended or removed: nothing of theirs is relayed any more.
-        barred = roster_svc.excluded_in(session)
+        # (Our own records are not ours to police: peers refuse them if we were removed.)
+        barred = roster_svc.excluded_in(session) - {node.origin}
         # Size first: everything with change_seq < size is committed and visible after it.
         upto = log_store.log_size(session)
         cursor = after
@@ -148,6 +156,8 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
                     cand.meta is None or may_send(cand.meta, peer, policy, our_origin=node.origin)
                 ):
                     envelopes.append(RecordEnvelope(cand.record, cand.hops))
+                    seqs.append(seq)
+                    restricted.append(cand.tlp in COMMITTED_TLP)
                 cursor = seq + 1
                 if len(envelopes) >= limit:
                     full = True
@@ -158,7 +168,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     checkpoint = exchange_log.latest_checkpoint(node).note
     page = RecordsPage(envelopes, cursor, checkpoint, has_more)
     if envelopes:
-        _log_delivered(node, peer, after, cursor, envelopes)
+        _log_delivered(node, peer, after, cursor, envelopes, seqs, restricted)
     return page
 
 
@@ -180,7 +190,11 @@ def _candidate(
             return None
         # Our own verdicts go out as a first transfer, relayed ones as a relay.
         return _Candidate(
-            item.change_seq, item.record, None, 1 if item.origin == node.origin else 2
+            item.change_seq,
+            item.record,
+            None,
+            1 if item.origin == node.origin else 2,
+            signal.tlp,
         )
     except MalformedRecord:
         log.warning("skipping a stored record with an unusable audience (seq %s)", item.change_seq)
@@ -188,17 +202,49 @@ def _candidate(
 
 
 def _log_delivered(
-    node: Node, peer: str, after: int, up_to: int, envelopes: list[RecordEnvelope]
+    node: Node,
+    peer: str,
+    after: int,
+    up_to: int,
+    envelopes: list[RecordEnvelope],
+    seqs: list[int],
+    restricted: list[bool],
 ) -> None:
-    digests = [digest_hex(e.record) for e in envelopes]
+    """Log the records of this page not delivered to `peer` before (issue 9, observation 7):
+    a row is new if its change_seq is at or past the peer's `delivered_upto` mark, so a peer
+    re-pulling old pages (after=0, again and again) adds nothing to our log.
+
+    The open (green/clear) records go in one `delivered` entry with `to` and their digests;
+    the restricted (amber) ones in one commitment-only entry: naming the recipient of an amber
+    record, or its digest, in clear would widen its audience to every reader of the log."""
     with transaction(node) as tx:
-        tx.append(
-            "delivered",
-            {"to": peer, "after": after, "up_to": up_to, "count": len(digests), "digests": digests},
-        )
         row = store.get_peer(tx.session, peer)
+        mark = row.delivered_upto if row is not None else 0
+        new = [(e, r) for e, seq, r in zip(envelopes, seqs, restricted, strict=True) if seq >= mark]
+        if not new:
+            return
+        digests = [digest_hex(e.record) for e, r in new if not r]
+        closed = [digest_hex(e.record) for e, r in new if r]
+        if digests:
+            tx.append(
+                "delivered",
+                {
+                    "to": peer,
+                    "after": after,
+                    "up_to": up_to,
+                    "count": len(digests),
+                    "digests": digests,
+                },
+            )
+        if closed:
+            body = {"to": peer, "after": after, "up_to": up_to, "digests": closed}
+            salt = secrets.token_bytes(32)
+            commitment = hashlib.sha256(salt + canonical_json(body)).hexdigest()
+            index = tx.append("delivered", {"commitment": commitment, "tlp": "amber"})
+            tx.log.set_salt(index, salt)
         if row is not None:
-            row.records_delivered += len(digests)
+            row.records_delivered += len(new)
+            row.delivered_upto = max(mark, up_to)
             tx.session.add(row)
 
 
@@ -220,23 +266,11 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _str(record: dict[str, Any], name: str, max_len: int = 64) -> str:
-    value = record.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise _Refused(f"{name} must be a string of 1..{max_len} characters")
-    return value
-
-
 def _time(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise _Refused(f"{name} must be an RFC 3339 time")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Refused(f"{name} must be an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise _Refused(f"{name} has no time zone")
-    return parsed
+        return validate.parse_time(value, name)
+    except validate.RecordInvalid as exc:
+        raise _Refused(f"{name}: {exc.reason}") from None
 
 
 class _Applier:
@@ -252,6 +286,8 @@ class _Applier:
         self.new_feedback: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []
         self.seen_keys: set[store.RecordKey] = set()
+        self.recount: list[SignalRow] = []
+        self.new_tombstones: list[dict[str, Any]] = []
         self.now = utcnow()
 
     def run(self, envelopes: list[RecordEnvelope]) -> None:
@@ -271,6 +307,7 @@ class _Applier:
                         refs.add((sig["origin"], str(sig.get("id"))))
         have = store.received_keys(session, [k for _, k in parsed if k is not None])
         self.signals = store.signals_by_keys(session, refs)
+        self.tombstones = tombstone_store.tombstones_for(session, refs)
         for env, key in parsed:
             try:
                 if key is None:
@@ -285,17 +322,23 @@ class _Applier:
                 self.seen_keys.add(key)
             except _Refused as exc:
                 self._refuse(env, exc.reason)
-            except (SignetError, ValueError, TypeError, KeyError) as exc:
+            except validate.RecordInvalid as exc:
+                self._refuse(env, f"{exc.field}: {exc.reason}")
+            except Exception as exc:  # one bad record never aborts its page
                 self._refuse(env, f"{type(exc).__name__}: {exc}")
         store.insert_signals(session, list(self.new_signals.values()))
         store.insert_feedback(session, self.new_feedback)
+        for signal in {id(s): s for s in self.recount}.values():
+            feedback_service.recount(session, signal)
+            session.add(signal)
         store.add_received(session, self.received)
+        tombstone_store.add_tombstones(session, self.new_tombstones)
 
     def _refuse(self, env: RecordEnvelope, reason: str) -> None:
         self.result.refused += 1
         if len(self.result.reasons) < _MAX_LOGGED_REASONS:
             try:
-                digest = digest_hex(env.record)
+                digest = "restricted" if _claims_restricted(env.record) else digest_hex(env.record)
             except SignetError:
                 digest = "unhashable"
             self.result.reasons.append(f"{digest[:16]} {reason[:200]}")
@@ -307,7 +350,11 @@ class _Applier:
         self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
     ) -> int:
         digest = digest_hex(record)
-        extra = {"from": self.peer, "digest": digest}
+        # A restricted record's entry is its salted commitment and nothing else: an unsalted
+        # digest (or the sender's name) beside it would link it to the sender's log and to the
+        # record for anyone holding it, even once the salt is erased. The digest and sender stay
+        # in the database (received_record), not in the log.
+        extra = {} if tlp in COMMITTED_TLP else {"from": self.peer, "digest": digest}
         idx: int = self.tx.append_record("received", record, tlp, **extra)
         if not dedupe:
             return idx
@@ -334,6 +381,8 @@ class _Applier:
             raise OwnRecordReturned(f"{self.peer} sent back one of our own records")
         if origin not in self.keys:
             raise _Refused(f"origin {origin} is not pinned")
+        # Size before the signature: verifying re-encodes the whole record.
+        validate.check_record_size(record, self.node.settings.max_record_bytes)
         self._verify(record)
         kind = key[1]
         if kind == "signal":
@@ -348,45 +397,35 @@ class _Applier:
         record = env.record
         meta = RecordMeta.from_record(record, env.hops)
         may_accept(meta, self.peer, self.keys, self.node.origin)
-        attrs = record.get("attrs", {})
-        if not isinstance(attrs, dict):
-            raise _Refused("attrs must be an object")
-        type_ = _str(record, "type", 32)
-        canon = canonicalize(
-            type_,
-            record.get("value"),
-            quality=attrs.get("quality") if type_ == "pdq" else None,
-            allow_low_quality=True,
-            key_id=attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None,
-            domain=attrs.get("domain") if isinstance(attrs.get("domain"), str) else None,
+        checked = validate.check_signal(
+            record,
+            extra_categories=self.node.settings.extra_categories,
+            max_bytes=self.node.settings.max_record_bytes,
         )
-        if canon.value != record.get("value"):
-            raise _Refused("value is not in canonical form")
-        indicators = record.get("indicators", [])
-        if not isinstance(indicators, list) or not all(isinstance(i, str) for i in indicators):
-            raise _Refused("indicators must be a list of strings")
-        confidence = record.get("confidence", 50)
-        if isinstance(confidence, bool) or not isinstance(confidence, int):
-            raise _Refused("confidence must be an integer")
-        valid_from = _time(record.get("valid_from"), "valid_from")
-        valid_until = _time(record.get("valid_until"), "valid_until")
+        canon = checked.canon
+        attrs = canon.extra
+        indicators = checked.indicators
+        confidence = checked.confidence
+        valid_from, valid_until = checked.valid_from, checked.valid_until
         origin, _, uid, version = key
         held = self.signals.get((origin, uid))
         if held is not None and held.version >= version:
             return False  # an older version than we hold (or ours under another record)
         idx = self._log(record, meta.tlp.value, key)
-        key_id = attrs.get("key_id") if isinstance(attrs.get("key_id"), str) else None
+        key_id = attrs.get("key_id")
         values: dict[str, Any] = {
             "uid": uid,
             "origin": origin,
             "version": version,
             "type": canon.type.value,
             "value": canon.value,
-            "match_key": match_key(canon.type.value, canon.value, key_id),
-            "attrs": attrs,
+            "match_key": match_key(
+                canon.type.value, canon.value, key_id if isinstance(key_id, str) else None
+            ),
+            "attrs": dict(attrs),
             "categories": sorted(meta.categories),
             "indicators": indicators,
-            "opinion": _str(record, "opinion", 32),
+            "opinion": checked.opinion,
             "confidence": confidence,
             "reviewed": record.get("reviewed") is True,
             "tlp": meta.tlp.value,
@@ -408,6 +447,7 @@ class _Applier:
             held.status = "active"
             self.tx.session.add(held)
             return True
+        tombstone = self.tombstones.get((origin, uid))
         values.update(
             status="active",
             retracted_at=None,
@@ -418,27 +458,48 @@ class _Applier:
             feedback_counts={},
             feedback_status="none",
         )
+        if tombstone is not None:
+            # Its origin withdrew it before it reached us: it arrives retracted, and the
+            # retraction is what we hand on (build_page), within the signal's audience.
+            reason = tombstone.get("reason")
+            values.update(
+                status="retracted",
+                retracted_at=_time(tombstone.get("time"), "time"),
+                retract_reason=reason if isinstance(reason, str) else None,
+                retraction=tombstone,
+            )
         self.new_signals[(origin, uid)] = values
         return True
 
     def _retraction(self, env: RecordEnvelope, key: store.RecordKey) -> None:
         record = env.record
         origin, _, uid, _ = key
+        at = validate.check_retraction(record, max_bytes=self.node.settings.max_record_bytes)
         if record["signal"].get("origin") != origin:
             raise _Refused("a retraction may only withdraw its origin's own signal")
         reason = record.get("reason")
-        at = _time(record.get("time"), "time")
         pending = self.new_signals.get((origin, uid))
         held = self.signals.get((origin, uid))
         if pending is None and held is None:
-            # We never held it (it was retracted before it reached us). Logged as received, but
-            # not marked applied, so that should a copy of the signal arrive later by another
-            # path, that path's retraction still applies. Its audience is unknown here, so the
-            # log keeps only a commitment.
-            self._log(record, "amber", key, dedupe=False)
+            # We never held it (it was retracted before it reached us). Keep a tombstone, so a
+            # relay serving the signal later cannot bring it back: it then arrives retracted.
+            # Its audience is unknown here, so the log keeps only a commitment, and the
+            # tombstone itself is handed on only once the signal (and so its audience) is known.
+            if (origin, uid) not in self.tombstones:
+                self._log(record, "amber", key)
+                self.tombstones[(origin, uid)] = record
+                self.new_tombstones.append(
+                    {
+                        "origin": origin,
+                        "uid": uid,
+                        "record": record,
+                        "received_from": self.peer,
+                        "created_at": self.now,
+                    }
+                )
             return
         signal_record = pending["record"] if pending is not None else held.record  # type: ignore[union-attr]
-        meta = RecordMeta.from_record(signal_record, env.hops)
+        meta = replace(RecordMeta.from_record(signal_record, env.hops), exclude=frozenset())
         may_accept(meta, self.peer, self.keys, self.node.origin)
         idx = self._log(record, meta.tlp.value, key)
         changes = {
@@ -464,17 +525,16 @@ class _Applier:
     def _feedback(self, env: RecordEnvelope, key: store.RecordKey) -> None:
         record = env.record
         origin, _, uid, _ = key
+        at = validate.check_feedback(record, max_bytes=self.node.settings.max_record_bytes)
         ref = record["signal"]
         signal_key = (str(ref.get("origin")), str(ref.get("id")))
         verdict = record.get("verdict")
-        if verdict not in _VERDICTS:
-            raise _Refused("unknown verdict")
         held = self.signals.get(signal_key)
         if held is None:
             raise _Refused("feedback about a signal we do not hold")
-        if held.tlp == "red":
-            raise _Refused("feedback about a red signal cannot come from a peer")
-        at = _time(record.get("time"), "time")
+        why = feedback_service.ineligible(held, origin, self.node.origin, self.keys)
+        if why is not None:
+            raise _Refused(f"NotInAudience: {why}")
         reason = record.get("reason")
         tlp = held.tlp
         idx = self._log(record, tlp, key)
@@ -493,8 +553,14 @@ class _Applier:
                 "record": record,
             }
         )
-        feedback_service.count(held, str(verdict))
-        self.tx.session.add(held)
+        self.recount.append(held)  # counted once the page's verdicts are stored (run())
+
+
+def _claims_restricted(record: Any) -> bool:
+    """Whether a (refused, so untrusted) record says it is red or amber: its refusal then names
+    no digest (see `_refuse`)."""
+    audience = record.get("audience") if isinstance(record, dict) else None
+    return isinstance(audience, dict) and audience.get("tlp") in COMMITTED_TLP
 
 
 def _record_key(record: dict[str, Any]) -> store.RecordKey | None:

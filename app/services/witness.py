@@ -13,6 +13,7 @@ cosignatures we hold.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from app.crypto.witness import (
 from app.errors import Forbidden, SignetError
 from app.federation.client import PeerClient
 from app.services import log as exchange_log
+from app.services.duties import PeerTasks
 from app.services.node import Node
 from app.services.tx import transaction
 from app.storage import log as log_store
@@ -115,8 +117,15 @@ class CosignResult:
     error: str | None = None
 
 
-def request_cosignatures(node: Node, client: PeerClient) -> list[CosignResult]:
-    """Ask every current peer to cosign our latest checkpoint (if it has not already)."""
+def request_cosignatures(
+    node: Node, client: PeerClient, tasks: PeerTasks | None = None
+) -> list[CosignResult]:
+    """Ask every current peer to cosign our latest checkpoint (if it has not already).
+
+    With `tasks`, each peer is asked on its own thread (at most one request in flight per peer)
+    and this returns at once with no results: the background duty, where one slow witness must
+    not hold up the others. Without, peers are asked one after another (CLI and tests).
+    """
     cp = exchange_log.latest_checkpoint(node)
     with node.db.read() as session:
         peers = store.list_peers(session)
@@ -124,6 +133,22 @@ def request_cosignatures(node: Node, client: PeerClient) -> list[CosignResult]:
     results = []
     for peer in peers:
         if peer.origin in have:
+            continue
+        if tasks is not None:
+            tasks.submit(
+                peer.origin,
+                functools.partial(
+                    _ask,
+                    node,
+                    client,
+                    peer.origin,
+                    peer.url,
+                    peer.verifier_key,
+                    peer.witness_size,
+                    cp.size,
+                    cp.note,
+                ),
+            )
             continue
         results.append(
             _ask(
@@ -197,7 +222,7 @@ def _ask(
                     session.add(row)
             return CosignResult(peer, size, True)
         raise SignetError(f"{peer} keeps answering 409")
-    except SignetError as exc:
+    except Exception as exc:  # any failure is the peer's witness status, never a dead loop
         error = f"{type(exc).__name__}: {exc}"[:500]
         with node.db.write() as session:
             row = store.get_peer(session, peer)

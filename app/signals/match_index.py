@@ -2,6 +2,9 @@
 
 - exact types: a dict from match key (type, identifier key id, canonical value) to row ids;
 - `pdq`: `PDQIndex` (exact Hamming range search);
+- `vpdq`: a second `PDQIndex` over every stored video's distinct usable frame hashes, keyed
+  `row_id << 20 | slot`, so a video query is one batched range search over all frames of all
+  videos (not a scan per video); the vPDQ percentages are then counted per video hit;
 - `text_tlsh`: a list scanned with TLSH's own distance (the number of TLSH signals is small);
 - keywords inside free text: a dict of phrases under their fold 2 key (`app.signals.textfold`,
   computed here from the stored value, so keywords published before fold 2 are keyed alike),
@@ -15,6 +18,7 @@ matching at once, before any purge.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,8 +27,17 @@ from typing import Any
 import numpy as np
 import tlsh
 
+from app.errors import InvalidSignal
 from app.signals.pdq_index import PDQIndex
 from app.signals.textfold import leet_fold, match_key_text
+from app.signals.types.video import (
+    MAX_FRAMES,
+    VpdqFrame,
+    VpdqMatch,
+    frame_ranges,
+    parse_vpdq,
+    usable_frames,
+)
 
 MAX_KEYWORD_WORDS = 8
 
@@ -45,8 +58,21 @@ class IndexedSignal:
     seq: int | None = None  # the log position of this version (tags the PDQ index's writes)
 
 
+_SLOT_BITS = 20  # frame slots per video in a vpdq index key; MAX_FRAMES fits
+assert MAX_FRAMES < 1 << _SLOT_BITS
+
+
+@dataclass(frozen=True, slots=True)
+class _Video:
+    frames: list[VpdqFrame]  # usable frames (quality >= 50), in frame order
+    hashes: list[str]  # their distinct hashes; a hash's position is its slot in the key
+
+
 def match_key(type_: str, value: str, key_id: str | None = None) -> str:
-    """The exact-match key: identifiers only match under the same identifier key."""
+    """The exact-match key: identifiers only match under the same identifier key. A vpdq
+    value (one line per frame) is keyed by its SHA-256, so the key stays short."""
+    if type_ == "vpdq":
+        value = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
     return f"{type_}:{key_id}:{value}" if key_id else f"{type_}:{value}"
 
 
@@ -59,6 +85,8 @@ class MatchIndex:
         self._lock = threading.RLock()
         self._exact: dict[str, set[int]] = {}
         self._pdq = PDQIndex()
+        self._vpdq = PDQIndex()
+        self._videos: dict[int, _Video] = {}
         self._tlsh: dict[int, str] = {}
         self._keywords: dict[str, set[int]] = {}
         self._keywords_leet: dict[str, set[int]] = {}
@@ -102,6 +130,8 @@ class MatchIndex:
         self._rows[s.row_id] = s
         if s.type == "pdq":
             self._pdq.add(s.row_id, s.value, tag=s.seq)
+        elif s.type == "vpdq":
+            self._add_video(s)
         elif s.type == "text_tlsh":
             self._tlsh[s.row_id] = s.value
         else:
@@ -117,6 +147,10 @@ class MatchIndex:
             return
         if old.type == "pdq":
             self._pdq.remove(row_id, tag=seq)
+        elif old.type == "vpdq":
+            video = self._videos.pop(row_id, None)
+            for slot in range(len(video.hashes) if video else 0):
+                self._vpdq.remove(row_id << _SLOT_BITS | slot)
         elif old.type == "text_tlsh":
             self._tlsh.pop(row_id, None)
         else:
@@ -125,6 +159,17 @@ class MatchIndex:
                 key = match_key_text(old.value)
                 _discard(self._keywords, key, row_id)
                 _discard(self._keywords_leet, leet_fold(key), row_id)
+
+    def _add_video(self, s: IndexedSignal) -> None:
+        try:
+            frames = usable_frames(parse_vpdq(s.value))
+        except InvalidSignal:  # stored values are canonical; never let one stop the index
+            return
+        hashes = sorted({f.pdq for f in frames})
+        self._videos[s.row_id] = _Video(frames, hashes)
+        if hashes:
+            keys = [s.row_id << _SLOT_BITS | slot for slot in range(len(hashes))]
+            self._vpdq.add_many(keys, _codes(hashes))
 
     def caught_up(self, seq: int) -> None:
         """Every change up to log position `seq` is applied: adopt a newer shared PDQ base
@@ -155,6 +200,46 @@ class MatchIndex:
         results = self._pdq.query_many(codes, threshold)
         with self._lock:
             return [[(r, d) for r, d in hits if self._live(r, now)] for hits in results]
+
+    def vpdq(
+        self, frames: Sequence[VpdqFrame], threshold: int, now: float
+    ) -> list[tuple[int, VpdqMatch]]:
+        """Every live video sharing at least one frame within `threshold` bits with `frames`,
+        with vPDQ's percentages and matching time ranges (thresholds are the caller's)."""
+        query = usable_frames(frames)
+        q_hashes = sorted({f.pdq for f in query})
+        if not q_hashes:
+            return []
+        found = self._vpdq.query_many(_codes(q_hashes), threshold)
+        q_hit: dict[int, set[str]] = {}
+        c_hit: dict[int, set[int]] = {}
+        best: dict[int, int] = {}
+        for q_hash, hits in zip(q_hashes, found, strict=True):
+            for key, distance in hits:
+                row = key >> _SLOT_BITS
+                q_hit.setdefault(row, set()).add(q_hash)
+                c_hit.setdefault(row, set()).add(key & ((1 << _SLOT_BITS) - 1))
+                best[row] = min(best.get(row, 257), distance)
+        out = []
+        with self._lock:
+            for row in sorted(q_hit):
+                video = self._videos.get(row)
+                if video is None or not self._live(row, now):
+                    continue
+                matched = {video.hashes[i] for i in c_hit[row] if i < len(video.hashes)}
+                out.append(
+                    (
+                        row,
+                        VpdqMatch(
+                            query_percent=100.0 * len(q_hit[row]) / len(q_hashes),
+                            compared_percent=100.0 * len(matched) / len(video.hashes),
+                            min_distance=best[row],
+                            query_ranges=frame_ranges(query, q_hit[row]),
+                            compared_ranges=frame_ranges(video.frames, matched),
+                        ),
+                    )
+                )
+        return out
 
     def tlsh(self, digest: str, threshold: int, now: float) -> list[tuple[int, int]]:
         with self._lock:
@@ -189,9 +274,15 @@ class MatchIndex:
             return {
                 "signals": len(self._rows),
                 "pdq": len(self._pdq),
+                "vpdq": len(self._videos),
+                "vpdq_frames": len(self._vpdq),
                 "text_tlsh": len(self._tlsh),
                 "exact_keys": len(self._exact),
             }
+
+
+def _codes(hashes: Sequence[str]) -> np.ndarray:
+    return np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes), dtype=np.uint8).reshape(-1, 32)
 
 
 def _discard(d: dict[str, set[int]], key: str, row_id: int) -> None:

@@ -67,10 +67,11 @@ class SignalType(StrEnum):
     PHONE = "phone"
     USERNAME = "username"
     PAYMENT = "payment"
+    VPDQ = "vpdq"  # video: frame PDQ hashes (app/signals/types/video.py)
 
 
 MEDIA_TYPES: frozenset[SignalType] = frozenset(
-    {SignalType.PDQ, SignalType.MD5, SignalType.SHA256, SignalType.PHOTODNA}
+    {SignalType.PDQ, SignalType.VPDQ, SignalType.MD5, SignalType.SHA256, SignalType.PHOTODNA}
 )
 WEB_TYPES: frozenset[SignalType] = frozenset({SignalType.URL, SignalType.DOMAIN})
 TEXT_TYPES: frozenset[SignalType] = frozenset({SignalType.KEYWORD, SignalType.TEXT_TLSH})
@@ -79,7 +80,9 @@ IDENTIFIER_TYPES: frozenset[SignalType] = frozenset(
     {SignalType.EMAIL, SignalType.PHONE, SignalType.USERNAME, SignalType.PAYMENT}
 )
 # Matched by nearness, not equality, so they need their own index.
-DISTANCE_TYPES: frozenset[SignalType] = frozenset({SignalType.PDQ, SignalType.TEXT_TLSH})
+DISTANCE_TYPES: frozenset[SignalType] = frozenset(
+    {SignalType.PDQ, SignalType.VPDQ, SignalType.TEXT_TLSH}
+)
 # Matched by equality of the canonical value. PhotoDNA is matched exactly here: distance matching
 # needs Microsoft's licensed matcher, which can be plugged in later.
 EXACT_TYPES: frozenset[SignalType] = frozenset(SignalType) - DISTANCE_TYPES
@@ -142,6 +145,7 @@ class Verdict(StrEnum):
 # URLs, domains and text templates move on within months.
 DEFAULT_VALIDITY: dict[SignalType, timedelta] = {
     SignalType.PDQ: timedelta(days=730),
+    SignalType.VPDQ: timedelta(days=730),
     SignalType.MD5: timedelta(days=730),
     SignalType.SHA256: timedelta(days=730),
     SignalType.PHOTODNA: timedelta(days=730),

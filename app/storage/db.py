@@ -9,6 +9,8 @@ gap-free, commit-ordered sequence that workers can follow to keep their match in
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,10 +86,26 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _private_sqlite_files(path: Path) -> None:
+    """Make the database file (and its -wal, -shm) readable by the node's user only.
+
+    They hold red signal values and the salts of log commitments. SQLite gives -wal and -shm
+    the mode of the main file, so creating that one 0600 before SQLite opens it covers all
+    three; files left by older versions are tightened here too.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.chmod(path.with_name(name), 0o600)
+
+
 def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     parsed = make_url(url)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
+        _private_sqlite_files(Path(parsed.database))
     engine = create_engine(
         url,
         echo=echo,

@@ -8,7 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from app.storage.types import BigIntId, JSONType, UTCDateTime, utcnow
@@ -41,7 +50,8 @@ class SignalRow(SQLModel, table=True):
     origin: str = Field(sa_column=Column(String(253), nullable=False))
     version: int = 1
     type: str = Field(sa_column=Column(String(32), nullable=False))
-    value: str = Field(sa_column=Column(String(512), nullable=False))
+    # Text: a vpdq value is one line per video frame (migration i14a).
+    value: str = Field(sa_column=Column(Text, nullable=False))
     # Exact-match key: type, the identifier key id where there is one, and the canonical value.
     match_key: str = Field(sa_column=Column(String(640), nullable=False))
     attrs: dict[str, Any] = _json(dict)
@@ -188,6 +198,11 @@ class PeerRow(SQLModel, table=True):
     records_received: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_refused: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     records_delivered: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # One past the highest change_seq of ours logged as `delivered` to this peer: re-serving
+    # older rows (a re-pull of after=0) is not logged again, so a peer cannot grow our log.
+    delivered_upto: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     # Witnessing of OUR log by this peer: the size it last cosigned (the `old` we send next).
     witness_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     witness_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -312,3 +327,45 @@ class LeaseRow(SQLModel, table=True):
     expires_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     # Bumped on every change of holder: lets a holder tell it lost the lease in between.
     generation: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class RateBucketRow(SQLModel, table=True):
+    """A token bucket per API key, shared by every worker of the node (app/services/ratelimit.py).
+
+    `tokens` as of `updated` (seconds since the epoch); refilled lazily by the statement that
+    spends from it, so the row is written only when a worker takes a lease of tokens.
+    """
+
+    __tablename__ = "rate_bucket"
+
+    key_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    tokens: float = Field(sa_column=Column(Float, nullable=False))
+    updated: float = Field(sa_column=Column(Float, nullable=False))
+    granted: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class SeenReportRow(SQLModel, table=True):
+    """One `seen` report per (API key, signal): repeated matches never add feedback records."""
+
+    __tablename__ = "seen_report"
+
+    key_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    signal_origin: str = Field(sa_column=Column(String(253), primary_key=True))
+    signal_uid: str = Field(sa_column=Column(String(64), primary_key=True))
+
+
+class TombstoneRow(SQLModel, table=True):
+    """A retraction received for a signal this node does not hold (yet).
+
+    Verified against the origin's key before it is kept, and kept so that a relay serving the
+    original record later cannot bring the retracted signal back (services/sync.py): the
+    signal then arrives already retracted.
+    """
+
+    __tablename__ = "retraction_tombstone"
+
+    origin: str = Field(sa_column=Column(String(253), primary_key=True))
+    uid: str = Field(sa_column=Column(String(64), primary_key=True))
+    record: dict[str, Any] = _json(dict)
+    received_from: str = Field(sa_column=Column(String(253), nullable=False))
+    created_at: datetime = _ts()

@@ -117,5 +117,11 @@ def api_key_by_hash(session: Session, key_hash: str) -> ApiKeyRow | None:
     return session.execute(stmt).scalars().first()
 
 
+def live_api_key_hashes(session: Session) -> list[str]:
+    """The SHA-256 of every key not revoked (the workers' key directory)."""
+    stmt = select(col(ApiKeyRow.key_hash)).where(col(ApiKeyRow.revoked_at).is_(None))
+    return list(session.execute(stmt).scalars())
+
+
 def api_keys(session: Session) -> list[ApiKeyRow]:
     return list(session.execute(select(ApiKeyRow).order_by(col(ApiKeyRow.id))).scalars())

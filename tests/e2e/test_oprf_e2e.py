@@ -1,8 +1,9 @@
 """Threshold OPRF with real processes: three key-holder nodes and platforms A and B (2-of-3).
 
 An email OPRF-hashed through A's node matches the same email submitted through B's node; no
-node's database or log holds the email or anything computable from it alone (its normal form,
-its SHA-256, its hash-to-group point); a holder with a wrong share is refused and named; a
+node's database or log, and no byte of the network traffic between them (every node is reached
+through a recording relay), holds the email or anything computable from it alone (its normal
+form, its SHA-256, its hash-to-group point); a holder with a wrong share is refused and named; a
 member over its budget gets 429.
 """
 
@@ -19,6 +20,7 @@ import pytest
 
 from app.crypto import oprf
 from app.signals.identifiers import oprf_message
+from tests.e2e.capture import Capture
 from tests.e2e.node_proc import SIGNET
 from tests.e2e.test_federation_e2e import Proc, key, nodes, wait_for
 
@@ -61,8 +63,16 @@ def test_three_holders_two_platforms(tmp_path: Path) -> None:
             h.env["SIGNET_OPRF_HOLDER_LIMIT"] = "40"
         for m in (a, b):
             m.env["SIGNET_OPRF_EPOCH_FILES"] = epoch_file
-            m.env["SIGNET_OPRF_KEY_LIMIT"] = "20"
+        # Budgets chosen so the checks below do not depend on how fast this machine is: a
+        # batch larger than a whole minute's budget is refused however long the test took.
+        a.env["SIGNET_OPRF_KEY_LIMIT"] = "20"
+        b.env["SIGNET_OPRF_KEY_LIMIT"] = "1000"
+        # Every node is reached only through a recording relay: the traffic capture.
+        captures = []
         for p in procs:
+            cap = Capture(int(p.env["SIGNET_PORT"]))
+            captures.append(cap)
+            p.env["SIGNET_PUBLIC_URL"] = p.url = cap.url
             p.env["SIGNET_LOG_LEVEL"] = "info"
             p.start()
         vkeys = {p.origin: p.cli("key", "show").stdout.strip() for p in procs}
@@ -118,27 +128,24 @@ def test_three_holders_two_platforms(tmp_path: Path) -> None:
         a_log = Path(a.env["SIGNET_DATA_DIR"]).parent / "a.test.log"
         assert "OPRF key holder h1.test refused" in a_log.read_text()
 
-        # Over a holder's budget (40 per minute per member; b has used 20): 429.
-        many = httpx.post(
-            b.url + "/v1/identifiers/oprf/evaluate",
-            headers={"Authorization": "Bearer " + key(b, "match")["Authorization"][7:]},
-            json={"blinded": [blinded] * 19},
-        )
-        assert many.status_code == 200, many.text
+        # Over a holder's budget (40 per minute per member node): 429, naming the holders.
+        auth_b2 = {"Authorization": "Bearer " + key(b, "match")["Authorization"][7:]}
         over = httpx.post(
             b.url + "/v1/identifiers/oprf/evaluate",
-            headers={"Authorization": "Bearer " + key(b, "match")["Authorization"][7:]},
-            json={"blinded": [blinded] * 25},
+            headers=auth_b2,
+            json={"blinded": [blinded] * 41},
         )
         assert over.status_code == 429, over.text
         assert over.headers["content-type"] == "application/problem+json"
+        assert {x["holder"] for x in over.json()["holders"]} == set(HOLDERS)
         # Over the API key's budget at the member (20 per minute): 429 with Retry-After.
         mine = httpx.post(
             a.url + "/v1/identifiers/oprf/evaluate",
             headers=auth_a,
-            json={"blinded": [blinded] * 20},
+            json={"blinded": [blinded] * 21},
         )
         assert mine.status_code == 429 and int(mine.headers["retry-after"]) >= 1
+        assert "API key" in mine.json()["detail"]
 
         # Each holder's log counts the evaluations per member node.
         tallies: dict[tuple[str, str], int] = {}
@@ -149,7 +156,10 @@ def test_three_holders_two_platforms(tmp_path: Path) -> None:
                     tallies[(h.origin, e["member"])] = (
                         tallies.get((h.origin, e["member"]), 0) + e["count"]
                     )
-        assert tallies[("h2.test", "a.test")] >= 2 and tallies[("h2.test", "b.test")] >= 20
+        # h2 answered A twice (its hash and the rogue check) and B once; refused batches
+        # (over a limit) were not evaluated and are not counted.
+        assert tallies[("h2.test", "a.test")] == 2 and tallies[("h2.test", "b.test")] == 1
+        assert ("h1.test", "a.test") in tallies  # the rogue holder evaluated too (and was caught)
 
         # Privacy: nothing computable from the email alone is in any node's files.
         msg = oprf_message("email", NORMAL)
@@ -165,6 +175,13 @@ def test_three_holders_two_platforms(tmp_path: Path) -> None:
         ]
         for p in procs:
             p.stop()
+        traffic = b"".join(c.data() for c in captures)
+        for c in captures:
+            c.close()
+        # The capture saw the OPRF exchanges (blinded elements), and none of the needles.
+        assert b"/federation/v1/oprf/evaluate" in traffic and b'"blinded"' in traffic
+        for n in needles:
+            assert n not in traffic and n.lower() not in traffic.lower(), n
         files = [f for f in tmp_path.rglob("*") if f.is_file() and "ceremony" not in f.parts
                  and "rogue" not in f.parts]  # fmt: skip
         assert any(f.name == "signet.db" for f in files) and any(f.suffix == ".log" for f in files)

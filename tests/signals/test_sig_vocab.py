@@ -23,7 +23,7 @@ from app.signals.vocab import (
 def test_vocabularies_pinned() -> None:
     assert [t.value for t in SignalType] == [
         "pdq", "md5", "sha256", "photodna", "url", "domain",
-        "keyword", "text_tlsh", "email", "phone", "username", "payment",
+        "keyword", "text_tlsh", "email", "phone", "username", "payment", "vpdq",
     ]  # fmt: skip
     assert {c.value for c in Category} == {
         "csam", "csam_distribution", "grooming", "sextortion",

@@ -108,6 +108,7 @@ async function rootFromLeaves(leaves) {
 // RFC 9162 section 2.1.3.2: the root an inclusion proof implies.
 async function rootFromInclusion(leaf, index, size, proof) {
   if (!(index >= 0 && index < size)) throw new Failure(`leaf index ${index} is outside size ${size}`);
+  if (leaf.length !== 32) throw new Failure("leaf hash is not 32 bytes");
   let fn = index;
   let sn = size - 1;
   let r = leaf;
@@ -178,9 +179,12 @@ const COSIGNATURE_V1 = 0x04;
 
 // `name+hash+base64(alg || key)`; the hash is recomputed, never trusted.
 async function parseVerifierKey(text, wantAlg) {
-  const parts = text.trim().split("+");
-  if (parts.length !== 3) throw new Failure("verifier key: expected name+hash+key");
-  const [name, hashHex, keyB64] = parts;
+  // Split at the first two '+' only: names and hashes have none, base64 may.
+  const t = text.trim();
+  const a = t.indexOf("+");
+  const b = a < 0 ? -1 : t.indexOf("+", a + 1);
+  if (b < 0) throw new Failure("verifier key: expected name+hash+key");
+  const [name, hashHex, keyB64] = [t.slice(0, a), t.slice(a + 1, b), t.slice(b + 1)];
   if (!name || /\s/.test(name)) throw new Failure("verifier key: bad name");
   if (!/^[0-9a-f]{8}$/.test(hashHex)) throw new Failure("verifier key: the hash must be 8 hex digits");
   const raw = b64decode(keyB64, "verifier key");

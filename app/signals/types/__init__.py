@@ -1,6 +1,7 @@
 """Signal types: one module per family, each validating a value into its canonical form.
 
     media.py        pdq, md5, sha256, photodna
+    video.py        vpdq (frame PDQ hashes of a video, Meta's vPDQ text form)
     web.py          url, domain
     text.py         keyword, text_tlsh
     identifiers.py  email, phone, username, payment (keyed hashes only)
@@ -21,6 +22,7 @@ from app.signals.types.media import (
     canonical_sha256,
 )
 from app.signals.types.text import canonical_keyword, canonical_text_tlsh, tlsh_distance
+from app.signals.types.video import canonical_vpdq
 from app.signals.types.web import canonical_domain, canonical_url, url_canonical, url_hash
 from app.signals.vocab import IDENTIFIER_TYPES, SignalType
 
@@ -51,6 +53,8 @@ def canonicalize(
         return canonical_pdq(value, quality, allow_low_quality=allow_low_quality)
     if quality is not None:
         raise InvalidSignal("quality", f"only pdq signals carry a quality, not {t.value}")
+    if t is SignalType.VPDQ:  # each frame line carries its own quality
+        return canonical_vpdq(value, allow_low_quality=allow_low_quality)
     if t in IDENTIFIER_TYPES:
         return canonical_identifier(t, value, key_id)
     if key_id is not None:
