@@ -257,6 +257,10 @@ def main() -> None:
         help="comma-separated; 10M needs about 2 GB and a minute",
     )
     parser.add_argument("--queries", type=int, default=1000)
+    # Data shaped like real hashes (bench/pdq_datasets.py): near-copy families, correlated bits,
+    # with FAISS IndexBinaryMultiHash as a further baseline.
+    parser.add_argument("--datasets", action="store_true", help="also run bench/pdq_datasets.py")
+    parser.add_argument("--dataset-size", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument(
         "--base-dir",
@@ -302,6 +306,11 @@ def main() -> None:
     print_table(MEMORY)
     if base_dir is not None and not any(base_dir.iterdir()):
         shutil.rmtree(base_dir, ignore_errors=True)
+    if args.datasets:
+        from pdq_datasets import run_all
+
+        print(f"\n## Data sets beyond uniform codes ({args.dataset_size:,} codes)\n")
+        print_table(run_all(args.dataset_size, 300, args.seed))
 
 
 if __name__ == "__main__":
