@@ -20,6 +20,7 @@ from app.api import oprf as oprf_api
 from app.api import roster as roster_api
 from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
+from app.api.overlimit import RefuseOverLimit
 from app.console import install as _console_install
 from app.observability import Observe
 from app.services import log as exchange_log
@@ -108,7 +109,9 @@ def create_app(
     app.include_router(roster_api.router)
     _console_install(app)  # /console: operator and auditor pages (app/console/)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    # Outermost: request id and metrics cover every answer, refusals by the limits included.
+    # Added last, so it runs first: an over-limit key is refused before anything reads its body.
+    app.add_middleware(RefuseOverLimit)
+    # Outermost, added after RefuseOverLimit: request id and metrics cover every answer.
     app.add_middleware(Observe)
     _add_item_schemas(app)
     return app

@@ -27,6 +27,7 @@ from app.crypto.canonical import canonical_json
 from app.errors import InvalidInput, InvalidSignal, SignetError
 from app.federation.audience import MAX_EXCLUDED, MAX_HOPS, is_origin
 from app.signals.types import Canonical, canonicalize
+from app.signals.types.web import URL_CANON
 from app.signals.vocab import Opinion, Verdict, validate_categories, validate_indicators
 
 __all__ = [
@@ -97,6 +98,10 @@ class CheckedSignal:
 _QUOTED = re.compile(r"'[^']*'")
 
 
+# Signal attributes derived from the value by newer canonical forms; see check_signal.
+_DERIVED_ATTRS = frozenset({"fold", "registrable"})
+
+
 def _unquoted(reason: str) -> str:
     """A vocabulary error's reason without the value it quotes: a refusal is logged, and what a
     peer put in a field (free text in an indicator, say) must not reach our log."""
@@ -115,8 +120,16 @@ def _keys(record: Mapping[str, Any], required: frozenset[str], optional: frozens
         raise RecordInvalid("v", "must be 1")
 
 
+# A vpdq value holds one line per video frame (at most 10,000, about 850 kB); it alone may
+# exceed the general record limit, up to this.
+VPDQ_MAX_RECORD_BYTES = 1024 * 1024
+
+
 def check_record_size(record: Mapping[str, Any], max_bytes: int) -> None:
-    """Refuse a record whose canonical form is larger than `max_bytes`."""
+    """Refuse a record whose canonical form is larger than `max_bytes` (vpdq signals:
+    `VPDQ_MAX_RECORD_BYTES`, if larger)."""
+    if record.get("kind") == "signal" and record.get("type") == "vpdq":
+        max_bytes = max(max_bytes, VPDQ_MAX_RECORD_BYTES)
     try:
         size = len(canonical_json(dict(record)))
     except SignetError:
@@ -209,6 +222,7 @@ def check_signal(
     if not isinstance(type_, str):
         raise RecordInvalid("type", "must be a string")
     key_id, domain, quality = attrs.get("key_id"), attrs.get("domain"), attrs.get("quality")
+    subdomains = attrs.get("subdomains")
     try:
         canon = canonicalize(
             type_,
@@ -218,6 +232,7 @@ def check_signal(
             allow_low_quality=True,
             key_id=key_id if isinstance(key_id, str) else None,
             domain=domain if isinstance(domain, str) else None,
+            subdomains=subdomains if type_ == "domain" and isinstance(subdomains, bool) else None,
         )
         categories = validate_categories(record.get("categories"), extra_categories)
         indicators = validate_indicators(record.get("indicators"))
@@ -225,7 +240,15 @@ def check_signal(
         raise RecordInvalid(exc.field or "value", _unquoted(exc.reason)) from None
     if canon.value != record.get("value"):
         raise RecordInvalid("value", "not in canonical form")
-    if attrs != canon.extra:
+    expected = dict(canon.extra)
+    if type_ == "url" and attrs.get("canon") == URL_CANON:
+        # The hashed value does not say which canonical form made it; the publisher's attrs
+        # do (app/signals/types/web.py), and only the current form may be named.
+        expected["canon"] = URL_CANON
+    # Attributes derived from the value (keyword `fold`, url/domain `registrable`) may be
+    # absent: records published before they existed do not carry them.
+    expected = {k: v for k, v in expected.items() if k not in _DERIVED_ATTRS or k in attrs}
+    if attrs != expected:
         # Only what the type defines (quality, key_id, domain), exactly as canonicalized.
         raise RecordInvalid("attrs", "must hold only the type's canonical attributes")
     if categories != record.get("categories"):
