@@ -44,6 +44,8 @@ __all__ = [
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024
 """Canonical size bound of one record (a real signal is well under 2 KiB)."""
 MAX_REASON_CHARS = 1000  # as RetractIn / FeedbackIn
+MAX_ATTRS_BYTES = 4 * 1024  # spec/signet-1.md [SIG-3]
+_VERSION_MARKERS = frozenset({"fold"})
 MAX_VALIDITY = timedelta(days=5 * 365)  # as POST /v1/signals
 # Slack for validity measured from the record's own valid_from (the origin's clock, rounded).
 _VALIDITY_SLACK = timedelta(days=2)
@@ -218,9 +220,7 @@ def check_signal(
         raise RecordInvalid(exc.field or "value", _unquoted(exc.reason)) from None
     if canon.value != record.get("value"):
         raise RecordInvalid("value", "not in canonical form")
-    if attrs != canon.extra:
-        # Only what the type defines (quality, key_id, domain), exactly as canonicalized.
-        raise RecordInvalid("attrs", "must hold only the type's canonical attributes")
+    _check_attrs(attrs, canon)
     if categories != record.get("categories"):
         raise RecordInvalid("categories", "must be sorted and unique")
     if indicators != record.get("indicators"):
@@ -248,6 +248,24 @@ def check_signal(
         valid_from=valid_from,
         valid_until=valid_until,
     )
+
+
+def _check_attrs(attrs: dict[str, Any], canon: Canonical) -> None:
+    """spec [SIG-3], [SIG-5], [VER-4]: at most 4 KiB; the parameters the type defines
+    (quality, key_id, domain) exactly as canonicalized; version markers (`fold`) as the
+    publisher set them, since values signed under an older form keep matching; anything else
+    is an extension, bounded by the size."""
+    try:
+        size = len(canonical_json(attrs))
+    except SignetError:
+        raise RecordInvalid("attrs", "not canonical JSON") from None
+    if size > MAX_ATTRS_BYTES:
+        raise RecordInvalid("attrs", f"{size} bytes, more than the {MAX_ATTRS_BYTES} allowed")
+    for name, value in canon.extra.items():
+        if name in _VERSION_MARKERS:
+            continue
+        if attrs.get(name) != value:
+            raise RecordInvalid(f"attrs.{name}", "not in canonical form")
 
 
 def _signal_ref(record: Mapping[str, Any], keys: frozenset[str]) -> Mapping[str, Any]:
