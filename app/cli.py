@@ -686,6 +686,12 @@ def _audit_run(
         f"  records verified {verified}, unverified (origin not pinned) {unverified}, "
         f"commitments {report.commitments}, node keys {len(report.keys)}"
     )
+    if report.linkable:
+        err.print(
+            f"  [yellow]privacy[/yellow]: commitment entries that also link to their record "
+            f"or another log (written before this node stopped doing so): "
+            f"{', '.join(map(str, report.linkable))}"
+        )
     print(json.dumps({"origin": report.origin, "size": report.size, "ok": True}))
 
 
@@ -874,8 +880,20 @@ def audit_reconcile(
         err.print(
             f"{mark} {d.sender} -> {d.receiver}: delivered {d.delivered}, received {d.received}, "
             f"held from another peer {d.held_from_elsewhere}, refused {d.refused}, "
-            f"missing {len(d.missing)}, unexplained {len(d.unexplained)}"
+            f"missing {len(d.missing)}, unexplained {len(d.unexplained)}, "
+            f"audience violations {len(d.violations)}, "
+            f"refused but never delivered {len(d.refused_undelivered)}, "
+            f"restricted (commitments, not matched) {d.restricted_delivered} sent / "
+            f"{d.restricted_received} received"
         )
+        for digest, reason in d.refusals[:20]:
+            what = "AUDIENCE VIOLATION" if (digest, reason) in d.violations else "refused"
+            err.print(f"    {what} by {d.receiver}: {digest} {reason}")
+        for digest, reason in d.refused_undelivered[:10]:
+            err.print(
+                f"    {d.receiver} refused {digest} from {d.sender}, which never logged "
+                f"delivering it: {reason}"
+            )
         for digest in d.missing[:10]:
             err.print(f"    missing at {d.receiver}: {digest}")
         for digest in d.unexplained[:10]:
@@ -894,6 +912,13 @@ def audit_reconcile(
                         "received": d.received,
                         "missing": d.missing,
                         "unexplained": d.unexplained,
+                        "refused": [{"digest": g, "reason": r} for g, r in d.refusals],
+                        "violations": [{"digest": g, "reason": r} for g, r in d.violations],
+                        "refused_undelivered": [
+                            {"digest": g, "reason": r} for g, r in d.refused_undelivered
+                        ],
+                        "restricted_delivered": d.restricted_delivered,
+                        "restricted_received": d.restricted_received,
                     }
                     for d in result.directions
                 ],

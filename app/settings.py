@@ -58,8 +58,10 @@ class Settings(BaseSettings):
         description="Keep the PDQ index base in data_dir/index, one copy mapped by all workers.",
     )
     # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
+    # 1 MiB: a vpdq signal of 10,000 frames (the type's limit) is about 0.8 MiB; every other
+    # type is a few KiB at most, bounded field by field (attrs 4 KiB, vocabularies, hex values).
     max_record_bytes: int = Field(
-        16 * 1024, ge=1024, le=1024 * 1024, description="Largest signed record accepted, bytes."
+        1024 * 1024, ge=1024, le=8 * 1024 * 1024, description="Largest signed record, bytes."
     )
     max_page_bytes: int = Field(
         8 * 1024 * 1024, ge=64 * 1024, description="Largest sync page read from a peer, bytes."

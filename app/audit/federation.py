@@ -10,6 +10,15 @@ entries carry each record's digest), and the reverse. A record A delivered that 
 from another peer, or refused (B's `refused` entries name the digest), is accounted for; one
 that appears nowhere in B's log is a failure, as is anything B says A sent that A never
 logged as delivered.
+
+Refusals are reported with their reasons (issue 9). A refusal is "accounted for" only when it
+says the record was bad; one whose reason is an audience violation (a red record, an amber one
+relayed, a record outside its named or excluded audience, past its hop limit, or sent back to
+its origin) is a failure of the sender, whether or not the digest matches a delivery. A
+refusal naming a digest the sender never logged delivering is a failure too: either the
+receiver invents refusals or the sender hides deliveries. Entries about restricted (amber)
+records carry only salted commitments and cannot be reconciled without the salts; they are
+counted, not matched.
 """
 
 from __future__ import annotations
@@ -65,6 +74,23 @@ def check_quorum(
     return valid
 
 
+# Refusal reasons (the refusing node writes `<digest16> <ExceptionName>: <text>`) that say
+# the SENDER broke the audience rules, not merely that the record was unusable.
+AUDIENCE_VIOLATIONS = (
+    "RedRecordReceived",
+    "AmberRelayed",
+    "NotInAudience",
+    "HopLimitExceeded",
+    "OwnRecordReturned",
+    "BadHopCount",
+)
+RESTRICTED = "restricted"  # the digest slot of a refusal about a red/amber record
+
+
+def is_violation(reason: str) -> bool:
+    return reason.startswith(AUDIENCE_VIOLATIONS)
+
+
 @dataclass
 class Direction:
     """What `sender` says it delivered to `receiver`, against what `receiver` logged."""
@@ -77,10 +103,16 @@ class Direction:
     refused: int = 0
     missing: list[str] = field(default_factory=list)  # delivered, nowhere in receiver's log
     unexplained: list[str] = field(default_factory=list)  # received, never delivered
+    # (digest prefix, reason) of every refusal the receiver logged for the sender's records
+    refusals: list[tuple[str, str]] = field(default_factory=list)
+    violations: list[tuple[str, str]] = field(default_factory=list)  # audience violations
+    refused_undelivered: list[tuple[str, str]] = field(default_factory=list)
+    restricted_delivered: int = 0  # commitment-only entries: counted, not matched
+    restricted_received: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.unexplained
+        return not (self.missing or self.unexplained or self.violations or self.refused_undelivered)
 
 
 @dataclass
@@ -99,7 +131,11 @@ class _LogView:
     origin: str
     delivered: dict[str, set[str]] = field(default_factory=dict)  # to -> digests
     received: dict[str, set[str]] = field(default_factory=dict)  # from -> digests
-    refused: dict[str, set[str]] = field(default_factory=dict)  # from -> digest prefixes
+    refused: dict[str, list[tuple[str, str]]] = field(
+        default_factory=dict
+    )  # from -> (digest16, reason)
+    restricted_delivered: int = 0
+    restricted_received: int = 0
 
     def all_received(self) -> set[str]:
         return set().union(*self.received.values()) if self.received else set()
@@ -129,9 +165,14 @@ def scan(client: AuditClient, origin: str, size: int) -> _LogView:
         elif kind == "received" and isinstance(entry.get("digest"), str):
             view.received.setdefault(str(entry.get("from")), set()).add(entry["digest"])
         elif kind == "refused" and isinstance(entry.get("reasons"), list):
-            view.refused.setdefault(str(entry.get("from")), set()).update(
-                str(r).split(" ", 1)[0] for r in entry["reasons"]
-            )
+            out = view.refused.setdefault(str(entry.get("from")), [])
+            for r in entry["reasons"]:
+                digest, _, reason = str(r).partition(" ")
+                out.append((digest, reason))
+        elif kind == "delivered" and "commitment" in entry:
+            view.restricted_delivered += 1
+        elif kind == "received" and "commitment" in entry:
+            view.restricted_received += 1
     return view
 
 
@@ -140,7 +181,9 @@ def _direction(sender: _LogView, receiver: _LogView) -> Direction:
     sent = sender.delivered.get(receiver.origin, set())
     got = receiver.received.get(sender.origin, set())
     anywhere = receiver.all_received()
-    refused = receiver.refused.get(sender.origin, set())
+    refusals = receiver.refused.get(sender.origin, [])
+    refused = {digest for digest, _ in refusals}
+    sent_prefixes = {digest[:16] for digest in sent}
     d.delivered, d.received = len(sent), len(got)
     for digest in sorted(sent - got):
         if digest in anywhere:
@@ -150,6 +193,15 @@ def _direction(sender: _LogView, receiver: _LogView) -> Direction:
         else:
             d.missing.append(digest)
     d.unexplained = sorted(got - sent)
+    d.refusals = list(refusals)
+    for digest, reason in refusals:
+        if is_violation(reason):
+            d.violations.append((digest, reason))
+        elif digest != RESTRICTED and digest not in sent_prefixes:
+            d.refused_undelivered.append((digest, reason))
+    # Only the totals of restricted entries are visible: neither side names the other in them.
+    d.restricted_delivered = sender.restricted_delivered
+    d.restricted_received = receiver.restricted_received
     return d
 
 

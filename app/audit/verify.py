@@ -8,7 +8,8 @@ signature is checked against the pinned key or a key the log's rotation records 
 Signed records inside entries (`record`) are verified against their origin's key: this node's
 keys (pinned + rotations), or `peer_keys` for records other origins signed. A record from an
 origin nobody pinned is counted as unverified, not failed. Entries about red/amber records
-hold only a salted commitment and are counted as such.
+hold only a salted commitment and are counted as such; one that also carries a field linking
+it to its record or to another log (`LINKING_FIELDS`) is listed in `report.linkable`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 MAX_FAILURES = 20  # keep reporting after the first failure, up to this many
+# Fields that must not sit beside a salted commitment: each would link the restricted entry to
+# its record, or to another node's log, even once the salt is erased.
+LINKING_FIELDS = frozenset({"digest", "digests", "record", "to", "from"})
 
 
 def peek_checkpoint(note: str) -> Checkpoint:
@@ -85,6 +89,10 @@ class AuditReport:
     verified: Counter[str] = field(default_factory=Counter)  # records per origin
     unverified: Counter[str] = field(default_factory=Counter)  # records of unpinned origins
     commitments: int = 0
+    # Commitment entries that also carry what links them (an unsalted digest, a record, a
+    # recipient or sender): written by nodes before issue 9; reported, not failed, since
+    # history cannot be rewritten.
+    linkable: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # this origin's keys, pinned first
     failures: list[tuple[int | None, str]] = field(default_factory=list)
 
@@ -147,6 +155,8 @@ class LogAuditor:
         self.report.kinds[str(kind)] += 1
         if "commitment" in entry:
             self.report.commitments += 1
+            if LINKING_FIELDS & set(entry) and len(self.report.linkable) < MAX_FAILURES:
+                self.report.linkable.append(index)
         record = entry.get("record")
         if isinstance(record, Mapping):
             self._check_record(index, dict(record))

@@ -17,6 +17,14 @@ each relay sends what it received plus 1. A copy received with `hops = h` has be
 `h - 1` times. Because the field is unsigned, a dishonest relay could lower it; receivers still
 check what they can (a relay cannot claim a direct transfer, the origin must send 1).
 
+Narrowing after the fact (issue 9). An origin that removes a peer, or narrows what it shares
+with one, names that peer in `audience.exclude` of every signal it signs from then on (its
+removed peers, and its current peers whose sharing policy does not allow that record). The list
+is signed with the record, so no relay can drop it: `may_send` never hands the record to an
+excluded peer at any hop (the origin itself follows its current policy instead), and
+`may_accept` refuses a record that excludes us. Retractions are not held back by it: a peer
+that got the signal earlier should learn that it was withdrawn.
+
 Retractions and feedback are routed by the same rules, so they should carry the audience,
 type and categories of the signal they refer to.
 """
@@ -55,6 +63,9 @@ __all__ = [
 MAX_HOPS = 16
 """Upper bound on a signed hop limit; anything larger is treated as malformed."""
 
+MAX_EXCLUDED = 1024
+"""Upper bound on `audience.exclude` (origins an origin keeps its record away from)."""
+
 _ORIGIN_RE = re.compile(
     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 )
@@ -88,6 +99,7 @@ class RecordMeta:
     peers: frozenset[str] = frozenset()
     type: str | None = None
     categories: frozenset[str] = frozenset()
+    exclude: frozenset[str] = frozenset()
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], hops: int) -> RecordMeta:
@@ -117,6 +129,15 @@ class RecordMeta:
         peers = audience.get("peers", [])
         if not isinstance(peers, list) or not all(is_origin(p) for p in peers):
             raise MalformedRecord("audience.peers must be a list of origin names")
+        exclude = audience.get("exclude", [])
+        if (
+            not isinstance(exclude, list)
+            or len(exclude) > MAX_EXCLUDED
+            or not all(is_origin(p) for p in exclude)
+        ):
+            raise MalformedRecord(
+                f"audience.exclude must be a list of at most {MAX_EXCLUDED} origin names"
+            )
         rtype = record.get("type")
         if rtype is not None and not isinstance(rtype, str):
             raise MalformedRecord("type must be a string")
@@ -133,6 +154,7 @@ class RecordMeta:
             peers=frozenset(peers),
             type=rtype,
             categories=frozenset(categories),
+            exclude=frozenset(exclude),
         )
 
 
@@ -272,6 +294,9 @@ def may_send(meta: RecordMeta, peer: str, policy: SharingPolicy, *, our_origin: 
         return Decision(False, "tlp red never leaves its origin")
     if meta.peers and peer not in meta.peers:
         return Decision(False, "peer is not named in the record's audience")
+    if not we_are_origin and peer in meta.exclude:
+        # The origin follows its current policy; everyone else its signed exclusions.
+        return Decision(False, "the record's origin excluded this peer")
     if meta.tlp is Tlp.AMBER:
         if not we_are_origin:
             return Decision(False, "tlp amber is never relayed")
@@ -305,6 +330,8 @@ def may_accept(
         raise AmberRelayed(f"tlp amber record of {meta.origin} relayed by {from_peer}")
     if (meta.peers or meta.tlp is Tlp.AMBER) and our_origin not in meta.peers:
         raise NotInAudience(f"record of {meta.origin} does not name {our_origin}")
+    if our_origin in meta.exclude and not direct:
+        raise NotInAudience(f"record of {meta.origin} excludes {our_origin}")
     if direct and meta.hops != 1:
         raise BadHopCount(f"{from_peer} sent its own record with hops={meta.hops}, expected 1")
     if not direct and meta.hops < 2:

@@ -25,8 +25,9 @@ from typing import Any
 
 from app.crypto.canonical import canonical_json
 from app.errors import InvalidInput, InvalidSignal, SignetError
-from app.federation.audience import MAX_HOPS, is_origin
+from app.federation.audience import MAX_EXCLUDED, MAX_HOPS, is_origin
 from app.signals.types import Canonical, canonicalize
+from app.signals.types.web import URL_CANON
 from app.signals.vocab import Opinion, Verdict, validate_categories, validate_indicators
 
 __all__ = [
@@ -41,8 +42,9 @@ __all__ = [
     "check_signal",
 ]
 
-DEFAULT_MAX_RECORD_BYTES = 16 * 1024
-"""Canonical size bound of one record (a real signal is well under 2 KiB)."""
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+"""Canonical size bound of one record: a vpdq signal of 10,000 frames is about 0.8 MiB; the
+other types are a few KiB, bounded field by field."""
 MAX_REASON_CHARS = 1000  # as RetractIn / FeedbackIn
 MAX_ATTRS_BYTES = 4 * 1024  # spec/signet-1.md [SIG-3]
 _VERSION_MARKERS = frozenset({"fold"})
@@ -168,7 +170,7 @@ def _audience(record: Mapping[str, Any]) -> None:
     audience = record.get("audience")
     if not isinstance(audience, Mapping):
         raise RecordInvalid("audience", "must be an object")
-    if set(audience) - {"tlp", "peers", "hops"}:
+    if set(audience) - {"tlp", "peers", "hops", "exclude"}:
         raise RecordInvalid("audience", "unknown field")
     if audience.get("tlp") not in ("red", "amber", "green", "clear"):
         raise RecordInvalid("audience.tlp", "must be red, amber, green or clear")
@@ -182,6 +184,12 @@ def _audience(record: Mapping[str, Any]) -> None:
         raise RecordInvalid("audience.peers", "must be sorted and unique")
     if audience.get("tlp") == "amber" and not peers:
         raise RecordInvalid("audience.peers", "an amber record names its peers")
+    # Origins the signal's origin keeps it away from at every hop (issue 9, see audience.py).
+    exclude = audience.get("exclude", [])
+    if not isinstance(exclude, list) or len(exclude) > MAX_EXCLUDED:
+        raise RecordInvalid("audience.exclude", f"must be a list of at most {MAX_EXCLUDED} origins")
+    if not all(is_origin(p) for p in exclude) or exclude != sorted(set(exclude)):
+        raise RecordInvalid("audience.exclude", "must name origins, sorted and unique")
 
 
 def check_signal(
@@ -221,6 +229,10 @@ def check_signal(
     if canon.value != record.get("value"):
         raise RecordInvalid("value", "not in canonical form")
     _check_attrs(attrs, canon)
+    if type_ == "url" and "canon" in attrs and attrs["canon"] != URL_CANON:
+        # The hashed value does not say which canonical form made it; the publisher's attrs
+        # do (app/signals/types/web.py), and only the current form may be named.
+        raise RecordInvalid("attrs.canon", "not a URL canonical form this node knows")
     if categories != record.get("categories"):
         raise RecordInvalid("categories", "must be sorted and unique")
     if indicators != record.get("indicators"):

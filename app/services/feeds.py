@@ -51,6 +51,13 @@ def _check_visible(row: SignalRow, tlps: Sequence[str]) -> None:
         raise FeedLeak(f"signal {row.uid} ({row.tlp}) outside the feed audience")
 
 
+def _feed_may_serve(row: SignalRow) -> bool:
+    """A feed consumer is one more hop (issue 9): a record received from a peer is served only
+    while its signed hop limit allows one more relay, as `audience.may_send` would allow it to
+    another peer. Our own records (hops 0) always may."""
+    return row.received_from is None or row.hops <= row.audience_hops
+
+
 def _scan(
     node: Node,
     tlps: Sequence[str],
@@ -87,7 +94,7 @@ def _scan(
                 _check_visible(row, tlps)
                 cursor, cursor_at = row.change_seq, at
                 budget -= 1
-                if keep(row):
+                if keep(row) and _feed_may_serve(row):
                     kept.append((row, at))
         more = bool(q.signals_by_change(session, tlps=tlps, after_seq=cursor, limit=1))
     return kept, cursor, cursor_at, more
@@ -346,12 +353,14 @@ def expired(
     rows = rows[:limit]
     for row in rows:
         _check_visible(row, tlps)
+    following = _encode_expiry(rows[-1].valid_until, rows[-1].id or 0) if more else None
+    rows = [r for r in rows if _feed_may_serve(r)]
     return {
         "items": [
             {"origin": r.origin, "id": r.uid, "valid_until": rfc3339(r.valid_until)} for r in rows
         ],
         "until": rfc3339(until_dt),
-        "next": _encode_expiry(rows[-1].valid_until, rows[-1].id or 0) if more else None,
+        "next": following,
     }
 
 

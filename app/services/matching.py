@@ -35,6 +35,7 @@ from app.signals.textfold import join_spaced, leet_fold, match_key_text
 from app.signals.types import canonicalize
 from app.signals.types.text import fold_text
 from app.signals.types.video import DEFAULT_COMPARED_PERCENT, DEFAULT_QUERY_PERCENT, parse_vpdq
+from app.signals.types.web import url_hash_v1
 from app.signals.vocab import IDENTIFIER_TYPES, SignalType
 
 DEFAULT_PDQ_THRESHOLD = 31
@@ -87,7 +88,13 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
                 key_id = q.key_id if q.type in IDENTIFIER_TYPES else None
                 canon = canonicalize(q.type, q.value, key_id=key_id)
                 key = match_key(canon.type, canon.value, key_id_of(canon.extra))
-                hits[i] = [(r, None, None, None) for r in node.index.exact(key, now)]
+                rows = node.index.exact(key, now)
+                if canon.type == SignalType.URL and canon.extra.get("canon"):
+                    # Signals hashed under canonical form 1 keep matching (web.py docstring).
+                    old = url_hash_v1(q.value)
+                    if old is not None and old != canon.value:
+                        rows = sorted({*rows, *node.index.exact(match_key("url", old), now)})
+                hits[i] = [(r, None, None, None) for r in rows]
         except ValidationError as exc:
             errors[i] = pydantic_item_error(exc, f"queries[{i}]")
         except InvalidInput as exc:

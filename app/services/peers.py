@@ -144,12 +144,28 @@ def add(node: Node, spec: PeerIn, fetch: FetchDescriptor, *, replace: bool = Fal
     if key.origin == node.origin:
         raise InvalidInput("verifier_key", "this is our own key")
     policy = parse_policy(node, spec.policy)
-    descriptor = fetch(url)
+    # What the URL served, and what went wrong fetching it, stays in our log: echoing it would
+    # make this endpoint a tool to read internal pages through the node (SSRF). The admin gets
+    # the step that failed; the fetch itself is bounded (no redirects, a size cap, a deadline:
+    # app/federation/client.py).
+    try:
+        descriptor = fetch(url)
+    except Exception as exc:
+        log.warning("add peer %s: fetching %s/.well-known/signet failed: %s", key.origin, url, exc)
+        raise InvalidInput(
+            "url",
+            "step 'fetch descriptor' failed: no Signet descriptor could be read from this URL "
+            "(the node's log says why)",
+        ) from None
     try:
         check_descriptor(descriptor, key)
-    except VerificationError as exc:
-        # The operator's input does not match what the URL serves: refuse, naming why.
-        raise InvalidInput("verifier_key", f"refused: {exc}") from None
+    except Exception as exc:  # whatever the served JSON made the check trip over
+        log.warning("add peer %s: the descriptor at %s does not verify: %s", key.origin, url, exc)
+        raise InvalidInput(
+            "verifier_key",
+            "step 'verify descriptor' failed: the URL does not serve a descriptor of this origin "
+            "signed by this verifier key (the node's log says why)",
+        ) from None
     now = utcnow()
     with transaction(node) as tx:
         row = store.get_peer(tx.session, key.origin, removed=True)

@@ -20,6 +20,7 @@ from app.schemas import (
 )
 from app.services import records
 from app.services.ids import new_id
+from app.services.narrowing import Narrowing
 from app.services.node import Node
 from app.services.tx import transaction
 from app.signals.match_index import match_key
@@ -153,6 +154,7 @@ def submit_batch(node: Node, items: list[Any], submitted_by: int | None) -> Batc
             results[i] = ItemResult(index=i, status="rejected", error=err)
     if prepared:
         with transaction(node) as tx:
+            narrowing = Narrowing.load(tx.session)
             seen: dict[str, str] = {}
             for p in prepared:
                 existing_uid = seen.get(p.match_key)
@@ -164,7 +166,7 @@ def submit_batch(node: Node, items: list[Any], submitted_by: int | None) -> Batc
                         index=p.index, status="duplicate", id=existing_uid
                     )
                     continue
-                row = _publish(tx, p, submitted_by)
+                row = _publish(tx, p, submitted_by, narrowing)
                 seen[p.match_key] = row.uid
                 results[p.index] = ItemResult(index=p.index, status="created", id=row.uid)
     final = [r for r in results if r is not None]
@@ -176,7 +178,9 @@ def submit_batch(node: Node, items: list[Any], submitted_by: int | None) -> Batc
     )
 
 
-def _publish(tx: Any, p: PreparedSignal, submitted_by: int | None) -> SignalRow:
+def _publish(
+    tx: Any, p: PreparedSignal, submitted_by: int | None, narrowing: Narrowing
+) -> SignalRow:
     node: Node = tx.node
     now = utcnow()
     spec = p.spec
@@ -198,6 +202,10 @@ def _publish(tx: Any, p: PreparedSignal, submitted_by: int | None) -> SignalRow:
         peers=sorted(spec.audience.peers),
         hops=spec.audience.hops,
     )
+    # Peers we removed or narrowed must not get it through a relay either.
+    exclude = narrowing.excluded(body, node.origin)
+    if exclude:
+        body["audience"]["exclude"] = exclude
     record = records.sign(node, body)
     seq = tx.append_record("signal", record, spec.audience.tlp.value)
     row = SignalRow(

@@ -10,11 +10,13 @@ passes `audience.may_send` (audience, hop limit, the peer's policy, never back t
 origin). Rows the peer may not see still move the cursor. `next` is one past the change_seq
 of the last row looked at, or the log size when everything was looked at, so a page is the
 same on any worker and a restart resumes exactly. One `delivered` log entry per non-empty
-page: {to, after, up_to, count, digests}.
+page: {to, after, up_to, count, digests} for its open records, and one commitment-only entry
+for its amber ones (no recipient, no digest in clear).
 
 Applying. Every record is verified against its ORIGIN's pinned key, whoever relayed it, and
 checked with `audience.may_accept`; it is applied at most once per (origin, kind, id, version)
-and logged as `received` {from, digest, record or salted commitment}. Refusals from an
+and logged as `received` {from, digest, record}, or for amber records the salted commitment
+alone. Refusals from an
 authenticated peer are logged too (one `refused` entry per page, first reasons only), so a peer
 cannot fill our log but its misbehaviour is on record. The peer's cursor is stored in the same
 transaction, and only if it still equals the page's `after`: a crash mid-pull loses nothing and
@@ -25,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,10 +45,11 @@ from app.services import log as exchange_log
 from app.services import roster as roster_svc
 from app.services.node import Node
 from app.services.peers import policy_of
-from app.services.tx import transaction
+from app.services.tx import COMMITTED_TLP, transaction
 from app.signals.match_index import match_key
 from app.storage import log as log_store
 from app.storage import peers as store
+from app.storage import tombstones as tombstone_store
 from app.storage.models import FeedbackRow, SignalRow
 from app.storage.types import utcnow
 
@@ -70,6 +74,7 @@ class _Candidate:
     record: dict[str, Any]
     meta: RecordMeta | None  # None: already routed (feedback goes only toward its origin)
     hops: int  # envelope hops to send
+    tlp: str  # the signal's TLP (feedback and retractions take their signal's)
 
 
 def _signal_candidate(row: SignalRow, now: datetime) -> _Candidate | None:
@@ -78,11 +83,13 @@ def _signal_candidate(row: SignalRow, now: datetime) -> _Candidate | None:
         if row.retraction is None:
             return None
         record = row.retraction
+        # A retraction reaches even peers the origin excluded later: they may hold the signal.
+        meta = replace(meta, exclude=frozenset())
     elif row.status == "expired" or row.valid_until <= now:
         return None  # expired signals are not handed on; peers expire their copies themselves
     else:
         record = row.record
-    return _Candidate(row.change_seq, record, meta, row.hops + 1)
+    return _Candidate(row.change_seq, record, meta, row.hops + 1, row.tlp)
 
 
 def _feedback_target(fb: FeedbackRow, signal: SignalRow | None, our_peers: set[str]) -> str | None:
@@ -105,6 +112,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     now = utcnow()
     envelopes: list[RecordEnvelope] = []
     seqs: list[int] = []  # change_seq of each envelope's row
+    restricted: list[bool] = []  # per envelope: logged only as a commitment
     with node.db.read() as session:
         row = store.get_peer(session, peer)
         if row is None:
@@ -149,6 +157,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
                 ):
                     envelopes.append(RecordEnvelope(cand.record, cand.hops))
                     seqs.append(seq)
+                    restricted.append(cand.tlp in COMMITTED_TLP)
                 cursor = seq + 1
                 if len(envelopes) >= limit:
                     full = True
@@ -159,7 +168,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     checkpoint = exchange_log.latest_checkpoint(node).note
     page = RecordsPage(envelopes, cursor, checkpoint, has_more)
     if envelopes:
-        _log_delivered(node, peer, after, cursor, envelopes, seqs)
+        _log_delivered(node, peer, after, cursor, envelopes, seqs, restricted)
     return page
 
 
@@ -181,7 +190,11 @@ def _candidate(
             return None
         # Our own verdicts go out as a first transfer, relayed ones as a relay.
         return _Candidate(
-            item.change_seq, item.record, None, 1 if item.origin == node.origin else 2
+            item.change_seq,
+            item.record,
+            None,
+            1 if item.origin == node.origin else 2,
+            signal.tlp,
         )
     except MalformedRecord:
         log.warning("skipping a stored record with an unusable audience (seq %s)", item.change_seq)
@@ -195,23 +208,42 @@ def _log_delivered(
     up_to: int,
     envelopes: list[RecordEnvelope],
     seqs: list[int],
+    restricted: list[bool],
 ) -> None:
     """Log the records of this page not delivered to `peer` before (issue 9, observation 7):
     a row is new if its change_seq is at or past the peer's `delivered_upto` mark, so a peer
-    re-pulling old pages (after=0, again and again) adds nothing to our log."""
+    re-pulling old pages (after=0, again and again) adds nothing to our log.
+
+    The open (green/clear) records go in one `delivered` entry with `to` and their digests;
+    the restricted (amber) ones in one commitment-only entry: naming the recipient of an amber
+    record, or its digest, in clear would widen its audience to every reader of the log."""
     with transaction(node) as tx:
         row = store.get_peer(tx.session, peer)
         mark = row.delivered_upto if row is not None else 0
-        new = [e for e, seq in zip(envelopes, seqs, strict=True) if seq >= mark]
+        new = [(e, r) for e, seq, r in zip(envelopes, seqs, restricted, strict=True) if seq >= mark]
         if not new:
             return
-        digests = [digest_hex(e.record) for e in new]
-        tx.append(
-            "delivered",
-            {"to": peer, "after": after, "up_to": up_to, "count": len(digests), "digests": digests},
-        )
+        digests = [digest_hex(e.record) for e, r in new if not r]
+        closed = [digest_hex(e.record) for e, r in new if r]
+        if digests:
+            tx.append(
+                "delivered",
+                {
+                    "to": peer,
+                    "after": after,
+                    "up_to": up_to,
+                    "count": len(digests),
+                    "digests": digests,
+                },
+            )
+        if closed:
+            body = {"to": peer, "after": after, "up_to": up_to, "digests": closed}
+            salt = secrets.token_bytes(32)
+            commitment = hashlib.sha256(salt + canonical_json(body)).hexdigest()
+            index = tx.append("delivered", {"commitment": commitment, "tlp": "amber"})
+            tx.log.set_salt(index, salt)
         if row is not None:
-            row.records_delivered += len(digests)
+            row.records_delivered += len(new)
             row.delivered_upto = max(mark, up_to)
             tx.session.add(row)
 
@@ -254,6 +286,8 @@ class _Applier:
         self.new_feedback: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []
         self.seen_keys: set[store.RecordKey] = set()
+        self.recount: list[SignalRow] = []
+        self.new_tombstones: list[dict[str, Any]] = []
         self.now = utcnow()
 
     def run(self, envelopes: list[RecordEnvelope]) -> None:
@@ -273,6 +307,7 @@ class _Applier:
                         refs.add((sig["origin"], str(sig.get("id"))))
         have = store.received_keys(session, [k for _, k in parsed if k is not None])
         self.signals = store.signals_by_keys(session, refs)
+        self.tombstones = tombstone_store.tombstones_for(session, refs)
         for env, key in parsed:
             try:
                 if key is None:
@@ -293,13 +328,17 @@ class _Applier:
                 self._refuse(env, f"{type(exc).__name__}: {exc}")
         store.insert_signals(session, list(self.new_signals.values()))
         store.insert_feedback(session, self.new_feedback)
+        for signal in {id(s): s for s in self.recount}.values():
+            feedback_service.recount(session, signal)
+            session.add(signal)
         store.add_received(session, self.received)
+        tombstone_store.add_tombstones(session, self.new_tombstones)
 
     def _refuse(self, env: RecordEnvelope, reason: str) -> None:
         self.result.refused += 1
         if len(self.result.reasons) < _MAX_LOGGED_REASONS:
             try:
-                digest = digest_hex(env.record)
+                digest = "restricted" if _claims_restricted(env.record) else digest_hex(env.record)
             except SignetError:
                 digest = "unhashable"
             self.result.reasons.append(f"{digest[:16]} {reason[:200]}")
@@ -311,7 +350,11 @@ class _Applier:
         self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
     ) -> int:
         digest = digest_hex(record)
-        extra = {"from": self.peer, "digest": digest}
+        # A restricted record's entry is its salted commitment and nothing else: an unsalted
+        # digest (or the sender's name) beside it would link it to the sender's log and to the
+        # record for anyone holding it, even once the salt is erased. The digest and sender stay
+        # in the database (received_record), not in the log.
+        extra = {} if tlp in COMMITTED_TLP else {"from": self.peer, "digest": digest}
         idx: int = self.tx.append_record("received", record, tlp, **extra)
         if not dedupe:
             return idx
@@ -404,6 +447,7 @@ class _Applier:
             held.status = "active"
             self.tx.session.add(held)
             return True
+        tombstone = self.tombstones.get((origin, uid))
         values.update(
             status="active",
             retracted_at=None,
@@ -414,6 +458,16 @@ class _Applier:
             feedback_counts={},
             feedback_status="none",
         )
+        if tombstone is not None:
+            # Its origin withdrew it before it reached us: it arrives retracted, and the
+            # retraction is what we hand on (build_page), within the signal's audience.
+            reason = tombstone.get("reason")
+            values.update(
+                status="retracted",
+                retracted_at=_time(tombstone.get("time"), "time"),
+                retract_reason=reason if isinstance(reason, str) else None,
+                retraction=tombstone,
+            )
         self.new_signals[(origin, uid)] = values
         return True
 
@@ -427,14 +481,25 @@ class _Applier:
         pending = self.new_signals.get((origin, uid))
         held = self.signals.get((origin, uid))
         if pending is None and held is None:
-            # We never held it (it was retracted before it reached us). Logged as received, but
-            # not marked applied, so that should a copy of the signal arrive later by another
-            # path, that path's retraction still applies. Its audience is unknown here, so the
-            # log keeps only a commitment.
-            self._log(record, "amber", key, dedupe=False)
+            # We never held it (it was retracted before it reached us). Keep a tombstone, so a
+            # relay serving the signal later cannot bring it back: it then arrives retracted.
+            # Its audience is unknown here, so the log keeps only a commitment, and the
+            # tombstone itself is handed on only once the signal (and so its audience) is known.
+            if (origin, uid) not in self.tombstones:
+                self._log(record, "amber", key)
+                self.tombstones[(origin, uid)] = record
+                self.new_tombstones.append(
+                    {
+                        "origin": origin,
+                        "uid": uid,
+                        "record": record,
+                        "received_from": self.peer,
+                        "created_at": self.now,
+                    }
+                )
             return
         signal_record = pending["record"] if pending is not None else held.record  # type: ignore[union-attr]
-        meta = RecordMeta.from_record(signal_record, env.hops)
+        meta = replace(RecordMeta.from_record(signal_record, env.hops), exclude=frozenset())
         may_accept(meta, self.peer, self.keys, self.node.origin)
         idx = self._log(record, meta.tlp.value, key)
         changes = {
@@ -467,8 +532,9 @@ class _Applier:
         held = self.signals.get(signal_key)
         if held is None:
             raise _Refused("feedback about a signal we do not hold")
-        if held.tlp == "red":
-            raise _Refused("feedback about a red signal cannot come from a peer")
+        why = feedback_service.ineligible(held, origin, self.node.origin, self.keys)
+        if why is not None:
+            raise _Refused(f"NotInAudience: {why}")
         reason = record.get("reason")
         tlp = held.tlp
         idx = self._log(record, tlp, key)
@@ -487,8 +553,14 @@ class _Applier:
                 "record": record,
             }
         )
-        feedback_service.count(held, str(verdict))
-        self.tx.session.add(held)
+        self.recount.append(held)  # counted once the page's verdicts are stored (run())
+
+
+def _claims_restricted(record: Any) -> bool:
+    """Whether a (refused, so untrusted) record says it is red or amber: its refusal then names
+    no digest (see `_refuse`)."""
+    audience = record.get("audience") if isinstance(record, dict) else None
+    return isinstance(audience, dict) and audience.get("tlp") in COMMITTED_TLP
 
 
 def _record_key(record: dict[str, Any]) -> store.RecordKey | None:

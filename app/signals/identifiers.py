@@ -47,8 +47,9 @@ Normalisation rules:
 
 Payment identifiers normalise to `kind:id`. Recognised without a prefix:
 
-- IBAN (two letters, two check digits, 11-30 letters/digits, valid mod-97 checksum; spaces and
-  hyphens ignored) -> `iban:` + upper case, e.g. `iban:GB82WEST12345698765432`;
+- IBAN (two letters, two check digits, 11-30 letters/digits; the country's registered length and
+  format and the mod-97 checksum checked by `schwifty`; spaces and hyphens ignored) -> `iban:`
+  + upper case, e.g. `iban:GB82WEST12345698765432`;
 - cashtag `$name` -> `cashtag:` + lowercase name;
 - Ethereum-style `0x` + 40 hex -> `eth:0x` + lowercase (EIP-55 mixed case dropped);
 - Bitcoin bech32 `bc1...` -> `btc:` + lowercase; Bitcoin base58 (`1...`/`3...`, 25-34 chars) ->
@@ -71,6 +72,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import phonenumbers
+from schwifty import IBAN
+from schwifty import exceptions as schwifty_exc
 
 from app.crypto import oprf
 from app.crypto import oprf_threshold as th
@@ -175,16 +178,31 @@ _KIND = re.compile(r"([a-z][a-z0-9_-]{1,19}):(.+)")
 _LOWERCASE_KINDS = frozenset({"cashtag", "paypal", "venmo"})
 
 
-def _iban_ok(iban: str) -> bool:
-    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
-    return int(digits) % 97 == 1
+def _iban_problem(iban: str) -> str | None:
+    """Why `iban` (compact, upper case) is not a valid IBAN, or None if it is.
+
+    schwifty knows each country's IBAN length and BBAN format (the ISO 13616 registry), which
+    a regex and mod-97 alone do not: those passed wrong-length and unknown-country IBANs. Our own
+    wording, so the refusal never quotes the value."""
+    try:
+        IBAN(iban)
+    except schwifty_exc.InvalidCountryCode:
+        return "unknown IBAN country code"
+    except schwifty_exc.InvalidLength:
+        return "wrong length for its country's IBANs"
+    except (schwifty_exc.InvalidChecksumDigits, schwifty_exc.InvalidBBANChecksum):
+        return "IBAN checksum does not match"
+    except (schwifty_exc.SchwiftyException, ValueError):
+        return "not in its country's IBAN format"
+    return None
 
 
 def _payment_kind(kind: str, ident: str) -> str:
     if kind == "iban":
         compact = re.sub(r"[\s-]", "", ident).upper()
-        if not (_IBAN.fullmatch(compact) and _iban_ok(compact)):
-            raise InvalidInput("value", "not a valid IBAN (format or checksum)")
+        problem = "not in IBAN format" if not _IBAN.fullmatch(compact) else _iban_problem(compact)
+        if problem:
+            raise InvalidInput("value", f"not a valid IBAN: {problem}")
         return f"iban:{compact}"
     if kind == "eth":
         if not _ETH.fullmatch(ident):
@@ -209,7 +227,7 @@ def normalize_payment(s: str) -> str:
         raise InvalidInput("value", "a payment identifier must be a string")
     v = unicodedata.normalize("NFKC", s).strip()
     compact = re.sub(r"[\s-]", "", v).upper()
-    if _IBAN.fullmatch(compact) and _iban_ok(compact):
+    if _IBAN.fullmatch(compact):  # looks like an IBAN: valid, or refused saying why
         return _payment_kind("iban", compact)
     if v.startswith("$"):
         return _payment_kind("cashtag", v[1:])

@@ -352,3 +352,20 @@ class SeenReportRow(SQLModel, table=True):
     key_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     signal_origin: str = Field(sa_column=Column(String(253), primary_key=True))
     signal_uid: str = Field(sa_column=Column(String(64), primary_key=True))
+
+
+class TombstoneRow(SQLModel, table=True):
+    """A retraction received for a signal this node does not hold (yet).
+
+    Verified against the origin's key before it is kept, and kept so that a relay serving the
+    original record later cannot bring the retracted signal back (services/sync.py): the
+    signal then arrives already retracted.
+    """
+
+    __tablename__ = "retraction_tombstone"
+
+    origin: str = Field(sa_column=Column(String(253), primary_key=True))
+    uid: str = Field(sa_column=Column(String(64), primary_key=True))
+    record: dict[str, Any] = _json(dict)
+    received_from: str = Field(sa_column=Column(String(253), nullable=False))
+    created_at: datetime = _ts()

@@ -27,6 +27,15 @@ The canonical URL, which every federation member must reproduce bit for bit to h
 9. fragment dropped.
 
 `url_hash(url)` is `sha256(url_canonical(url).encode("ascii")).hexdigest()`.
+
+Canonical forms are versioned. The steps above are applied to the parts of the URL as a
+*browser* reads them (form 2, `URL_CANON = "2"`, recorded as `attrs["canon"]` on new signals):
+the WHATWG URL Standard parser (ada-url) finds scheme, host, port, path and query, so
+`http://a.example\\@b.example/x` is host a.example (a backslash is a slash in http URLs) and
+IPv4 shorthand (`http://127.1/`, `http://0x7f.1/`) is the dotted quad. Form 1 split the URL with
+Python's RFC 3986 `urlsplit` (host b.example there; shorthand refused). Signals published under
+form 1 carry no `canon` attribute; a `url` match query is looked up under both forms, so they keep
+matching until they expire (docs/signal-types.md).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import ipaddress
 import re
 from urllib.parse import SplitResult, unquote, urlsplit
 
+import ada_url
 import idna
 
 from app.errors import InvalidSignal
@@ -43,15 +53,20 @@ from app.signals.types.base import Canonical, require_hex, require_str
 from app.signals.vocab import SignalType
 
 __all__ = [
+    "URL_CANON",
     "canonical_domain",
     "canonical_url",
     "domain_canonical",
     "url_canonical",
+    "url_canonical_v1",
     "url_domain",
     "url_hash",
+    "url_hash_v1",
 ]
 
 _MAX_URL = 8192
+# The canonical form new url signals are hashed under, recorded in their attrs as `canon`.
+URL_CANON = "2"
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -191,8 +206,12 @@ def _host_canonical(parts: SplitResult) -> str:
         return domain_canonical(host)
 
 
-def url_canonical(url: str) -> str:
-    """The canonical form of an http(s) URL (see the module docstring); raises InvalidSignal."""
+def url_canonical_v1(url: str) -> str:
+    """Canonical form 1 (RFC 3986 parsing by urllib; see the module docstring).
+
+    Kept only so that signals hashed under it keep matching: a `url` query is looked up under
+    both forms. It reads `http://a.example\\@b.example/` as host b.example, where a browser goes
+    to a.example, and refuses IPv4 shorthand such as `http://127.1/`; form 2 fixes both."""
     s = require_str(url, max_len=_MAX_URL)
     if _CONTROL.search(s):
         raise InvalidSignal("value", "URL contains control characters (tab, newline, ...)")
@@ -213,6 +232,37 @@ def url_canonical(url: str) -> str:
     if not path.startswith("/"):
         path = "/" + path
     query = _normalise_pct(parts.query, _QUERY_SAFE)
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def url_canonical(url: str) -> str:
+    """Canonical form 2 of an http(s) URL: parsed as a browser parses it (WHATWG URL Standard,
+    via ada-url), then the rules of form 1 applied to the parts; raises InvalidSignal."""
+    s = require_str(url, max_len=_MAX_URL).strip()
+    if _CONTROL.search(s):
+        raise InvalidSignal("value", "URL contains control characters (tab, newline, ...)")
+    try:
+        parsed = ada_url.URL(s)
+    except ValueError:
+        hint = " (include the scheme, e.g. 'https://')" if "://" not in s else ""
+        raise InvalidSignal("value", f"not a parseable URL{hint}") from None
+    scheme = parsed.protocol.rstrip(":")
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidSignal("value", "only http and https URLs are accepted")
+    host = parsed.hostname
+    if not host:
+        raise InvalidSignal("value", "URL has no host")
+    if host.startswith("["):
+        host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+    else:
+        try:
+            host = str(ipaddress.IPv4Address(host))  # the parser already expanded shorthand
+        except ValueError:
+            host = domain_canonical(host)  # our label rules on the browser's ASCII host
+    port = parsed.port  # "" when absent or the scheme's default
+    netloc = f"{host}:{port}" if port else host
+    path = _remove_dot_segments(_normalise_pct(parsed.pathname, _PATH_SAFE)) or "/"
+    query = _normalise_pct(parsed.search[1:], _QUERY_SAFE)
     return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
@@ -253,7 +303,15 @@ def canonical_url(value: object, *, domain: object = None) -> Canonical:
     if domain is not None and _extra_domain(domain) != host:
         raise InvalidSignal("domain", "does not match the host of the URL; leave it out")
     digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
-    return Canonical(SignalType.URL, digest, {"domain": host})
+    return Canonical(SignalType.URL, digest, {"domain": host, "canon": URL_CANON})
+
+
+def url_hash_v1(url: str) -> str | None:
+    """The form 1 hash of a raw URL, or None where form 1 cannot read it."""
+    try:
+        return hashlib.sha256(url_canonical_v1(url).encode("ascii")).hexdigest()
+    except InvalidSignal:
+        return None
 
 
 def _extra_domain(domain: object) -> str:
