@@ -20,6 +20,7 @@ from app.api import oprf as oprf_api
 from app.api import roster as roster_api
 from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
+from app.api.overlimit import RefuseOverLimit
 from app.console import install as _console_install
 from app.services import log as exchange_log
 from app.services.background import Background
@@ -107,6 +108,8 @@ def create_app(
     app.include_router(roster_api.router)
     _console_install(app)  # /console: operator and auditor pages (app/console/)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Added last, so it runs first: an over-limit key is refused before anything reads its body.
+    app.add_middleware(RefuseOverLimit)
     _add_item_schemas(app)
     return app
 

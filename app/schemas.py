@@ -39,6 +39,9 @@ class SignalIn(_In):
     allow_low_quality: bool = Field(False, description="Accept a PDQ hash with quality < 50.")
     key_id: str | None = Field(None, description="Identifier key id (identifier types).")
     domain: str | None = Field(None, description="Domain of a pre-hashed url signal.")
+    subdomains: bool = Field(
+        True, description="domain: also match its subdomains and URLs on them (default)."
+    )
     categories: list[str] = Field(min_length=1, max_length=16)
     indicators: list[str] = Field(default_factory=list, max_length=32)
     opinion: Opinion = Opinion.INVESTIGATION_SEED

@@ -38,8 +38,11 @@ def require(scope: str) -> Callable[..., Awaitable[Caller]]:
         # Per-key request limit, shared by the node's workers (app/services/ratelimit.py). Most
         # requests spend a token leased in memory; a key over its limit is refused from memory.
         limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
-        if limiter is not None and not limiter.take_local(caller.id):
-            await run_in_threadpool(limiter.take_shared, caller.id)
+        if limiter is not None:
+            assert key is not None  # authenticated
+            limiter.note_key(apikeys.key_hash(key), caller.id)  # for app/api/overlimit.py
+            if not limiter.take_local(caller.id):
+                await run_in_threadpool(limiter.take_shared, caller.id)
         return caller
 
     check.__name__ = f"require_{scope}"

@@ -47,7 +47,6 @@ DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 other types are a few KiB, bounded field by field."""
 MAX_REASON_CHARS = 1000  # as RetractIn / FeedbackIn
 MAX_ATTRS_BYTES = 4 * 1024  # spec/signet-1.md [SIG-3]
-_VERSION_MARKERS = frozenset({"fold"})
 MAX_VALIDITY = timedelta(days=5 * 365)  # as POST /v1/signals
 # Slack for validity measured from the record's own valid_from (the origin's clock, rounded).
 _VALIDITY_SLACK = timedelta(days=2)
@@ -100,6 +99,10 @@ class CheckedSignal:
 _QUOTED = re.compile(r"'[^']*'")
 
 
+# Signal attributes derived from the value by newer canonical forms; see check_signal.
+_DERIVED_ATTRS = frozenset({"fold", "registrable"})
+
+
 def _unquoted(reason: str) -> str:
     """A vocabulary error's reason without the value it quotes: a refusal is logged, and what a
     peer put in a field (free text in an indicator, say) must not reach our log."""
@@ -118,8 +121,16 @@ def _keys(record: Mapping[str, Any], required: frozenset[str], optional: frozens
         raise RecordInvalid("v", "must be 1")
 
 
+# A vpdq value holds one line per video frame (at most 10,000, about 850 kB); it alone may
+# exceed the general record limit, up to this.
+VPDQ_MAX_RECORD_BYTES = 1024 * 1024
+
+
 def check_record_size(record: Mapping[str, Any], max_bytes: int) -> None:
-    """Refuse a record whose canonical form is larger than `max_bytes`."""
+    """Refuse a record whose canonical form is larger than `max_bytes` (vpdq signals:
+    `VPDQ_MAX_RECORD_BYTES`, if larger)."""
+    if record.get("kind") == "signal" and record.get("type") == "vpdq":
+        max_bytes = max(max_bytes, VPDQ_MAX_RECORD_BYTES)
     try:
         size = len(canonical_json(dict(record)))
     except SignetError:
@@ -212,6 +223,7 @@ def check_signal(
     if not isinstance(type_, str):
         raise RecordInvalid("type", "must be a string")
     key_id, domain, quality = attrs.get("key_id"), attrs.get("domain"), attrs.get("quality")
+    subdomains = attrs.get("subdomains")
     try:
         canon = canonicalize(
             type_,
@@ -221,6 +233,7 @@ def check_signal(
             allow_low_quality=True,
             key_id=key_id if isinstance(key_id, str) else None,
             domain=domain if isinstance(domain, str) else None,
+            subdomains=subdomains if type_ == "domain" and isinstance(subdomains, bool) else None,
         )
         categories = validate_categories(record.get("categories"), extra_categories)
         indicators = validate_indicators(record.get("indicators"))
@@ -228,11 +241,18 @@ def check_signal(
         raise RecordInvalid(exc.field or "value", _unquoted(exc.reason)) from None
     if canon.value != record.get("value"):
         raise RecordInvalid("value", "not in canonical form")
-    _check_attrs(attrs, canon)
-    if type_ == "url" and "canon" in attrs and attrs["canon"] != URL_CANON:
+    _check_attrs_size(attrs)
+    expected = dict(canon.extra)
+    if type_ == "url" and attrs.get("canon") == URL_CANON:
         # The hashed value does not say which canonical form made it; the publisher's attrs
         # do (app/signals/types/web.py), and only the current form may be named.
-        raise RecordInvalid("attrs.canon", "not a URL canonical form this node knows")
+        expected["canon"] = URL_CANON
+    # Attributes derived from the value (keyword `fold`, url/domain `registrable`) may be
+    # absent: records published before they existed do not carry them.
+    expected = {k: v for k, v in expected.items() if k not in _DERIVED_ATTRS or k in attrs}
+    if attrs != expected:
+        # Only what the type defines (quality, key_id, domain), exactly as canonicalized.
+        raise RecordInvalid("attrs", "must hold only the type's canonical attributes")
     if categories != record.get("categories"):
         raise RecordInvalid("categories", "must be sorted and unique")
     if indicators != record.get("indicators"):
@@ -262,22 +282,14 @@ def check_signal(
     )
 
 
-def _check_attrs(attrs: dict[str, Any], canon: Canonical) -> None:
-    """spec [SIG-3], [SIG-5], [VER-4]: at most 4 KiB; the parameters the type defines
-    (quality, key_id, domain) exactly as canonicalized; version markers (`fold`) as the
-    publisher set them, since values signed under an older form keep matching; anything else
-    is an extension, bounded by the size."""
+def _check_attrs_size(attrs: dict[str, Any]) -> None:
+    """spec [SIG-3]: `attrs` is at most 4 KiB of canonical JSON."""
     try:
         size = len(canonical_json(attrs))
     except SignetError:
         raise RecordInvalid("attrs", "not canonical JSON") from None
     if size > MAX_ATTRS_BYTES:
         raise RecordInvalid("attrs", f"{size} bytes, more than the {MAX_ATTRS_BYTES} allowed")
-    for name, value in canon.extra.items():
-        if name in _VERSION_MARKERS:
-            continue
-        if attrs.get(name) != value:
-            raise RecordInvalid(f"attrs.{name}", "not in canonical form")
 
 
 def _signal_ref(record: Mapping[str, Any], keys: frozenset[str]) -> Mapping[str, Any]:

@@ -46,6 +46,9 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+key_hash = _hash  # public name for the API edge (app/api/overlimit.py)
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: the parts of an API key a request needs."""

@@ -31,6 +31,7 @@ _COLUMNS = (
     _SIGNAL.origin,
     _SIGNAL.type,
     _SIGNAL.value,
+    _SIGNAL.attrs,
     _SIGNAL.match_key,
     _SIGNAL.categories,
     _SIGNAL.indicators,
@@ -66,6 +67,7 @@ def _indexed(r: Row[Any]) -> IndexedSignal:
             "feedback_status": r.feedback_status,
         },
         seq=r.change_seq,
+        subdomains=r.type == "domain" and (r.attrs or {}).get("subdomains") is True,
     )
 
 

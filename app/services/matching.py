@@ -95,6 +95,8 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
                     if old is not None and old != canon.value:
                         rows = sorted({*rows, *node.index.exact(match_key("url", old), now)})
                 hits[i] = [(r, None, None, None) for r in rows]
+                if canon.type in (SignalType.URL, SignalType.DOMAIN):
+                    hits[i] += _covering(node, canon.value, canon.extra, now, hits[i])
         except ValidationError as exc:
             errors[i] = pydantic_item_error(exc, f"queries[{i}]")
         except InvalidInput as exc:
@@ -124,6 +126,23 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
             matches.append(MatchHit(**s.public, distance=distance, matched=matched, video=video))
         results.append(MatchResult(index=i, status="ok", matches=matches, truncated=truncated))
     return MatchBatchResult(results=results)
+
+
+def _covering(
+    node: Node, value: str, extra: dict[str, str | int], now: float, have: list[Hit]
+) -> list[Hit]:
+    """Domain signals that cover the query's host through its subdomains (url: the URL's host,
+    domain: the domain itself), beyond the exact hits already found."""
+    host = extra.get("domain") if "domain" in extra else value
+    if not isinstance(host, str):
+        return []
+    seen = {h[0] for h in have}
+    out: list[Hit] = []
+    for r, d in node.index.domains_over(host, now):
+        if r not in seen:
+            seen.add(r)
+            out.append((r, None, f"domain:{d}", None))
+    return out
 
 
 def _refuse_wide_pdq(queries: list[Any], limit: int) -> None:

@@ -27,7 +27,7 @@ from app.errors import RateLimited
 from app.storage import limits
 from app.storage.db import Database
 
-__all__ = ["RateLimiter", "for_db"]
+__all__ = ["RateLimited", "RateLimiter", "for_db"]
 
 MAX_LEASE = 100
 
@@ -52,6 +52,19 @@ class RateLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._local: dict[int, _Local] = {}
+        self._ids: dict[str, int] = {}  # key hash -> key id, for refusals before auth runs
+
+    def note_key(self, key_hash: str, key_id: int) -> None:
+        """Remember which key id a key hash is (so `refused_for_hash` can answer)."""
+        if self._ids.get(key_hash) != key_id:
+            with self._lock:
+                if len(self._ids) > 100_000:
+                    self._ids.clear()
+                self._ids[key_hash] = key_id
+
+    def refused_for_hash(self, key_hash: str) -> RateLimited | None:
+        key_id = self._ids.get(key_hash)
+        return None if key_id is None else self.refused_for(key_id)
 
     def take_local(self, key_id: int) -> bool:
         """Spend a leased token: True if done, False if the shared bucket must be asked.
@@ -68,6 +81,15 @@ class RateLimiter:
                 local.tokens -= 1
                 return True
             return False
+
+    def refused_for(self, key_id: int) -> RateLimited | None:
+        """The refusal for a key known (in memory) to be over its limit right now, else None."""
+        now = self._clock()
+        with self._lock:
+            local = self._local.get(key_id)
+            if local is None or local.refused_until <= now:
+                return None
+            return self._refusal(local.refused_until - now)
 
     def take_shared(self, key_id: int) -> None:
         """Lease tokens from the database and spend one; RateLimited if the bucket is empty."""

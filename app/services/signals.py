@@ -85,6 +85,7 @@ def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
         allow_low_quality=spec.allow_low_quality,
         key_id=spec.key_id,
         domain=spec.domain,
+        subdomains=spec.subdomains if spec.type == "domain" else None,
     )
     categories = validate_categories(spec.categories, node.settings.extra_categories)
     indicators = validate_indicators(spec.indicators)

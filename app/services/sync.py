@@ -104,6 +104,10 @@ def _feedback_target(fb: FeedbackRow, signal: SignalRow | None, our_peers: set[s
     return signal.received_from
 
 
+# Approximate bytes of records per page (values dominate); half the default max_page_bytes.
+_PAGE_BYTES = 4 * 1024 * 1024
+
+
 def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
     """The page of records `peer` (an authenticated, current peer) may see after `after`."""
     if after < 0:
@@ -126,6 +130,7 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
         upto = log_store.log_size(session)
         cursor = after
         full = False
+        budget = _PAGE_BYTES  # vpdq records are large: a page stops well within a peer's cap
         while not full:
             sigs = store.signals_changed(session, cursor, upto, _SCAN_CHUNK)
             fbs = store.feedback_changed(session, cursor, upto, _SCAN_CHUNK)
@@ -158,8 +163,10 @@ def build_page(node: Node, peer: str, after: int, limit: int) -> RecordsPage:
                     envelopes.append(RecordEnvelope(cand.record, cand.hops))
                     seqs.append(seq)
                     restricted.append(cand.tlp in COMMITTED_TLP)
+                    value = cand.record.get("value")
+                    budget -= 1024 + (len(value) if isinstance(value, str) else 0)
                 cursor = seq + 1
-                if len(envelopes) >= limit:
+                if len(envelopes) >= limit or budget <= 0:
                     full = True
                     break
             else:

@@ -5,6 +5,8 @@
 - `vpdq`: a second `PDQIndex` over every stored video's distinct usable frame hashes, keyed
   `row_id << 20 | slot`, so a video query is one batched range search over all frames of all
   videos (not a scan per video); the vPDQ percentages are then counted per video hit;
+- `domain` signals that cover their subdomains: also a dict by domain, probed with the query
+  host and each parent down to its registrable domain (Public Suffix List);
 - `text_tlsh`: a list scanned with TLSH's own distance (the number of TLSH signals is small);
 - keywords inside free text: a dict of phrases under their fold 2 key (`app.signals.textfold`,
   computed here from the stored value, so keywords published before fold 2 are keyed alike),
@@ -28,6 +30,7 @@ import numpy as np
 import tlsh
 
 from app.errors import InvalidSignal
+from app.signals.domains import covering_domains
 from app.signals.pdq_index import PDQIndex
 from app.signals.textfold import leet_fold, match_key_text
 from app.signals.types.video import (
@@ -56,6 +59,7 @@ class IndexedSignal:
     # needs no database read.
     public: Mapping[str, Any] = field(default_factory=dict)
     seq: int | None = None  # the log position of this version (tags the PDQ index's writes)
+    subdomains: bool = False  # a domain signal that also covers its subdomains
 
 
 _SLOT_BITS = 20  # frame slots per video in a vpdq index key; MAX_FRAMES fits
@@ -90,6 +94,7 @@ class MatchIndex:
         self._tlsh: dict[int, str] = {}
         self._keywords: dict[str, set[int]] = {}
         self._keywords_leet: dict[str, set[int]] = {}
+        self._domains: dict[str, set[int]] = {}  # domain signals covering their subdomains
         self._rows: dict[int, IndexedSignal] = {}
 
     def __len__(self) -> int:
@@ -136,6 +141,8 @@ class MatchIndex:
             self._tlsh[s.row_id] = s.value
         else:
             self._exact.setdefault(s.match_key, set()).add(s.row_id)
+            if s.subdomains:
+                self._domains.setdefault(s.value, set()).add(s.row_id)
             if s.type == "keyword":
                 key = match_key_text(s.value)
                 self._keywords.setdefault(key, set()).add(s.row_id)
@@ -155,6 +162,8 @@ class MatchIndex:
             self._tlsh.pop(row_id, None)
         else:
             _discard(self._exact, old.match_key, row_id)
+            if old.subdomains:
+                _discard(self._domains, old.value, row_id)
             if old.type == "keyword":
                 key = match_key_text(old.value)
                 _discard(self._keywords, key, row_id)
@@ -240,6 +249,15 @@ class MatchIndex:
                     )
                 )
         return out
+
+    def domains_over(self, host: str, now: float) -> list[tuple[int, str]]:
+        """Domain signals covering `host` through a parent (or itself), down to its registrable
+        domain: (row id, the signal's domain)."""
+        found: list[tuple[int, str]] = []
+        with self._lock:
+            for d in covering_domains(host):
+                found += [(r, d) for r in sorted(self._domains.get(d, ())) if self._live(r, now)]
+        return found
 
     def tlsh(self, digest: str, threshold: int, now: float) -> list[tuple[int, int]]:
         with self._lock:

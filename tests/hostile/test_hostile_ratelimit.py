@@ -106,3 +106,16 @@ def test_a_new_key_works_at_first_use_on_another_worker(
         other_worker.db.dispose()
     r = client.get("/v1/signals", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200
+
+
+def test_an_over_limit_key_is_refused_before_its_body_is_read(
+    limited: tuple[Node, Any, Any],
+) -> None:
+    """Refusals cost no body parsing: a malformed body still gets 429, not 400."""
+    node, a, _ = limited
+    flooder = bearer(node, "match")
+    codes = [a.post("/v1/match", headers=flooder, json=MATCH).status_code for _ in range(11)]
+    assert codes[-1] == 429
+    r = a.post("/v1/match", headers={**flooder, "content-type": "application/json"}, content=b"{")
+    assert r.status_code == 429 and r.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(r.headers["retry-after"]) <= 60

@@ -40,12 +40,15 @@ def test_url_canonical(raw: str, want: str) -> None:
 def test_url_signal() -> None:
     c = canonicalize("url", "https://WWW.Example.org/path#x")
     assert c.value == hashlib.sha256(b"https://www.example.org/path").hexdigest()
-    assert c.extra == {"domain": "www.example.org", "canon": "2"}
+    assert c.extra == {"domain": "www.example.org", "canon": "2", "registrable": "example.org"}
     assert url_domain("https://WWW.Example.org/path#x") == "www.example.org"
     # Pre-hashed form: the node never needs the raw URL.
     pre = canonicalize("url", c.value.upper(), domain="WWW.example.org.")
     # (No `canon` on the pre-hashed form: the node cannot tell which form the client hashed.)
-    assert (pre.value, pre.extra) == (c.value, {"domain": "www.example.org"})
+    assert (pre.value, pre.extra) == (
+        c.value,
+        {"domain": "www.example.org", "registrable": "example.org"},
+    )
     assert canonicalize("url", "http://[::1]/").extra == {"domain": "[::1]", "canon": "2"}
 
 

@@ -12,7 +12,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.errors import InvalidSignal
+from app.signals.domains import PSL_VERSION, is_public_suffix, registrable_domain
 from app.signals.types.base import Canonical
 from app.signals.types.identifiers import canonical_identifier
 from app.signals.types.media import (
@@ -37,11 +40,15 @@ def canonicalize(
     allow_low_quality: bool = False,
     key_id: str | None = None,
     domain: str | None = None,
+    subdomains: bool | None = None,
 ) -> Canonical:
     """Validate `value` as a signal of `type` and return its canonical form.
 
     `quality` is required for pdq; `key_id` for identifier types; `domain` only with a
-    pre-hashed url (64 hex), where it is required. Raises InvalidSignal(field, reason).
+    pre-hashed url (64 hex), where it is required; `subdomains` (domain only) whether the
+    signal also covers its subdomains (recorded in `extra`). url and domain values get their
+    registrable domain (Public Suffix List) in `extra["registrable"]` when they have one.
+    Raises InvalidSignal(field, reason).
     """
     try:
         t = SignalType(type)
@@ -59,8 +66,10 @@ def canonicalize(
         return canonical_identifier(t, value, key_id)
     if key_id is not None:
         raise InvalidSignal("key_id", f"only identifier signals carry a key_id, not {t.value}")
+    if subdomains is not None and t is not SignalType.DOMAIN:
+        raise InvalidSignal("subdomains", f"only domain signals cover subdomains, not {t.value}")
     if t is SignalType.URL:
-        return canonical_url(value, domain=domain)
+        return _with_registrable(canonical_url(value, domain=domain), "domain")
     if domain is not None:
         raise InvalidSignal("domain", f"only url signals carry a domain, not {t.value}")
     if t is SignalType.MD5:
@@ -70,7 +79,24 @@ def canonicalize(
     if t is SignalType.PHOTODNA:
         return canonical_photodna(value)
     if t is SignalType.DOMAIN:
-        return canonical_domain(value)
+        canon = canonical_domain(value)
+        if subdomains and is_public_suffix(canon.value):
+            raise InvalidSignal(
+                "subdomains",
+                f"{canon.value} is a public suffix (Public Suffix List {PSL_VERSION}): covering "
+                "its subdomains would cover every site under it; send subdomains: false",
+            )
+        canon = _with_registrable(canon, None)
+        if subdomains is not None:
+            canon = replace(canon, extra={**canon.extra, "subdomains": subdomains})
+        return canon
     if t is SignalType.KEYWORD:
         return canonical_keyword(value)
     return canonical_text_tlsh(value)
+
+
+def _with_registrable(canon: Canonical, host_key: str | None) -> Canonical:
+    """`canon` with the registrable domain of its host (the value, or `extra[host_key]`)."""
+    host = canon.extra.get(host_key) if host_key else canon.value
+    reg = registrable_domain(host) if isinstance(host, str) else None
+    return replace(canon, extra={**canon.extra, "registrable": reg}) if reg else canon
