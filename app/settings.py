@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     clock_skew: int = Field(60, ge=0, le=600, description="Tolerated peer clock skew, seconds.")
     sync_interval: float = Field(30.0, gt=0, description="Seconds between background pulls.")
     background: bool = Field(True, description="Run checkpoint, purge and sync loops.")
+    group_commit: bool = Field(
+        False, description="Concurrent writers of a process share one transaction (services/tx)."
+    )
     pdq_shared_base: bool = Field(
         False,
         description="Keep the PDQ index base in data_dir/index, one copy mapped by all workers.",

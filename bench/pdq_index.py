@@ -101,6 +101,10 @@ def memory_row(n: int, index: PDQIndex, path: Path | None) -> None:
     )
 
 
+REUSE = False  # --reuse-base: map a base file an earlier run of the same size/seed left
+SKIP_UPDATES = False  # --skip-updates: no insert/delete/compaction section (slow at 100M)
+
+
 def run_size(
     n: int, queries: int, bandwidth: float, seed: int, base_dir: Path | None = None
 ) -> tuple[list[dict[str, str]], dict[str, str]]:
@@ -126,9 +130,17 @@ def run_size(
     )
 
     # ---- PDQIndex (its base in a file under `base_dir`, mapped read-only, when given)
-    path = base_dir / f"bench-{n}.pdqbase" if base_dir is not None else None
+    # The planted data depend on n, the seed and the query count: all three name the file.
+    path = base_dir / f"bench-{n}-{seed}-{queries}.pdqbase" if base_dir is not None else None
     with Stopwatch() as build:
-        index = PDQIndex.from_arrays(keys, codes, path=path)
+        if REUSE and path is not None and path.exists():
+            index = PDQIndex(path=path)  # same seed, same data: nothing to rebuild
+            assert len(index) == n and index.query(codes[0].tobytes(), 0)
+        else:
+            index = PDQIndex.from_arrays(keys, codes, path=path)
+    build_note = (
+        "reused base file" if REUSE and path is not None else f"build {build.seconds:.2f} s"
+    )
     index.query(query_codes[0].tobytes())  # warm the probe plan
     answers: list[list[tuple[int, int]]] = []
     batch_answers: list[list[tuple[int, int]]] = []
@@ -154,7 +166,7 @@ def run_size(
         index_single,
         queries / batched_seconds,
         f"{recall:.2%}",
-        f"build {build.seconds:.2f} s; {memory / 2**20:.0f} MiB ({memory / n:.0f} B/code)",
+        f"{build_note}; {memory / 2**20:.0f} MiB ({memory / n:.0f} B/code)",
     )
 
     # ---- numpy brute force: also the exactness check of the index on a sample
@@ -201,6 +213,9 @@ def run_size(
     if faiss_single:
         rows[1]["notes"] += f"; {index_single / faiss_single:.1f}x FAISS"
 
+    if SKIP_UPDATES:
+        memory_row(n, index, path)
+        return rows, {"codes": f"{n:,}", "build": build_note}
     # ---- updates
     fresh = rng.integers(0, 256, size=(1000, 32), dtype=np.uint8)
     fresh_keys = np.arange(1000, dtype=np.int64) * -3 - 1  # disjoint from existing keys
@@ -252,7 +267,13 @@ def main() -> None:
         default="data/bench-pdq",
         help="where the index base files go (removed afterwards); '' keeps them in memory",
     )
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes per method")
+    parser.add_argument("--reuse-base", action="store_true", help="map a base file left before")
+    parser.add_argument("--skip-updates", action="store_true", help="skip the updates section")
+    parser.add_argument("--keep-base", action="store_true", help="leave the base files in place")
     args = parser.parse_args()
+    global REUSE, SKIP_UPDATES, REPEAT
+    REUSE, SKIP_UPDATES, REPEAT = args.reuse_base, args.skip_updates, args.repeat
     base_dir = Path(args.base_dir) if args.base_dir else None
     if base_dir is not None:
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -269,8 +290,8 @@ def main() -> None:
     updates: list[dict[str, str]] = []
     for n in sizes:
         r, u = run_size(n, args.queries, bandwidth, args.seed, base_dir)
-        if base_dir is not None:
-            for f in base_dir.glob(f"bench-{n}.pdqbase*"):
+        if base_dir is not None and not args.keep_base:
+            for f in base_dir.glob(f"bench-{n}-*.pdqbase*"):
                 f.unlink()
         results += r
         updates.append(u)

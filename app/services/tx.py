@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlmodel import Session
@@ -15,6 +18,7 @@ from sqlmodel import Session
 from app.crypto.canonical import canonical_json
 from app.services.node import Node
 from app.services.timefmt import rfc3339
+from app.storage.db import Database
 from app.storage.log import LogAppender
 from app.storage.types import utcnow
 
@@ -50,12 +54,163 @@ class Tx:
 
 @contextmanager
 def transaction(node: Node) -> Iterator[Tx]:
-    with node.db.write() as session:
-        tx = Tx(node, session, LogAppender(session))
-        yield tx
-        tx.log.close()
+    """A write transaction with the sequencer lock; the log entries it appends commit with it.
+
+    With `settings.group_commit`, concurrent callers in this process share one database
+    transaction (see `GroupCommit`); each still sees all-or-nothing for its own work."""
+    if node.settings.group_commit:
+        with _committer(node).transaction() as tx:
+            yield tx
+    else:
+        with node.db.write() as session:
+            tx = Tx(node, session, LogAppender(session))
+            yield tx
+            tx.log.close()
+    _after_commit(node)
+
+
+def _after_commit(node: Node) -> None:
     for hook in node.after_commit:
         try:
             hook()
         except Exception:  # the change is committed; a hook failing must not turn it into a 500
             log.exception("after-commit hook %r failed", hook)
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+@dataclass(eq=False)
+class _Group:
+    """One open database transaction (holding the sequencer lock) shared by several callers."""
+
+    cm: AbstractContextManager[Session]
+    session: Session
+    log: LogAppender
+    members: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Concurrent writers of one process share one sequencer transaction.
+
+    Callers take turns (a lock) running their work on the group's session, each inside a
+    SAVEPOINT: a caller whose work fails rolls back to its savepoint (and the log appender
+    rewinds), the others are untouched. The caller that finishes while nobody is waiting for a
+    turn (or once the group has `MAX_MEMBERS`) commits the group; everyone returns only after
+    that commit, so "returned" still means "durable". Because the group holds the sequencer
+    lock from its first caller to its commit and callers append one after another, the log
+    stays one linear sequence with gap-free indexes, and `change_seq` order is commit order.
+    What a group saves per caller: BEGIN/lock/COMMIT (and on SQLite, the busy-wait for the
+    write lock), the head update and the read of the log size.
+    """
+
+    MAX_MEMBERS = 64
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._turn = threading.Lock()  # whose work runs on the group's session now
+        self._mu = threading.Lock()
+        self._waiting = 0
+        self._group: _Group | None = None
+
+    @contextmanager
+    def transaction_for(self, node: Node) -> Iterator[Tx]:
+        with self._mu:
+            self._waiting += 1
+        self._turn.acquire()
+        with self._mu:
+            self._waiting -= 1
+        try:
+            if self._group is None:
+                cm = self.db.write()
+                session = cm.__enter__()
+                self._group = _Group(cm, session, LogAppender(session))
+            group = self._group
+            # The group's first caller needs no savepoint: if its work fails, the whole
+            # transaction (its work only) rolls back. Savepoints cost two statements, which a
+            # lone writer would otherwise pay on every transaction.
+            first = group.members == 0
+            nested = None
+            try:
+                mark = group.log.mark()
+                if not first:
+                    nested = group.session.begin_nested()
+            except BaseException:
+                self._commit_if_last(group)  # never leave the sequencer lock held
+                raise
+            tx = Tx(node, group.session, group.log)
+            try:
+                yield tx
+                # The log rows are written once for the whole group, at its commit (as in a
+                # lone transaction, nothing in the body ever read them back before that).
+                if nested is not None:
+                    nested.commit()
+            except BaseException as exc:
+                if nested is None:
+                    self._abort(group, exc)
+                else:
+                    nested.rollback()
+                    group.log.rewind(mark)
+                    self._commit_if_last(group)
+                raise
+            group.members += 1
+            self._commit_if_last(group)
+        finally:
+            self._turn.release()
+        group.done.wait()
+        if group.error is not None:
+            raise group.error
+
+    def _abort(self, group: _Group, exc: BaseException) -> None:
+        """Turn held, the group's first caller failed: roll the whole transaction back."""
+        self._group = None
+        try:
+            with contextlib.suppress(BaseException):  # the caller re-raises its own exception
+                group.cm.__exit__(type(exc), exc, exc.__traceback__)
+        finally:
+            group.done.set()
+
+    def _commit_if_last(self, group: _Group) -> None:
+        """Turn held: commit the group unless someone is waiting to join it."""
+        with self._mu:
+            if self._waiting and group.members < self.MAX_MEMBERS:
+                return
+        self._group = None
+        exiting = False
+        try:
+            group.log.close()
+            exiting = True
+            group.cm.__exit__(None, None, None)
+        except BaseException as exc:
+            if not exiting:  # close() failed: roll back (a failed commit already has)
+                with contextlib.suppress(BaseException):  # reported through group.error
+                    group.cm.__exit__(type(exc), exc, exc.__traceback__)
+            group.error = exc
+        finally:
+            group.done.set()
+
+
+class _NodeCommitter:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        return _groups(self.node.db).transaction_for(self.node)
+
+
+_GROUPS: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
+_GROUPS_LOCK = threading.Lock()
+
+
+def _groups(db: Database) -> GroupCommit:
+    with _GROUPS_LOCK:
+        g = _GROUPS.get(db)
+        if g is None:
+            g = _GROUPS[db] = GroupCommit(db)
+        return g
+
+
+def _committer(node: Node) -> _NodeCommitter:
+    return _NodeCommitter(node)

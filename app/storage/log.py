@@ -69,6 +69,26 @@ class LogAppender:
         self.size += 1
         return index
 
+    def mark(self) -> tuple[int, int, dict[tuple[int, int], bytes], int, int, object]:
+        """This appender's state, to `rewind` to if the work after it is rolled back (a
+        savepoint of a group commit, app.services.tx)."""
+        info = self._session.info.get(LOG_SIZE)
+        return (
+            self.start,
+            self.size,
+            dict(self._fresh),
+            len(self._entries),
+            len(self._nodes),
+            info,
+        )
+
+    def rewind(self, mark: tuple[int, int, dict[tuple[int, int], bytes], int, int, object]) -> None:
+        """Forget every append since `mark` (their rows went with the savepoint)."""
+        self.start, self.size, self._fresh = mark[0], mark[1], mark[2]
+        del self._entries[mark[3] :]
+        del self._nodes[mark[4] :]
+        self._session.info[LOG_SIZE] = mark[5]
+
     def set_salt(self, index: int, salt: bytes) -> None:
         """Remember the salt of a commitment entry appended in this transaction."""
         self._entries[index - self.start]["salt"] = salt
