@@ -415,7 +415,7 @@ class _Applier:
             max_bytes=self.node.settings.max_record_bytes,
         )
         canon = checked.canon
-        attrs = canon.extra
+        attrs: dict[str, Any] = record["attrs"]  # as signed (a fold marker may be older)
         indicators = checked.indicators
         confidence = checked.confidence
         valid_from, valid_until = checked.valid_from, checked.valid_until
