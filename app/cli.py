@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.cli_roster import roster_app
 from app.errors import ConfigError, InvalidInput, SignetError
@@ -79,7 +80,7 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -135,9 +136,16 @@ def serve(
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
+    # Before anything imports prometheus_client here or in a worker: counters of every worker
+    # go to files under the data dir, and a scrape of any worker adds them up.
+    _prepare_multiprocess(settings.data_dir)
     from app.services.node import open_node
 
-    node = open_node(settings)  # migrate once, before workers start
+    _check_port_free(host, port)
+    try:
+        node = open_node(settings)  # migrate once, before workers start
+    except SQLAlchemyError as exc:
+        _fail(_database_problem(settings, exc), code=2)
     api_url = f"http://{host}:{port}"
     # Plain prints: rich would wrap the verifier key, which operators copy and paste.
     lines = [
@@ -160,6 +168,62 @@ def serve(
         access_log=False,
         proxy_headers=False,
     )
+
+
+def _prepare_multiprocess(data_dir: Path) -> None:
+    """A fresh per-run metrics directory under the data dir (an operator's own
+    PROMETHEUS_MULTIPROC_DIR wins). Here, not in app.observability: it must run before
+    prometheus_client is first imported, which picks its storage at import time."""
+    import os
+    import shutil
+
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(configured) if configured else data_dir / "prometheus"
+    if path.exists() and not configured:
+        shutil.rmtree(path)  # counters of a previous run would add up with this one's
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """`address already in use` from uvicorn comes with no hint; say what to do instead."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        _fail(f"SIGNET_HOST {host!r} does not resolve ({exc.strerror}): set SIGNET_HOST or --host")
+    family, *_rest, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(
+                    f"port {port} on {host} is already in use (another `signet serve`?): stop "
+                    "it, or choose another port with SIGNET_PORT or --port",
+                    code=2,
+                )
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror}; check SIGNET_HOST/SIGNET_PORT")
+
+
+def _database_problem(settings: Settings, exc: Exception) -> str:
+    """One line naming SIGNET_DATABASE_URL and the likely fix, never a traceback."""
+    from app.services.locate import _first_line
+
+    reason = _first_line(exc)
+    url = _redact(settings.database_url)
+    if "does not exist" in reason:
+        hint = "create the database (createdb) or fix its name"
+    elif "password" in reason or "authentication" in reason:
+        hint = "fix the user or password"
+    elif "unable to open" in reason:
+        hint = "the directory must exist and be writable (SIGNET_DATA_DIR)"
+    else:
+        hint = "is the database server running and reachable at that host and port?"
+    return f"cannot use SIGNET_DATABASE_URL={url}: {reason}; {hint}"
 
 
 def _self() -> str:
@@ -387,7 +451,7 @@ def identifier_ceremony(
     try:
         written = write_ceremony(epoch, holders, threshold, out_dir)
     except SignetError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for path in written:
         print(path)
@@ -1078,6 +1142,28 @@ def peers_remove(origin: Annotated[str, typer.Argument(help="The peer's origin."
     finally:
         node.db.dispose()
     err.print(f"Removed peer {origin}")
+
+
+@peers_app.command("set-key")
+def peers_set_key(
+    origin: Annotated[str, typer.Argument(help="The peer's origin.")],
+    key: Annotated[str, typer.Argument(help="Its new verifier key, checked out of band.")],
+) -> None:
+    """Re-pin a peer's key by hand (when it changed keys without a rotation record we can
+    verify). Its descriptor must be signed by KEY; the sharing policy and sync state stay."""
+    from app.federation.client import PeerClient
+    from app.services import rekey
+
+    node = _node()
+    client = PeerClient(node.origin, node.key.sign)
+    try:
+        pinned = rekey.set_key(node, origin, key, client.descriptor)
+    except InvalidInput as exc:
+        _fail(f"{exc.field}: {exc.reason}", code=2)
+    finally:
+        client.close()
+        node.db.dispose()
+    err.print(f"{origin}: pinned key {pinned}", highlight=False, soft_wrap=True)
 
 
 @peers_app.command("set-policy")

@@ -22,6 +22,7 @@ from app.api import taxii as taxii_api
 from app.api.limits import BodyLimit
 from app.api.overlimit import RefuseOverLimit
 from app.console import install as _console_install
+from app.observability import Observe
 from app.services import log as exchange_log
 from app.services.background import Background
 from app.services.federation import Federation
@@ -110,6 +111,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Added last, so it runs first: an over-limit key is refused before anything reads its body.
     app.add_middleware(RefuseOverLimit)
+    # Outermost, added after RefuseOverLimit: request id and metrics cover every answer.
+    app.add_middleware(Observe)
     _add_item_schemas(app)
     return app
 

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("", description="URL peers reach this node at; default from host/port.")
     log_level: str = "info"
+    log_format: str = Field("text", description="`text` or `json` (one object per line).")
 
     # Identifier keys: `id=base64key,id2=base64key`. The node needs only the ids (to refuse
     # identifier hashes made under a key the federation does not use); the CLI needs the keys.
@@ -147,6 +148,13 @@ class Settings(BaseSettings):
             return frozenset(p.strip() for p in v.split(",") if p.strip())
         return v
 
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v.lower() not in {"text", "json"}:
+            raise ValueError("must be text or json")
+        return v.lower()
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, v: str) -> str:
@@ -158,8 +166,13 @@ class Settings(BaseSettings):
     def _derived(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'signet.db'}"
+        if self.database_url.startswith("postgres://"):
+            # The spelling many hosting providers and libpq tools hand out.
+            self.database_url = "postgresql://" + self.database_url[len("postgres://") :]
         if not self.database_url.startswith(("sqlite", "postgresql")):
-            raise ValueError("database_url must be a sqlite:/// or postgresql:// URL")
+            raise ValueError(
+                "SIGNET_DATABASE_URL must be a sqlite:///path or postgresql://user@host/db URL"
+            )
         if self.database_url.startswith("postgresql://"):
             # psycopg 3 is the PostgreSQL driver we ship.
             self.database_url = "postgresql+psycopg://" + self.database_url[len("postgresql://") :]
@@ -192,7 +205,8 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for err in exc.errors():
             name = "SIGNET_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
-            lines.append(f"{name or 'settings'}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {msg}" if name else msg)
         raise ConfigError("unusable settings:\n  " + "\n  ".join(lines)) from None
 
 

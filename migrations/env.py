@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
+from sqlmodel import SQLModel
 
 import app.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from sqlmodel import SQLModel
 
 target_metadata = SQLModel.metadata
 
@@ -27,8 +27,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from app.storage.db import Database
     from app.settings import get_settings
+    from app.storage.db import Database
 
     db = Database(get_settings().database_url)
     with db.engine.connect() as conn:

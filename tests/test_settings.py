@@ -19,7 +19,7 @@ def test_defaults_use_sqlite_under_data(monkeypatch: pytest.MonkeyPatch) -> None
     [
         ("SIGNET_ORIGIN", "Not An Origin", "SIGNET_ORIGIN"),
         ("SIGNET_PORT", "99999", "SIGNET_PORT"),
-        ("SIGNET_DATABASE_URL", "mysql://x", "database_url"),
+        ("SIGNET_DATABASE_URL", "mysql://x", "SIGNET_DATABASE_URL must be"),
         ("SIGNET_IDENTIFIER_KEYS", "fed=short", "SIGNET_IDENTIFIER_KEYS"),
         ("SIGNET_MAX_BATCH", "0", "SIGNET_MAX_BATCH"),
     ],

@@ -56,3 +56,5 @@ FeedbackKey = Annotated[Caller, Depends(require("feedback"))]
 AdminKey = Annotated[Caller, Depends(require("admin"))]
 AuditKey = Annotated[Caller, Depends(require("audit"))]
 FeedKey = Annotated[Caller, Depends(require("feed"))]
+# Prometheus scrapers: read-only figures, no admin powers (admin keys pass too).
+MetricsKey = Annotated[Caller, Depends(require("metrics"))]

@@ -8,13 +8,15 @@ the real reason is logged (services/federation.py).
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminKey, NodeDep
+from app.api.deps import MetricsKey, NodeDep
 from app.crypto.errors import WitnessConflict
 from app.federation.pages import Notify
 from app.services import sync, witness
@@ -109,10 +111,19 @@ def checkpoint(node: NodeDep) -> PlainTextResponse:
     "/metrics",
     operation_id="metrics",
     tags=["admin"],
-    summary="Prometheus metrics (admin key)",
+    summary="Prometheus metrics (API key with scope metrics, or admin)",
     response_class=PlainTextResponse,
 )
-def metrics(fed: FederationDep, _: AdminKey) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+def metrics(fed: FederationDep, _: MetricsKey) -> Response:
+    """HTTP and domain metrics added up over every worker (see app/observability.py)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(generate_latest(fed.registry), media_type=CONTENT_TYPE_LATEST)
+    from app.observability import MULTIPROC_ENV, render
+    from app.services.federation import _StatusCollector
+
+    if os.environ.get(MULTIPROC_ENV):
+        # Workers' counters come from the shared directory; per-peer state from the database.
+        body = render(fed.node, [_StatusCollector(fed.node)])
+    else:
+        body = render(fed.node) + generate_latest(fed.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from app import observability
 from app.api.deps import FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
 from app.api.fairness import MatchGate
 from app.schemas import (
@@ -37,7 +38,9 @@ SignalId = Annotated[str, Path(max_length=64, description="Signal id.")]
 def submit_signals(body: SignalBatchIn, node: NodeDep, key: SubmitKey) -> BatchResult:
     """Each item is answered on its own (`created`, `duplicate` or `rejected` with the field and
     reason); a bad item never stops the others. Resubmitting a signal returns its id again."""
-    return signals.submit_batch(node, body.signals, key.id)
+    result = signals.submit_batch(node, body.signals, key.id)
+    observability.count_submissions(body.signals, result)
+    return result
 
 
 @router.get("/signals", operation_id="list_signals", response_model=SignalPage)
@@ -94,6 +97,7 @@ async def match(
     if gate is None:
         gate = request.app.state.match_gate = MatchGate()
     result = await gate.run(key.id, matching.match_batch, node, body.queries)
+    observability.count_matches(body.queries, result)
     seen = [
         (m.id, m.origin)
         for q, r in zip(body.queries, result.results, strict=True)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from app import __version__
 from app.api.deps import NodeDep
-from app.services import records
+from app.services import records, rekey
 
 router = APIRouter(tags=["federation"])
 
@@ -35,6 +35,11 @@ def descriptor(node: NodeDep, oprf: dict[str, Any] | None = None) -> dict[str, A
     }
     if oprf:  # identifier OPRF: the key epochs this node serves or holds a share of
         body["oprf"] = oprf
+    # Our key rotations, oldest first: peers that pinned an older key follow the chain to this
+    # descriptor's key by themselves (app/services/rekey.py).
+    rotations = rekey.rotation_records(node)
+    if rotations:
+        body["rotations"] = rotations
     return records.sign(node, body)
 
 

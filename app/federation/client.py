@@ -38,7 +38,6 @@ __all__ = ["PeerClient", "PeerLimitExceeded", "PeerRefused", "PeerUnreachable"]
 USER_AGENT = "signet-federation/1"
 MAX_DESCRIPTOR_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 64 * 1024  # notify and add-checkpoint answers: a line or a problem+json
-_CHUNK = 64 * 1024
 
 
 class PeerUnreachable(FederationError):
@@ -146,7 +145,9 @@ class PeerClient:
         if declared.isdigit() and int(declared) > max_bytes:
             raise PeerLimitExceeded(f"{what}: answer of {declared} bytes, cap {max_bytes}")
         buf = bytearray()
-        for chunk in resp.iter_raw(_CHUNK):
+        # No chunk_size: with one, httpx buffers until it has that many bytes, and a peer
+        # dripping a byte a second would never reach the deadline check below.
+        for chunk in resp.iter_raw():
             buf += chunk
             if len(buf) > max_bytes:
                 raise PeerLimitExceeded(f"{what}: answer larger than {max_bytes} bytes")

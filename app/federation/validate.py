@@ -46,6 +46,7 @@ DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 """Canonical size bound of one record: a vpdq signal of 10,000 frames is about 0.8 MiB; the
 other types are a few KiB, bounded field by field."""
 MAX_REASON_CHARS = 1000  # as RetractIn / FeedbackIn
+MAX_ATTRS_BYTES = 4 * 1024  # spec/signet-1.md [SIG-3]
 MAX_VALIDITY = timedelta(days=5 * 365)  # as POST /v1/signals
 # Slack for validity measured from the record's own valid_from (the origin's clock, rounded).
 _VALIDITY_SLACK = timedelta(days=2)
@@ -240,6 +241,7 @@ def check_signal(
         raise RecordInvalid(exc.field or "value", _unquoted(exc.reason)) from None
     if canon.value != record.get("value"):
         raise RecordInvalid("value", "not in canonical form")
+    _check_attrs_size(attrs)
     expected = dict(canon.extra)
     if type_ == "url" and attrs.get("canon") == URL_CANON:
         # The hashed value does not say which canonical form made it; the publisher's attrs
@@ -278,6 +280,16 @@ def check_signal(
         valid_from=valid_from,
         valid_until=valid_until,
     )
+
+
+def _check_attrs_size(attrs: dict[str, Any]) -> None:
+    """spec [SIG-3]: `attrs` is at most 4 KiB of canonical JSON."""
+    try:
+        size = len(canonical_json(attrs))
+    except SignetError:
+        raise RecordInvalid("attrs", "not canonical JSON") from None
+    if size > MAX_ATTRS_BYTES:
+        raise RecordInvalid("attrs", f"{size} bytes, more than the {MAX_ATTRS_BYTES} allowed")
 
 
 def _signal_ref(record: Mapping[str, Any], keys: frozenset[str]) -> Mapping[str, Any]:

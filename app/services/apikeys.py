@@ -39,7 +39,7 @@ DIRECTORY_REFRESH_SECONDS = 1.0
 MAX_KEY_CHARS = 128  # ours are 47; anything much longer is refused before it is even hashed
 KEY_PREFIX = "sgn_"
 _UNKNOWN = "unknown or revoked API key"
-SCOPES = ("submit", "match", "read", "feedback", "admin", "audit", "feed")
+SCOPES = ("submit", "match", "read", "feedback", "admin", "audit", "feed", "metrics")
 
 
 def _hash(key: str) -> str:

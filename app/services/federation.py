@@ -41,11 +41,11 @@ from sqlmodel import Session
 from app.crypto.keys import VerifierKey
 from app.errors import FederationError, SignetError
 from app.federation.client import PeerClient
-from app.federation.errors import NonceCacheFull, SignatureRefused
+from app.federation.errors import BadSignature, NonceCacheFull, SignatureRefused
 from app.federation.httpsig import MemoryNonceCache, verify_request
 from app.federation.pages import Notify
 from app.services import log as exchange_log
-from app.services import sync
+from app.services import rekey, sync
 from app.services.duties import PeerTasks
 from app.services.lease import Lease
 from app.services.node import Node
@@ -192,6 +192,7 @@ class Federation:
         self.limiter = PeerRequestLimiter(settings.peer_requests_per_minute)
         self.lease = Lease(node.db, "pull", ttl=node.settings.lease_ttl)
         self._resupervise = threading.Event()
+        self.key_follower = rekey.Follower(node, self.client.descriptor)
 
     # --- inbound -------------------------------------------------------------------------------
 
@@ -200,11 +201,14 @@ class Federation:
     ) -> str:
         """The origin of the current peer that signed this request; raises SignatureRefused."""
 
+        resolved: list[str] = []  # the current peer the request claims to come from
+
         def resolve(keyid: str) -> Any:
             with self.node.db.read() as session:
                 row = store.get_peer(session, keyid)
             if row is None:
                 return None
+            resolved.append(keyid)
             return VerifierKey.parse(row.verifier_key).verify
 
         try:
@@ -223,6 +227,9 @@ class Federation:
         except SignatureRefused as exc:
             self.refusals.labels(type(exc).__name__).inc()
             log.warning("refused federation request %s %s: %s", method, _path(url), exc)
+            if isinstance(exc, BadSignature) and resolved:
+                # A current peer signing with a key we did not pin: maybe it rotated.
+                self.key_follower.request_failed(resolved[0], str(exc))
             # The caller learns nothing about why: an unknown keyid and a pinned keyid with a
             # bad signature must look alike, or strangers can list our peers.
             raise RequestRefused() from None
@@ -293,6 +300,10 @@ class Federation:
                 session.add(row)
                 url, after = row.url, row.cursor
             page = self.client.pull(url, after, self.page_size)
+            if rekey.unknown_key_ids(self.node, peer, (e.record for e in page.records)):
+                # The peer's own records under a key we never pinned: a rotation to follow
+                # (or, with no verified chain, an error for the operator) before applying.
+                rekey.follow(self.node, peer, self.client.descriptor)
             applied = sync.apply_page(self.node, peer, after, page)
             result.pages += 1
             result.applied += applied.applied

@@ -42,6 +42,7 @@ from app.federation.errors import MalformedRecord, OwnRecordReturned
 from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
 from app.services import feedback as feedback_service
 from app.services import log as exchange_log
+from app.services import rekey
 from app.services import roster as roster_svc
 from app.services.node import Node
 from app.services.peers import policy_of
@@ -351,7 +352,11 @@ class _Applier:
             self.result.reasons.append(f"{digest[:16]} {reason[:200]}")
 
     def _verify(self, record: dict[str, Any]) -> None:
-        verify_record(record, lambda origin: self.keys.get(origin))
+        # A peer's records signed before its key rotation verify under the retired key.
+        verify_record(
+            record,
+            lambda origin: rekey.key_for(self.tx.session, self.keys, origin, record.get("key_id")),
+        )
 
     def _log(
         self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
@@ -410,7 +415,7 @@ class _Applier:
             max_bytes=self.node.settings.max_record_bytes,
         )
         canon = checked.canon
-        attrs = canon.extra
+        attrs: dict[str, Any] = record["attrs"]  # as signed (a fold marker may be older)
         indicators = checked.indicators
         confidence = checked.confidence
         valid_from, valid_until = checked.valid_from, checked.valid_until

@@ -369,3 +369,16 @@ class TombstoneRow(SQLModel, table=True):
     record: dict[str, Any] = _json(dict)
     received_from: str = Field(sa_column=Column(String(253), nullable=False))
     created_at: datetime = _ts()
+
+
+class PeerKeyRow(SQLModel, table=True):
+    """A key a peer rotated away from (app/services/rekey.py): its records signed before the
+    rotation still verify."""
+
+    __tablename__ = "peer_key"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    origin: str = Field(sa_column=Column(String(253), nullable=False, index=True))
+    key_id: str = Field(sa_column=Column(String(64), nullable=False))
+    verifier_key: str = Field(sa_column=Column(String(512), nullable=False))
+    retired_at: datetime = _ts()

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import app.storage.types
-from sqlalchemy.dialects import postgresql
 
 revision: str = '0002'
 down_revision: str | None = '0001'

@@ -61,6 +61,14 @@ def test_wheel_installs_migrates_and_serves(tmp_path: Path) -> None:
     assert "app/migrations/script.py.mako" in names
     assert any(n.startswith("app/migrations/versions/0001_") for n in names)
     assert not any(n.startswith(("tests/", "migrations/")) for n in names)
+    # Every file of the package in the repository is in the wheel (templates, assets too).
+    repo_files = {
+        str(p.relative_to(REPO))
+        for p in (REPO / "app").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+    missing = {f for f in repo_files if f not in names}
+    assert not missing, missing
 
     target = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(target)

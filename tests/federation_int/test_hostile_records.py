@@ -106,6 +106,7 @@ def test_bad_records_are_refused_alone_and_the_page_lands(
         {"extra": "field"},
         {"audience": {"tlp": "amber", "peers": [], "hops": 0}},
         {"attrs": {"quality": 90}},  # quality belongs to pdq only
+        {"attrs": {"note": "x" * 5000}},  # attrs over 4 KiB (spec SIG-3)
     ],
 )
 def test_each_vocabulary_and_range_rule_applies_to_received_records(
@@ -115,6 +116,17 @@ def test_each_vocabulary_and_range_rule_applies_to_received_records(
     mesh(a, b)
     result = sync.apply_page(a.node, "b.test", 0, _page(_signal(b.node.key, "b.test", 1, **fields)))
     assert (result.applied, result.refused) == (0, 1), result.reasons
+
+
+def test_older_keyword_fold_is_accepted(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
+    """spec SIG-5: a keyword signed before fold 2 (no attrs.fold) keeps working."""
+    a, b = make_nodes("a.test", "b.test")
+    mesh(a, b)
+    old = _signal(b.node.key, "b.test", 1, type="keyword", value="codeword", attrs={})
+    result = sync.apply_page(a.node, "b.test", 0, _page(old))
+    assert (result.applied, result.refused) == (1, 0), result.reasons
 
 
 def test_fetch_hashes_survives_a_stored_record_outside_the_vocabulary(
