@@ -167,15 +167,21 @@ def test_extension_fetch_match_retract_expire(live):
         signal("md5", "ext-groom", "clear", categories=["grooming"]),
     )
     _submit(live, platform, signal("pdq", "ext-red", "red"), signal("pdq", "ext-amb", "amber"))
-    soon = datetime.now(UTC) + timedelta(seconds=2)
+    soon = datetime.now(UTC) + timedelta(seconds=6)
     (short,) = _submit(
         live, platform, signal("md5", "ext-short", "clear", valid_until=soon.isoformat())
     )
 
     api, collab = _signet_api(live, feed, category="ncii")
     store, checkpoint = _fetch(api)
+    fetched_before_expiry = datetime.now(UTC) < soon
     origin = live.node.origin
-    assert set(store) == {f"{origin}/{i}" for i in (pdq, email, short)}
+    want = {f"{origin}/{i}" for i in (pdq, email)}
+    short_key = f"{origin}/{short}"
+    if fetched_before_expiry:
+        assert set(store) == want | {short_key}
+    else:  # a machine too loaded to fetch within 6 s: the short-lived one may be gone already
+        assert want <= set(store) <= want | {short_key}
     assert len(_match(SignetSignalExchangeAPI, collab, store, PdqSignal, pdq_hex)) == 1
     assert len(_match(SignetSignalExchangeAPI, collab, store, SignetEmailSignal, email_hex)) == 1
 
