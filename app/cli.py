@@ -1213,6 +1213,36 @@ def sync_cmd(
         raise typer.Exit(1)
 
 
+@app.command("backup")
+def backup_cmd(
+    directory: Annotated[Path, typer.Argument(help="A new, empty directory for the copy.")],
+) -> None:
+    """Consistent copy of a running SQLite node (database and key files) into DIR."""
+    from app.services import backup
+
+    node = _node()  # refuses a data dir that is not a node's
+    node.db.dispose()
+    try:
+        backup.backup(node.settings, directory)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+    err.print(f"Backed up {node.origin} to {directory}")
+
+
+@app.command("restore")
+def restore_cmd(
+    directory: Annotated[Path, typer.Argument(help="A directory from `signet backup`.")],
+) -> None:
+    """Restore a backup into an empty SIGNET_DATA_DIR (never over an existing node)."""
+    from app.services import backup
+
+    try:
+        db = backup.restore(_settings(), directory)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+    err.print(f"Restored {directory} to {db}; start the node with `signet serve`")
+
+
 @app.command("demo")
 def demo_cmd(
     keep: Annotated[bool, typer.Option(help="Keep the nodes' data directories.")] = False,
