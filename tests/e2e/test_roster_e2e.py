@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from app.crypto.keys import NodeKey
 from tests.e2e.node_proc import SIGNET
 from tests.e2e.test_federation_e2e import Proc, key, matches, nodes, wait_for
 
@@ -32,10 +31,10 @@ MD5 = "c0" * 16
 def _steward(tmp_path: Path, i: int) -> dict[str, str]:
     """A steward's own data dir (its key and log), not a running node."""
     data = tmp_path / f"steward{i}" / "data"
-    data.mkdir(parents=True)
-    NodeKey.load_or_create(data / "node.key")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNET_")}
-    return env | {"SIGNET_ORIGIN": f"steward{i}.test", "SIGNET_DATA_DIR": str(data)}
+    env |= {"SIGNET_ORIGIN": f"steward{i}.test", "SIGNET_DATA_DIR": str(data)}
+    _cli(env, "db", "upgrade")  # creates the steward's key and log; no server needed
+    return env
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
