@@ -371,7 +371,8 @@ def test_hma_follows_two_nodes_through_both_routes(tmp_path: Path) -> None:
         assert set(hma.lookup("pdq", victim)) == {"A_STOPNCII"}  # the upstream client bug
 
         # Expiry: gone from the signed route's bank at the first fetch after valid_until.
-        until = datetime.now(UTC) + timedelta(seconds=12)
+        # Signed times carry whole seconds (the node truncates), so ask for a whole second.
+        until = (datetime.now(UTC) + timedelta(seconds=12)).replace(microsecond=0)
         short = _pdq(rng)
         _submit(a, platform_a, short, valid_until=until.isoformat().replace("+00:00", "Z"))
         _eventually("the short-lived hash", lambda: "A_SIGNET" in hma.lookup("pdq", short), hma)
