@@ -913,33 +913,64 @@ def audit_report(
 
 @audit_app.command("reconcile")
 def audit_reconcile(
-    url_a: Annotated[str, typer.Argument(help="Node A's URL.")],
-    url_b: Annotated[str, typer.Argument(help="Node B's URL.")],
-    key_a: Annotated[str, typer.Option("--key-a", help="A's pinned verifier key.")],
-    key_b: Annotated[str, typer.Option("--key-b", help="B's pinned verifier key.")],
-    token_a: Annotated[str, typer.Option("--token-a", help="Audit API key at A.")],
-    token_b: Annotated[str, typer.Option("--token-b", help="Audit API key at B.")],
+    urls: Annotated[list[str], typer.Argument(help="The nodes' URLs (two or more).")],
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", help="Each node's pinned verifier key, in the order of the URLs."),
+    ] = None,
+    token: Annotated[
+        list[str] | None,
+        typer.Option("--token", help="An audit API key at each node, in the order of the URLs."),
+    ] = None,
+    key_a: Annotated[str | None, typer.Option("--key-a", hidden=True)] = None,
+    key_b: Annotated[str | None, typer.Option("--key-b", hidden=True)] = None,
+    token_a: Annotated[str | None, typer.Option("--token-a", hidden=True)] = None,
+    token_b: Annotated[str | None, typer.Option("--token-b", hidden=True)] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a withdrawal may go without a receipt before it counts as missing "
+            "(pulls and expiry rounds run on timers)."
+        ),
+    ] = 120.0,
+    evidence: Annotated[
+        bool, typer.Option(help="Fetch and check an inclusion proof for every receipt.")
+    ] = True,
 ) -> None:
-    """Verify both logs, then check that every record A says it delivered to B is in B's log
-    as received from A (or accounted for: held from another peer, refused), and the reverse.
-    Run it on a quiet federation: a page in flight shows up as missing."""
-    from app.audit.client import AuditClient
-    from app.audit.errors import AuditFailed
-    from app.audit.federation import reconcile, scan
-    from app.audit.run import audit_node
+    """Verify every node's log, then reconcile them.
 
-    pa, pb = _vkey(key_a, "--key-a"), _vkey(key_b, "--key-b")
+    Deliveries, pair by pair: every record A says it delivered to B is in B's log as received
+    from A (or accounted for: held from another peer, refused), and the reverse.
+
+    Withdrawals: for every retraction an audited origin issued, and every signal of its that
+    expired, each node that held the signal (by its own log, or by another's `delivered`
+    entries) and whether it logged an `applied` receipt, when, with the entries and inclusion
+    proofs as evidence. A holder without a receipt past --grace is missing and fails the run.
+    Run it on a quiet federation: a page in flight shows up as missing."""
+    from datetime import timedelta
+
+    from app.audit.errors import AuditFailed
+    from app.audit.reconcile import NodeSpec, reconcile_nodes
+
+    keys = ([key_a] if key_a else []) + ([key_b] if key_b else []) + list(key or [])
+    tokens = ([token_a] if token_a else []) + ([token_b] if token_b else []) + list(token or [])
+    if len(urls) < 2 or len(keys) != len(urls) or len(tokens) != len(urls):
+        err.print(
+            "[red]error:[/red] give two or more URLs, and one --key and one --token per URL, "
+            "in the same order"
+        )
+        raise typer.Exit(2)
+    specs = [
+        NodeSpec(u, t, _vkey(k, f"--key {i + 1}"))
+        for i, (u, k, t) in enumerate(zip(urls, keys, tokens, strict=True))
+    ]
     try:
-        # The receiver's side of each direction is read first by the other's audit, so
-        # pages served while we read are the only source of noise.
-        ra = audit_node(url_a, token_a, pa, peer_keys=[pb])
-        rb = audit_node(url_b, token_b, pb, peer_keys=[pa])
-        with AuditClient(url_a, token_a) as ca, AuditClient(url_b, token_b) as cb:
-            result = reconcile(scan(ca, ra.origin, ra.size), scan(cb, rb.origin, rb.size))
+        result = reconcile_nodes(specs, grace=timedelta(seconds=grace), evidence=evidence)
     except AuditFailed as exc:
         err.print(f"[red]FAILED[/red] {exc}")
         raise typer.Exit(1) from None
-    for d in result.directions:
+    directions = [d for pair in result.pairs for d in pair.directions]
+    for d in directions:
         mark = "[green]OK[/green]" if d.ok else "[red]MISMATCH[/red]"
         err.print(
             f"{mark} {d.sender} -> {d.receiver}: delivered {d.delivered}, received {d.received}, "
@@ -964,6 +995,14 @@ def audit_reconcile(
             err.print(
                 f"    {d.receiver} logged as received but {d.sender} never delivered: {digest}"
             )
+    for w in result.withdrawals:
+        mark = "[green]OK[/green]" if w.ok else "[red]MISSING[/red]"
+        where = f" (log entry {w.issued.index})" if w.issued else ""
+        err.print(f"{mark} {w.action} of {w.origin}/{w.signal_id} at {w.time}{where}")
+        for h in w.holders:
+            at = f" at {h.time}" if h.time else ""
+            proof = f", entry {h.evidence.index}, proof checked" if h.evidence else ""
+            err.print(f"    {h.node}: {h.status}{at}{proof}")
     print(
         json.dumps(
             {
@@ -984,8 +1023,9 @@ def audit_reconcile(
                         "restricted_delivered": d.restricted_delivered,
                         "restricted_received": d.restricted_received,
                     }
-                    for d in result.directions
+                    for d in directions
                 ],
+                "withdrawals": [w.as_json() for w in result.withdrawals],
             }
         )
     )

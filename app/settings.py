@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     retention_days: int = Field(30, ge=0, description="Purge retracted/expired signals after.")
     checkpoint_interval: float = Field(5.0, gt=0, description="Seconds between checkpoints.")
+    expire_interval: float = Field(
+        60.0, gt=0, description="Seconds between expiry rounds (each logs `applied` receipts)."
+    )
     index_poll_interval: float = Field(0.5, gt=0, description="Seconds between index refreshes.")
     clock_skew: int = Field(60, ge=0, le=600, description="Tolerated peer clock skew, seconds.")
     sync_interval: float = Field(30.0, gt=0, description="Seconds between background pulls.")

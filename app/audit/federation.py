@@ -37,7 +37,7 @@ from app.crypto.checkpoint import (
 from app.crypto.keys import ALG_COSIGNATURE_V1, VerifierKey
 from app.errors import CryptoError
 
-__all__ = ["Reconciliation", "check_quorum", "reconcile", "witness_key"]
+__all__ = ["Reconciliation", "check_quorum", "log_view", "reconcile", "scan", "witness_key"]
 
 
 def witness_key(text: str) -> VerifierKey:
@@ -140,6 +140,27 @@ class _LogView:
     def all_received(self) -> set[str]:
         return set().union(*self.received.values()) if self.received else set()
 
+    def add(self, entry: Any) -> None:
+        """Take in one (verified) entry of this node's log."""
+        if not isinstance(entry, dict):
+            return
+        kind = entry.get("kind")
+        if kind == "delivered" and isinstance(entry.get("digests"), list):
+            self.delivered.setdefault(str(entry.get("to")), set()).update(
+                str(d) for d in entry["digests"]
+            )
+        elif kind == "received" and isinstance(entry.get("digest"), str):
+            self.received.setdefault(str(entry.get("from")), set()).add(entry["digest"])
+        elif kind == "refused" and isinstance(entry.get("reasons"), list):
+            out = self.refused.setdefault(str(entry.get("from")), [])
+            for r in entry["reasons"]:
+                digest, _, reason = str(r).partition(" ")
+                out.append((digest, reason))
+        elif kind == "delivered" and "commitment" in entry:
+            self.restricted_delivered += 1
+        elif kind == "received" and "commitment" in entry:
+            self.restricted_received += 1
+
 
 def _entries(client: AuditClient, size: int) -> Iterator[Any]:
     start = 0
@@ -155,25 +176,13 @@ def _entries(client: AuditClient, size: int) -> Iterator[Any]:
 def scan(client: AuditClient, origin: str, size: int) -> _LogView:
     view = _LogView(origin)
     for entry in _entries(client, size):
-        if not isinstance(entry, dict):
-            continue
-        kind = entry.get("kind")
-        if kind == "delivered" and isinstance(entry.get("digests"), list):
-            view.delivered.setdefault(str(entry.get("to")), set()).update(
-                str(d) for d in entry["digests"]
-            )
-        elif kind == "received" and isinstance(entry.get("digest"), str):
-            view.received.setdefault(str(entry.get("from")), set()).add(entry["digest"])
-        elif kind == "refused" and isinstance(entry.get("reasons"), list):
-            out = view.refused.setdefault(str(entry.get("from")), [])
-            for r in entry["reasons"]:
-                digest, _, reason = str(r).partition(" ")
-                out.append((digest, reason))
-        elif kind == "delivered" and "commitment" in entry:
-            view.restricted_delivered += 1
-        elif kind == "received" and "commitment" in entry:
-            view.restricted_received += 1
+        view.add(entry)
     return view
+
+
+def log_view(origin: str) -> _LogView:
+    """An empty view, to fill with `add` (e.g. as `audit_node`'s sink)."""
+    return _LogView(origin)
 
 
 def _direction(sender: _LogView, receiver: _LogView) -> Direction:

@@ -60,7 +60,7 @@ class Background:
             threading.Thread(
                 target=self._once, args=("roster", refresh_roster), daemon=True
             ).start()
-        self.every(60.0, "expire", lambda: signals.expire_due(self.node))
+        self.every(settings.expire_interval, "expire", lambda: signals.expire_due(self.node))
         self.every(3600.0, "purge", lambda: signals.purge(self.node))
         for thread in self._threads:
             thread.start()

@@ -18,7 +18,7 @@ from app.schemas import (
     SignalOut,
     SignalPage,
 )
-from app.services import records
+from app.services import receipts, records
 from app.services.ids import new_id
 from app.services.narrowing import Narrowing
 from app.services.node import Node
@@ -332,15 +332,29 @@ def to_out(row: SignalRow) -> SignalOut:
     )
 
 
+EXPIRE_BATCH = 1000
+
+
 def expire_due(node: Node) -> int:
-    """Mark signals past `valid_until` as expired (matching already ignores them)."""
-    with node.db.write() as session:
-        rows = repos.expire_due(session, utcnow())
-        for row in rows:
-            row.status = "expired"
-            row.updated_at = utcnow()
-            session.add(row)
-        return len(rows)
+    """Mark signals past `valid_until` as expired (matching already ignores them).
+
+    A signal received from a peer gets an `applied` expiry receipt in our log, in the same
+    transaction (app/services/receipts.py): the evidence an auditor reconciles. Batched, so a
+    mass expiry never holds the sequencer for long."""
+    total = 0
+    while True:
+        with transaction(node) as tx:
+            rows = repos.expire_due(tx.session, utcnow(), limit=EXPIRE_BATCH)
+            now = utcnow()
+            for row in rows:
+                row.status = "expired"
+                row.updated_at = now
+                tx.session.add(row)
+                if row.received_from is not None:
+                    receipts.expiry_applied(tx, row)
+        total += len(rows)
+        if len(rows) < EXPIRE_BATCH:
+            return total
 
 
 def purge(node: Node) -> int:

@@ -42,7 +42,7 @@ from app.federation.errors import MalformedRecord, OwnRecordReturned
 from app.federation.pages import MAX_PAGE_RECORDS, RecordEnvelope, RecordsPage
 from app.services import feedback as feedback_service
 from app.services import log as exchange_log
-from app.services import rekey
+from app.services import receipts, rekey
 from app.services import roster as roster_svc
 from app.services.node import Node
 from app.services.peers import policy_of
@@ -61,9 +61,8 @@ _SCAN_CHUNK = 500
 _MAX_LOGGED_REASONS = 20
 
 
-def digest_hex(record: dict[str, Any]) -> str:
-    """SHA-256 of the canonical record, signature included: what reconcile compares."""
-    return hashlib.sha256(canonical_json(record)).hexdigest()
+# SHA-256 of the canonical record, signature included: what reconcile compares.
+digest_hex = receipts.record_digest
 
 
 # --- serving --------------------------------------------------------------------------------
@@ -498,7 +497,8 @@ class _Applier:
             # Its audience is unknown here, so the log keeps only a commitment, and the
             # tombstone itself is handed on only once the signal (and so its audience) is known.
             if (origin, uid) not in self.tombstones:
-                self._log(record, "amber", key)
+                idx = self._log(record, "amber", key)
+                receipts.retraction_applied(self.tx, record, "amber", idx)
                 self.tombstones[(origin, uid)] = record
                 self.new_tombstones.append(
                     {
@@ -514,6 +514,7 @@ class _Applier:
         meta = replace(RecordMeta.from_record(signal_record, env.hops), exclude=frozenset())
         may_accept(meta, self.peer, self.keys, self.node.origin)
         idx = self._log(record, meta.tlp.value, key)
+        receipts.retraction_applied(self.tx, record, meta.tlp.value, idx)
         changes = {
             "status": "retracted",
             "retracted_at": at,

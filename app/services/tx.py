@@ -45,8 +45,14 @@ class Tx:
         """Log a signed record in full, or as a salted commitment if its audience is restricted."""
         if tlp not in COMMITTED_TLP:
             return self.append(kind, {"record": record, **extra})
+        return self.append_committed(kind, record, tlp, **extra)
+
+    def append_committed(self, kind: str, body: dict[str, Any], tlp: str, **extra: Any) -> int:
+        """Append `{kind, time, commitment, tlp}`: `body` hidden behind a fresh 32-byte salt
+        (kept beside the entry, never served), so the entry says nothing about it to a reader
+        without the salt."""
         salt = secrets.token_bytes(32)
-        commitment = hashlib.sha256(salt + canonical_json(record)).hexdigest()
+        commitment = hashlib.sha256(salt + canonical_json(body)).hexdigest()
         index = self.append(kind, {"commitment": commitment, "tlp": tlp, **extra})
         self.log.set_salt(index, salt)
         return index

@@ -84,9 +84,12 @@ def list_signals(
     return out
 
 
-def expire_due(session: Session, now: datetime) -> list[SignalRow]:
-    stmt = select(SignalRow).where(
-        col(SignalRow.status) == "active", col(SignalRow.valid_until) <= now
+def expire_due(session: Session, now: datetime, limit: int | None = None) -> list[SignalRow]:
+    stmt = (
+        select(SignalRow)
+        .where(col(SignalRow.status) == "active", col(SignalRow.valid_until) <= now)
+        .order_by(col(SignalRow.id))
+        .limit(limit)
     )
     return list(session.execute(stmt).scalars())
 
