@@ -95,7 +95,9 @@ def test_a_restricted_retraction_receipt_is_a_commitment(
 ) -> None:
     a, b = make_nodes("a.test", "b.test")
     mesh(a, b)
-    sid = a.submit(type="pdq", value=PDQ, quality=90, audience={"tlp": "amber", "peers": ["b.test"]})
+    sid = a.submit(
+        type="pdq", value=PDQ, quality=90, audience={"tlp": "amber", "peers": ["b.test"]}
+    )
     b.pull(a)
     r = a.client.post(f"/v1/signals/{sid}/retract", headers=a.platform, json={"reason": "error"})
     assert r.status_code == 200, r.text
