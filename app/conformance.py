@@ -11,11 +11,13 @@ forms are all recomputed. Read-only: it never writes to the node (a peer pull lo
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -30,6 +32,11 @@ from app.federation.httpsig import sign_request
 from app.federation.pages import RecordsPage
 
 MAX_ENTRIES = 20_000  # entries fetched and re-hashed at most (the newest are checked first)
+CURSOR_STEP = 3  # records per page when walking the cursor
+CURSOR_PAGES = 30  # pages walked at most
+# A received signal whose validity ended this long ago must have its expiry receipt: nodes
+# mark expiries on a timer (SIGNET_EXPIRE_INTERVAL, 60 s by default).
+EXPIRY_GRACE_SECONDS = 300
 
 
 @dataclass
@@ -134,6 +141,13 @@ class Conformance:
             audit,
         )
         yield "6 log", "LOG-3", "restricted entries carry only a commitment", self.restricted, audit
+        yield (
+            "6 log",
+            "LOG-6",
+            "every withdrawal applied from a peer has an `applied` receipt",
+            self.receipts,
+            audit,
+        )
         yield (
             "7 sync",
             "SYNC-1 AUD-1 AUD-2",
@@ -384,6 +398,60 @@ class Conformance:
                 )
         return f"{n} restricted entr(y/ies)"
 
+    def receipts(self) -> str:
+        """LOG-6: every open `received` retraction is followed by an `applied` receipt naming
+        its digest, and every open received signal whose validity ended (more than
+        EXPIRY_GRACE_SECONDS ago, never renewed or retracted) has an expiry receipt."""
+        size, _ = self._checkpoint()
+        entries = self._entries(size)
+        retractions: dict[str, int] = {}  # digest -> index of the received retraction
+        signals: dict[tuple[str, str], tuple[int, int, str]] = {}  # -> (version, index, until)
+        withdrawn: set[tuple[str, str]] = set()
+        receipts: set[str] = set()
+        expiries: set[tuple[str, str]] = set()
+        for item in entries:
+            entry = item["entry"]
+            kind, record = entry.get("kind"), entry.get("record")
+            if kind == "received" and isinstance(record, dict):
+                if record.get("kind") == "retraction" and isinstance(record.get("signal"), dict):
+                    digest = hashlib.sha256(canonical_json(record)).hexdigest()
+                    retractions[digest] = item["index"]
+                    ref = record["signal"]
+                    withdrawn.add((str(ref.get("origin")), str(ref.get("id"))))
+                elif record.get("kind") == "signal":
+                    key = (str(record.get("origin")), str(record.get("id")))
+                    version = record.get("version", 1)
+                    if key not in signals or version > signals[key][0]:
+                        signals[key] = (version, item["index"], str(record.get("valid_until")))
+            elif kind == "applied" and "commitment" not in entry:
+                ref = entry.get("signal") or {}
+                if entry.get("action") == "retraction":
+                    receipts.add(str(entry.get("digest")))
+                elif entry.get("action") == "expiry":
+                    expiries.add((str(ref.get("origin")), str(ref.get("id"))))
+        for digest, index in retractions.items():
+            _require(
+                digest in receipts,
+                f"entry {index}: a retraction received from a peer has no `applied` receipt",
+            )
+        now = time.time()
+        due = 0
+        for key, (_, index, until) in signals.items():
+            if key in withdrawn:
+                continue
+            try:
+                ended = datetime.fromisoformat(until.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+            if ended < now - EXPIRY_GRACE_SECONDS:
+                due += 1
+                _require(
+                    key in expiries,
+                    f"entry {index}: signal {key[0]}/{key[1]} expired at {until} and has no "
+                    "`applied` expiry receipt",
+                )
+        return f"{len(retractions)} retraction(s), {due} expiry(ies) with receipts"
+
     def sync_page(self) -> str:
         page = self._pull(0)
         n = 0
@@ -405,20 +473,41 @@ class Conformance:
         return f"{n} record(s), next={page.next}"
 
     def sync_cursor(self) -> str:
-        first = self._pull(0, limit=5)
+        """Walk the feed in small pages and compare it with one large page: the cursor only
+        moves forward, moves past every record it served, and the walk neither repeats nor
+        skips a record (SYNC-1)."""
+        first = self._pull(0, limit=CURSOR_STEP)
         _require(first.next >= 0, "negative cursor")
-        again = self._pull(0, limit=5)
+        again = self._pull(0, limit=CURSOR_STEP)
         ids = [canonical_json(e.record) for e in first.records]
         ids2 = [canonical_json(e.record) for e in again.records]
         _require(ids2[: len(ids)] == ids, "the same request gave other records (unstable page)")
-        if first.has_more:
-            after = self._pull(first.next, limit=5)
-            _require(after.next >= first.next, "the cursor went backwards")
+        walked: list[bytes] = []
+        page, after = first, 0
+        for _ in range(CURSOR_PAGES):
             _require(
-                not set(ids) & {canonical_json(e.record) for e in after.records},
-                "the next page repeats records of the previous one",
+                page.next >= after, f"the cursor went backwards: after={after}, next={page.next}"
             )
-        return f"next={first.next}"
+            if page.records:
+                _require(page.next > after, f"a page of records left the cursor at {after}")
+            batch = [canonical_json(e.record) for e in page.records]
+            _require(
+                not set(batch) & set(walked),
+                f"the page after={after} repeats records of an earlier page",
+            )
+            walked += batch
+            if not page.has_more:
+                break
+            after = page.next
+            page = self._pull(after, limit=CURSOR_STEP)
+        whole = self._pull(0, limit=len(walked) + 1)
+        seen = [canonical_json(e.record) for e in whole.records][: len(walked)]
+        _require(
+            seen == walked,
+            f"walking the cursor gave {len(walked)} record(s) that differ from one page of the "
+            "same span (records skipped or reordered)",
+        )
+        return f"{len(walked)} record(s) walked in pages of {CURSOR_STEP}, next={page.next}"
 
     def replay(self) -> str:
         path = "/federation/v1/records?after=0&limit=1"
