@@ -220,6 +220,31 @@ def log_vectors() -> dict[str, Any]:
             "changes": [],
         },
         {
+            # A receipt (LOG-6), shown beside the retraction it names; in a real log it follows
+            # the receiver's own `received` entry of a peer's retraction.
+            "kind": "applied",
+            "time": "2026-02-01T00:00:05Z",
+            "action": "retraction",
+            "signal": {
+                "origin": recs[1]["record"]["signal"]["origin"],
+                "id": recs[1]["record"]["signal"]["id"],
+            },
+            "digest": recs[1]["digest_hex"],
+            "received": 3,
+        },
+        {
+            "kind": "applied",
+            "time": "2026-03-01T00:01:00Z",
+            "action": "expiry",
+            "signal": {
+                "origin": recs[0]["record"]["origin"],
+                "id": recs[0]["record"]["id"],
+                "version": recs[0]["record"]["version"],
+            },
+            "digest": recs[0]["digest_hex"],
+            "valid_until": recs[0]["record"]["valid_until"],
+        },
+        {
             "kind": "delivered",
             "time": T0,
             "to": PEER,
