@@ -163,6 +163,20 @@ class Conformance:
             peer,
         )
         yield "8 http signatures", "HTTP-2", "a replayed request is refused", self.replay, peer
+        yield (
+            "8 http signatures",
+            "HTTP-2",
+            "requests outside the time window are refused",
+            self.skew,
+            peer,
+        )
+        yield (
+            "7 sync",
+            "SYNC-4",
+            "notify: accepted from the signer, refused naming another origin",
+            self.notify,
+            peer,
+        )
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -197,6 +211,7 @@ class Conformance:
         *,
         nonce: str | None = None,
         created: int | None = None,
+        expires_in: int = 60,
     ) -> tuple[dict[str, str], str]:
         assert self.peer_key is not None and self.peer_origin is not None
         url = self.url + path
@@ -208,7 +223,7 @@ class Conformance:
             keyid=self.peer_origin,
             sign=self.peer_key.sign,
             created=int(time.time()) if created is None else created,
-            expires_in=60,
+            expires_in=expires_in,
             nonce=nonce,
         )
         return headers, url
@@ -468,6 +483,22 @@ class Conformance:
                 verify_record(rec, lambda o: self.key)
             else:
                 _require(env.hops >= 2, f"relayed record with hops={env.hops}")
+            if rec.get("kind") == "signal":
+                limit = audience.get("hops")
+                _require(
+                    not isinstance(limit, int) or env.hops - 1 <= limit,
+                    f"a record with audience.hops={limit} sent with hops={env.hops} (AUD-4)",
+                )
+                _require(
+                    self.peer_origin not in audience.get("exclude", []),
+                    "a record whose audience excludes us was sent to us (AUD-7)",
+                )
+                peers = audience.get("peers") or []
+                _require(
+                    not peers or self.peer_origin in peers,
+                    "a record for named peers, not including us, was sent to us (AUD-3)",
+                )
+            _require(rec.get("origin") != self.peer_origin, "our own record was sent back (AUD-5)")
             n += 1
         open_checkpoint(page.checkpoint, self.key)
         return f"{n} record(s), next={page.next}"
@@ -522,6 +553,40 @@ class Conformance:
             stale.status_code in (401, 403), f"a request an hour old answered {stale.status_code}"
         )
         return "replay and stale refused"
+
+    def skew(self) -> str:
+        """A request created an hour in the future, or expired a minute ago, is refused."""
+        path = "/federation/v1/records?after=0&limit=1"
+        future, url = self._signed("GET", path, created=int(time.time()) + 3600)
+        r = self.http.get(url, headers=future)
+        _require(r.status_code in (401, 403), f"a request from the future answered {r.status_code}")
+        # Created within the window but past its own `expires`.
+        headers, _ = self._signed("GET", path, created=int(time.time()) - 120, expires_in=30)
+        r = self.http.get(url, headers=headers)
+        _require(r.status_code in (401, 403), f"an expired request answered {r.status_code}")
+        return "future-dated and expired requests refused"
+
+    def notify(self) -> str:
+        """SYNC-4: a notify from the signer is accepted (202; the node may pull from us), one
+        naming another origin is refused with a problem document."""
+        note = f"{self.peer_origin}\n0\n{base64.b64encode(bytes(32)).decode()}\n"
+        good = json.dumps({"origin": self.peer_origin, "size": 0, "checkpoint": note}).encode()
+        headers, url = self._signed("POST", "/federation/v1/notify", good)
+        r = self.http.post(url, headers=headers, content=good)
+        _require(r.status_code == 202, f"a notify from the signer answered {r.status_code}")
+        other = "someone-else.example"
+        bad_note = note.replace(str(self.peer_origin), other, 1)
+        bad = json.dumps({"origin": other, "size": 0, "checkpoint": bad_note}).encode()
+        headers, url = self._signed("POST", "/federation/v1/notify", bad)
+        r = self.http.post(url, headers=headers, content=bad)
+        _require(
+            400 <= r.status_code < 500, f"a notify naming another origin answered {r.status_code}"
+        )
+        _require(
+            r.headers.get("content-type", "").startswith("application/problem+json"),
+            "the refusal is not a problem document",
+        )
+        return f"202, then {r.status_code}"
 
 
 def run(

@@ -100,6 +100,12 @@ def test_conformance_passes_on_a_node_and_names_a_broken_canonical_form(tmp_path
         report = json.loads(ok.stdout)
         failed = [c for c in report["checks"] if c["status"] != "pass"]
         assert ok.returncode == 0 and report["ok"] and not failed, failed
+        names = {c["name"] for c in report["checks"]}
+        assert {
+            "requests outside the time window are refused",
+            "notify: accepted from the signer, refused naming another origin",
+            "every withdrawal applied from a peer has an `applied` receipt",
+        } <= names
 
         # Without credentials the log and sync checks are not applicable, not failed.
         bare = json.loads(_conformance(a.url, "--key", vkey_a).stdout)
