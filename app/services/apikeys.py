@@ -159,11 +159,20 @@ def to_out(row: ApiKeyRow) -> ApiKeyOut:
     )
 
 
+MAX_NAME = 128  # the column's width (api_key.name)
+
+
 def create(node: Node, name: str, scopes: list[str], member: bool = False) -> ApiKeyCreated:
+    from app.errors import InvalidInput
+
+    # Checked here, not only in the API schema: the CLI and the console create keys too, and a
+    # name past the column's width is a database error on PostgreSQL (SQLite ignores widths).
+    if not 1 <= len(name) <= MAX_NAME:
+        raise InvalidInput("name", f"must be 1 to {MAX_NAME} characters (got {len(name)})")
+    if not name.isprintable():
+        raise InvalidInput("name", "must not contain control characters")
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
-        from app.errors import InvalidInput
-
         raise InvalidInput("scopes", f"unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction(node) as tx:
