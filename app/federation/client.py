@@ -48,6 +48,30 @@ class PeerLimitExceeded(FederationError):
     """The peer's answer ran past our total deadline or our size cap; we hung up."""
 
 
+def read_bounded(
+    resp: httpx.Response, what: str, started: float, max_bytes: int, deadline: float
+) -> bytes:
+    """The body of a streamed answer, refused past `max_bytes` or past `deadline` seconds
+    after `started` (time.monotonic()) - a total deadline, which a per-read timeout is not.
+    Compressed answers are refused: their size on the wire says nothing of their size."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise PeerLimitExceeded(f"{what}: compressed answer ({encoding[:20]}) refused")
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PeerLimitExceeded(f"{what}: answer of {declared} bytes, cap {max_bytes}")
+    buf = bytearray()
+    # No chunk_size: with one, httpx buffers until it has that many bytes, and a peer
+    # dripping a byte a second would never reach the deadline check below.
+    for chunk in resp.iter_raw():
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise PeerLimitExceeded(f"{what}: answer larger than {max_bytes} bytes")
+        if time.monotonic() - started > deadline:
+            raise PeerLimitExceeded(f"{what}: no complete answer within {deadline:g} s")
+    return bytes(buf)
+
+
 class PeerRefused(FederationError):
     """The peer answered with a 4xx problem."""
 
@@ -138,22 +162,7 @@ class PeerClient:
     def _read_bounded(
         self, resp: httpx.Response, what: str, started: float, max_bytes: int
     ) -> bytes:
-        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise PeerLimitExceeded(f"{what}: compressed answer ({encoding[:20]}) refused")
-        declared = resp.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise PeerLimitExceeded(f"{what}: answer of {declared} bytes, cap {max_bytes}")
-        buf = bytearray()
-        # No chunk_size: with one, httpx buffers until it has that many bytes, and a peer
-        # dripping a byte a second would never reach the deadline check below.
-        for chunk in resp.iter_raw():
-            buf += chunk
-            if len(buf) > max_bytes:
-                raise PeerLimitExceeded(f"{what}: answer larger than {max_bytes} bytes")
-            if time.monotonic() - started > self.deadline:
-                raise PeerLimitExceeded(f"{what}: no complete answer within {self.deadline:g} s")
-        return bytes(buf)
+        return read_bounded(resp, what, started, max_bytes, self.deadline)
 
     @staticmethod
     def _refused(resp: httpx.Response) -> PeerRefused:

@@ -30,6 +30,7 @@ from app.crypto.canonical import canonical_json
 from app.crypto.keys import VerifierKey
 from app.errors import SignetError
 from app.federation import roster as rosters
+from app.federation.client import PeerLimitExceeded, read_bounded
 from app.federation.roster import Roster, RosterError
 from app.services.node import Node
 from app.services.tx import transaction
@@ -40,7 +41,8 @@ log = logging.getLogger("signet.roster")
 
 # A roster is small (a member is ~300 bytes); this bounds what a source can make us read.
 MAX_FETCH_BYTES = rosters.MAX_DOCUMENT
-FETCH_TIMEOUT = 10.0
+FETCH_TIMEOUT = 10.0  # per read
+FETCH_DEADLINE = 30.0  # the whole answer
 
 
 @dataclass
@@ -288,21 +290,21 @@ def _repin(tx: Any, roster: Roster) -> None:
 # --- fetching ------------------------------------------------------------------------------
 
 
-def read_source(url: str) -> Any:
-    """The JSON at a roster URL or file path, size-capped."""
+def read_source(url: str, deadline: float = FETCH_DEADLINE) -> Any:
+    """The JSON at a roster URL or file path, size-capped and within a total deadline (a
+    mirror dripping bytes cannot hold the roster round, or the node, past it)."""
     if url.startswith(("http://", "https://")):
+        started = time.monotonic()
         with (
             httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False) as client,
             client.stream("GET", url) as resp,
         ):
             if resp.status_code != 200:
                 raise RosterError(f"{url} answered {resp.status_code}")
-            body = bytearray()
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > MAX_FETCH_BYTES:
-                    raise RosterError(f"{url}: roster larger than {MAX_FETCH_BYTES} bytes")
-        data = bytes(body)
+            try:
+                data = read_bounded(resp, url, started, MAX_FETCH_BYTES, deadline)
+            except PeerLimitExceeded as exc:
+                raise RosterError(str(exc)) from None
     else:
         path = Path(url)
         if path.stat().st_size > MAX_FETCH_BYTES:
