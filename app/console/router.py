@@ -43,7 +43,7 @@ from app.console.session import (
 from app.crypto._encoding import b64encode
 from app.errors import AuthError, Forbidden, InvalidInput, NotFound, SignetError, Unauthenticated
 from app.schemas import FeedbackIn
-from app.services import apikeys, feedback, peers, signals
+from app.services import apikeys, feedback, peers, ratelimit, signals
 from app.services import log as exchange_log
 from app.services.apikeys import Caller
 from app.services.node import Node
@@ -139,6 +139,13 @@ def _context(request: Request) -> Ctx:
             caller = apikeys.identify(node, session.api_key)
         except AuthError:
             caller = None  # revoked since sign-in: the session ends with the key
+    if caller is not None:
+        # A signed-in browser spends its key's requests like any client of the API (the
+        # same per-key bucket, shared by every worker): the console is no way around
+        # SIGNET_RATE_LIMIT. RateLimited becomes a 429 with Retry-After (app/api/problems.py).
+        limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
+        if limiter is not None and not limiter.take_local(caller.id):
+            limiter.take_shared(caller.id)
     return Ctx(
         request,
         node,

@@ -237,3 +237,24 @@ def test_audit_data_matches_the_auditor_api(client: Any, node: Node, auth: dict[
     )
     r = client.get("/console/audit/data/entries?start=x&end=1")
     assert r.status_code == 400 and r.json()["field"] == "start"
+
+
+def test_console_pages_spend_the_keys_rate_limit(make_settings: Callable[..., Any]) -> None:
+    """Before, a signed-in browser was not counted: the console was a way around the limit."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.services.node import open_node
+
+    settings = make_settings(rate_limit=10)
+    node = open_node(settings)
+    try:
+        with TestClient(create_app(settings, node=node)) as c:
+            sign_in(c, _key(node, "read"))
+            codes = [c.get("/console/").status_code for _ in range(30)]
+            assert codes[0] == 200
+            assert 429 in codes
+            refused = c.get("/console/")
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    finally:
+        node.db.dispose()
