@@ -23,7 +23,7 @@ from app.crypto.records import sign_record
 from app.services.node import open_node
 from app.services.tx import transaction
 from app.settings import load_settings
-from tests.e2e.node_proc import SIGNET, free_port, running_node
+from tests.e2e.node_proc import SIGNET, NodeProc, free_port, running_node
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +41,21 @@ def _conformance(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _pin(a: NodeProc, b: NodeProc) -> str:
+    """a pins b; a's verifier key."""
+    vkey_a = a.signet("key", "show", key="").stdout.strip()
+    vkey_b = b.signet("key", "show", key="").stdout.strip()
+    r = subprocess.run(
+        [SIGNET, "peers", "add", b.url, "--key", vkey_b],
+        env=a.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    return vkey_a
+
+
 def test_conformance_passes_on_a_node_and_names_a_broken_canonical_form(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -48,16 +63,7 @@ def test_conformance_passes_on_a_node_and_names_a_broken_canonical_form(tmp_path
         running_node(tmp_path / "a", origin="a.example") as a,
         running_node(tmp_path / "b", origin="b.example") as b,
     ):
-        vkey_a = a.signet("key", "show", key="").stdout.strip()
-        vkey_b = b.signet("key", "show", key="").stdout.strip()
-        r = subprocess.run(
-            [SIGNET, "peers", "add", b.url, "--key", vkey_b],
-            env=a.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert r.returncode == 0, r.stderr
+        vkey_a = _pin(a, b)
         platform = a.create_key("submit,read")
         audit = a.create_key("audit")
         signals = [
@@ -211,16 +217,7 @@ def test_conformance_names_a_wrong_cursor_and_a_missing_receipt(tmp_path: Path) 
         running_node(tmp_path / "b", origin="b.example") as b,
         _cursor_proxy(proxy_port, a.url) as broken,
     ):
-        vkey_a = a.signet("key", "show", key="").stdout.strip()
-        vkey_b = b.signet("key", "show", key="").stdout.strip()
-        r = subprocess.run(
-            [SIGNET, "peers", "add", b.url, "--key", vkey_b],
-            env=a.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert r.returncode == 0, r.stderr
+        vkey_a = _pin(a, b)
         platform = a.create_key("submit,read")
         audit = a.create_key("audit")
         signals = [{"type": "md5", "value": f"{i:032x}", "categories": ["csam"]} for i in range(8)]

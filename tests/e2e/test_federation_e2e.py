@@ -110,6 +110,18 @@ def nodes(tmp_path: Path, *origins: str, **extra: str) -> Iterator[list[Proc]]:
             p.stop()
 
 
+def start_and_mesh(*procs: Proc) -> dict[str, str]:
+    """Start every node and pin every node's key at every other; their verifier keys."""
+    for p in procs:
+        p.start()
+    vkeys = {p.origin: p.cli("key", "show").stdout.strip() for p in procs}
+    for p in procs:
+        for q in procs:
+            if p is not q:
+                p.cli("peers", "add", q.url, "--key", vkeys[q.origin])
+    return vkeys
+
+
 def key(p: Proc, scopes: str) -> dict[str, str]:
     return {
         "Authorization": "Bearer "
@@ -128,13 +140,7 @@ def matches(p: Proc, auth: dict[str, str], type_: str, value: str) -> list[Any]:
 def test_three_nodes_walkthrough(tmp_path: Path) -> None:
     with nodes(tmp_path, "platform-a.test", "platform-b.test", "ngo.test") as (a, b, ngo):
         everyone = (a, b, ngo)
-        for p in everyone:
-            p.start()
-        vkeys = {p.origin: p.cli("key", "show").stdout.strip() for p in everyone}
-        for p in everyone:
-            for q in everyone:
-                if p is not q:
-                    p.cli("peers", "add", q.url, "--key", vkeys[q.origin])
+        vkeys = start_and_mesh(*everyone)
         # A key that is not the one the URL serves is refused.
         bad = a.cli("peers", "add", b.url, "--key", vkeys[ngo.origin], check=False)
         assert bad.returncode != 0 and "does not verify" in bad.stderr

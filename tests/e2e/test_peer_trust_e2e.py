@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_federation_e2e import key, matches, nodes, wait_for
+from tests.e2e.test_federation_e2e import key, matches, nodes, start_and_mesh, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -16,13 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_removed_peer_gets_nothing_new_through_a_relay(tmp_path: Path) -> None:
     with nodes(tmp_path, "a.test", "b.test", "c.test", SIGNET_SYNC_INTERVAL="2") as (a, b, c):
         everyone = (a, b, c)
-        for p in everyone:
-            p.start()
-        vkeys = {p.origin: p.cli("key", "show").stdout.strip() for p in everyone}
-        for p in everyone:
-            for q in everyone:
-                if p is not q:
-                    p.cli("peers", "add", q.url, "--key", vkeys[q.origin])
+        start_and_mesh(*everyone)
         auth = {p.origin: key(p, "submit,match,read") for p in everyone}
 
         def submit(value: str) -> None:

@@ -14,7 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_federation_e2e import PDQ, Proc, key, matches, nodes, wait_for
+from tests.e2e.test_federation_e2e import (
+    PDQ,
+    Proc,
+    key,
+    matches,
+    nodes,
+    start_and_mesh,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +48,7 @@ def test_reconcile_shows_retraction_and_expiry_receipts_across_three_nodes(
         tmp_path, "a.test", "b.test", "c.test", SIGNET_SYNC_INTERVAL="1", SIGNET_EXPIRE_INTERVAL="1"
     ) as (a, b, c):
         everyone = [a, b, c]
-        for p in everyone:
-            p.start()
-        vkeys = {p.origin: p.cli("key", "show").stdout.strip() for p in everyone}
-        for p in everyone:
-            for q in everyone:
-                if p is not q:
-                    p.cli("peers", "add", q.url, "--key", vkeys[q.origin])
+        vkeys = start_and_mesh(*everyone)
         auth = {p.origin: key(p, "submit,match,read") for p in everyone}
         audit = {p.origin: key(p, "audit")["Authorization"][7:] for p in everyone}
 
