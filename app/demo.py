@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -64,46 +64,65 @@ def _signet() -> str:
     return str(exe) if exe.exists() else "signet"
 
 
+def node_env(root: Path, origin: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a demo node on loopback, its data under `root/origin` (SQLite)."""
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "SIGNET_ORIGIN": origin,
+        "SIGNET_DATA_DIR": str(root / origin),
+        "SIGNET_HOST": "127.0.0.1",
+        "SIGNET_PORT": str(port),
+        "SIGNET_PUBLIC_URL": url,
+        "SIGNET_LOG_LEVEL": "warning",
+        **extra,
+    }
+    for name in ("SIGNET_DATABASE_URL", "SIGNET_URL", "SIGNET_API_KEY"):
+        env.pop(name, None)
+    return env
+
+
+def start_serve(root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`signet serve` in its own process group, its output in `root/<origin>.log`."""
+    with (root / f"{env['SIGNET_ORIGIN']}.log").open("wb") as log:
+        return subprocess.Popen(  # noqa: S603  (our own CLI, fixed arguments)
+            [_signet(), "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes] | None]) -> None:
+    """SIGTERM every process group, then wait; SIGKILL what does not stop within 10 s."""
+    running = [p for p in procs if p is not None]
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in running:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
 @contextmanager
 def _nodes(root: Path) -> Iterator[list[DemoNode]]:
     nodes: list[DemoNode] = []
     try:
         for origin, role in NODES:
             port = _free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = {
-                **os.environ,
-                "SIGNET_ORIGIN": origin,
-                "SIGNET_DATA_DIR": str(root / origin),
-                "SIGNET_HOST": "127.0.0.1",
-                "SIGNET_PORT": str(port),
-                "SIGNET_PUBLIC_URL": url,
-                "SIGNET_SYNC_INTERVAL": "5",
-                "SIGNET_CHECKPOINT_INTERVAL": "1",
-                "SIGNET_LOG_LEVEL": "warning",
-            }
-            env.pop("SIGNET_DATABASE_URL", None)
-            log = (root / f"{origin}.log").open("wb")
-            proc = subprocess.Popen(  # noqa: S603  (our own CLI, fixed arguments)
-                [_signet(), "serve"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            env = node_env(
+                root, origin, port, SIGNET_SYNC_INTERVAL="5", SIGNET_CHECKPOINT_INTERVAL="1"
             )
-            nodes.append(DemoNode(origin, role, url, env, proc))
+            url = env["SIGNET_PUBLIC_URL"]
+            nodes.append(DemoNode(origin, role, url, env, start_serve(root, env)))
         yield nodes
     finally:
-        for n in nodes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(n.proc.pid, signal.SIGTERM)
-        for n in nodes:
-            try:
-                n.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(n.proc.pid, signal.SIGKILL)
-                n.proc.wait(timeout=5)
+        stop_all(n.proc for n in nodes)
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float = 20.0) -> float:
@@ -290,9 +309,8 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
                 )
 
             say("Every node's log is audited, with its checkpoint cosigned by both peers")
-            from app.audit.client import AuditClient
             from app.audit.errors import AuditFailed
-            from app.audit.federation import check_quorum, reconcile, scan, witness_key
+            from app.audit.federation import check_quorum, witness_key
             from app.audit.run import audit_node
             from app.crypto.keys import VerifierKey
 
@@ -331,19 +349,33 @@ def run_demo(console: Console, *, keep: bool = False) -> int:
                 )
 
             say(
-                f"Reconcile: what {a.origin} says it delivered to {b.origin} "
-                "against what it received"
+                "Reconcile all three logs: every delivery against its receipt, and who "
+                "applied the retraction (each receipt with an inclusion proof)"
             )
-            with AuditClient(a.url, a.audit) as ca, AuditClient(b.url, b.audit) as cb:
-                ra = audit_node(a.url, a.audit, VerifierKey.parse(a.verifier_key))
-                rb = audit_node(b.url, b.audit, VerifierKey.parse(b.verifier_key))
-                result = reconcile(scan(ca, ra.origin, ra.size), scan(cb, rb.origin, rb.size))
-            for d in result.directions:
-                mark = "[green]OK[/green]" if d.ok else "[red]MISMATCH[/red]"
-                console.print(
-                    f"   {mark} {d.sender} -> {d.receiver}: {d.delivered} delivered, "
-                    f"{d.received} received, {d.held_from_elsewhere} already held via another peer"
-                )
+            from datetime import timedelta
+
+            from app.audit.reconcile import NodeSpec, reconcile_nodes
+
+            result = reconcile_nodes(
+                [NodeSpec(n.url, n.audit, VerifierKey.parse(n.verifier_key)) for n in nodes],
+                grace=timedelta(0),
+            )
+            for pair in result.pairs:
+                for d in pair.directions:
+                    if not (d.delivered or d.received):
+                        continue
+                    mark = "[green]OK[/green]" if d.ok else "[red]MISMATCH[/red]"
+                    console.print(
+                        f"   {mark} {d.sender} -> {d.receiver}: {d.delivered} delivered, "
+                        f"{d.received} received, {d.held_from_elsewhere} already held via "
+                        "another peer"
+                    )
+            for w in result.withdrawals:
+                mark = "[green]OK[/green]" if w.ok else "[red]MISSING[/red]"
+                console.print(f"   {mark} {w.action} of {w.origin}/{w.signal_id}:")
+                for h in w.holders:
+                    at = f" at {h.time}, log entry {h.evidence.index}" if h.evidence else ""
+                    console.print(f"      {h.node}: {h.status}{at}")
             console.print(
                 f"\n[bold green]Demo complete[/bold green] in {time.monotonic() - started:.1f} s."
             )

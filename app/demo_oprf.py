@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from app.demo import _free_port, _signet, _wait
+from app.demo import _free_port, _signet, _wait, node_env, start_serve, stop_all
 
 HOLDERS = ("holder-1.demo", "holder-2.demo", "holder-3.demo")
 MEMBERS = ("platform-a.demo", "platform-b.demo")
@@ -66,48 +65,17 @@ def _procs(root: Path, ceremony: Path) -> Iterator[list[Proc]]:
     procs: list[Proc] = []
     try:
         for origin in HOLDERS + MEMBERS:
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = {
-                **os.environ,
-                "SIGNET_ORIGIN": origin,
-                "SIGNET_DATA_DIR": str(root / origin),
-                "SIGNET_HOST": "127.0.0.1",
-                "SIGNET_PORT": str(port),
-                "SIGNET_PUBLIC_URL": url,
-                "SIGNET_SYNC_INTERVAL": "3",
-                "SIGNET_LOG_LEVEL": "warning",
-            }
-            for name in ("SIGNET_DATABASE_URL", "SIGNET_URL", "SIGNET_API_KEY"):
-                env.pop(name, None)
             if origin in HOLDERS:
-                env["SIGNET_OPRF_SHARE_FILES"] = str(ceremony / f"{EPOCH}.{origin}.share.json")
+                extra = {"SIGNET_OPRF_SHARE_FILES": str(ceremony / f"{EPOCH}.{origin}.share.json")}
             else:
-                env["SIGNET_OPRF_EPOCH_FILES"] = str(ceremony / f"{EPOCH}.epoch.json")
-            p = Proc(origin, url, env)
-            log = (root / f"{origin}.log").open("wb")
-            p.proc = subprocess.Popen(  # noqa: S603
-                [_signet(), "serve"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+                extra = {"SIGNET_OPRF_EPOCH_FILES": str(ceremony / f"{EPOCH}.epoch.json")}
+            env = node_env(root, origin, _free_port(), SIGNET_SYNC_INTERVAL="3", **extra)
+            p = Proc(origin, env["SIGNET_PUBLIC_URL"], env)
+            p.proc = start_serve(root, env)
             procs.append(p)
         yield procs
     finally:
-        for p in procs:
-            if p.proc is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.proc.pid, signal.SIGTERM)
-        for p in procs:
-            if p.proc is not None:
-                try:
-                    p.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.proc.pid, signal.SIGKILL)
-                    p.proc.wait(timeout=5)
+        stop_all(p.proc for p in procs)
 
 
 def run_oprf_demo(console: Console, *, keep: bool = False) -> int:
