@@ -78,7 +78,8 @@ class _Own:
         record = entry.get("record")
         if kind == "signal" and isinstance(record, dict) and record.get("origin") == self.origin:
             uid = str(record.get("id"))
-            version = record.get("version") if isinstance(record.get("version"), int) else 1
+            raw = record.get("version")
+            version = raw if isinstance(raw, int) else 1
             old = self.signals.get(uid)
             digests = (old[2] if old else set()) | {_digest(record)}
             if old is None or version >= old[0]:
