@@ -111,11 +111,12 @@ def feedback_body(
     return body
 
 
-def sign(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+def sign(node: Node, body: dict[str, Any], *, owned: bool = False) -> dict[str, Any]:
     """Sign a record body, after the same checks a peer's copy of it will face
-    (`app/federation/validate`): what we publish, every peer accepts."""
+    (`app/federation/validate`): what we publish, every peer accepts. `owned`: see
+    `sign_record` (the caller made `body` for this record alone)."""
     check(node, body)
-    return sign_record(body, node.key, node.origin)
+    return sign_record(body, node.key, node.origin, owned=owned)
 
 
 def check(node: Node, record: dict[str, Any]) -> None:
