@@ -253,7 +253,7 @@ def _publish(
     exclude = narrowing.excluded(body, node.origin)
     if exclude:
         body["audience"]["exclude"] = exclude
-    record = records.sign(node, body, owned=True)
+    record = records.sign(node, body, owned=True, prepared=True)
     seq = tx.append_record("signal", record, spec.audience.tlp.value)
     # Every column, as SignalRow's defaults would fill them: a Core insert applies no
     # model-level defaults.
