@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.cli_import import register as register_import
 from app.cli_roster import roster_app
 from app.errors import ConfigError, InvalidInput, SignetError
 from app.settings import Settings, load_settings
@@ -68,6 +69,7 @@ peers_app = typer.Typer(help="Peers: pin their keys, choose what to share.", no_
 app.add_typer(peers_app, name="peers")
 app.add_typer(log_app, name="log")
 app.add_typer(roster_app, name="roster")
+register_import(app)
 
 SCOPES_HELP = "Comma-separated: submit,match,read,feedback,admin,audit,feed"
 KEY_ID_HELP = "Identifier key id (default: SIGNET_DEFAULT_IDENTIFIER_KEY, or the only key)."

@@ -212,10 +212,11 @@ def _check_name(name: str, any_name: bool) -> None:
 class NodeKey:
     """This node's Ed25519 signing key. Never printed, never logged."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_verifiers")
 
     def __init__(self, signing_key: nacl.signing.SigningKey) -> None:
         self._key = signing_key
+        self._verifiers: dict[tuple[str, int], VerifierKey] = {}
 
     @classmethod
     def generate(cls) -> NodeKey:
@@ -306,8 +307,13 @@ class NodeKey:
         return bytes(self._key.sign(msg).signature)
 
     def verifier(self, origin: str, *, alg: int = ALG_ED25519) -> VerifierKey:
-        """This key's `VerifierKey` under `origin`."""
-        return VerifierKey.from_public_key(origin, self.public_key, alg=alg, any_name=True)
+        """This key's `VerifierKey` under `origin` (cached: every signature names its key id)."""
+        found = self._verifiers.get((origin, alg))
+        if found is None:
+            found = self._verifiers[(origin, alg)] = VerifierKey.from_public_key(
+                origin, self.public_key, alg=alg, any_name=True
+            )
+        return found
 
     def verifier_key(self, origin: str) -> str:
         """This key's signed-note verifier key string under `origin`."""

@@ -27,16 +27,23 @@ def signing_bytes(record: Mapping[str, Any]) -> bytes:
     return canonical_json({k: v for k, v in record.items() if k != "signature"})
 
 
-def sign_record(body: Mapping[str, Any], key: NodeKey, origin: str) -> dict[str, Any]:
+def sign_record(
+    body: Mapping[str, Any], key: NodeKey, origin: str, *, owned: bool = False
+) -> dict[str, Any]:
     """Return a signed copy of `body` with `origin`, `key_id` and `signature` set.
 
     Refuses a body that already names another origin: re-signing someone else's record
-    as ours would silently take over its authorship.
+    as ours would silently take over its authorship. `owned=True`: the caller built `body`
+    for this record and never changes it afterwards, so its values need no deep copy (the
+    copy was a tenth of the cost of publishing a signal).
     """
     checked = validate_origin(origin)
     if "origin" in body and body["origin"] != checked:
         raise InvalidInput("origin", f"body has origin {body['origin']!r}, signing as {checked!r}")
-    record = {k: copy.deepcopy(v) for k, v in body.items() if k != "signature"}
+    if owned:
+        record = {k: v for k, v in body.items() if k != "signature"}
+    else:
+        record = {k: copy.deepcopy(v) for k, v in body.items() if k != "signature"}
     record["origin"] = checked
     record["key_id"] = key.verifier(checked).key_id
     record["signature"] = b64encode(key.sign(signing_bytes(record)))

@@ -126,17 +126,19 @@ def _keys(record: Mapping[str, Any], required: frozenset[str], optional: frozens
 VPDQ_MAX_RECORD_BYTES = 1024 * 1024
 
 
-def check_record_size(record: Mapping[str, Any], max_bytes: int) -> None:
+def check_record_size(record: Mapping[str, Any], max_bytes: int) -> bytes:
     """Refuse a record whose canonical form is larger than `max_bytes` (vpdq signals:
-    `VPDQ_MAX_RECORD_BYTES`, if larger)."""
+    `VPDQ_MAX_RECORD_BYTES`, if larger); returns that canonical form, for callers that need it
+    again (a received record's digest and log entry: app/services/sync.py)."""
     if record.get("kind") == "signal" and record.get("type") == "vpdq":
         max_bytes = max(max_bytes, VPDQ_MAX_RECORD_BYTES)
     try:
-        size = len(canonical_json(dict(record)))
+        canonical = canonical_json(dict(record))
     except SignetError:
         raise RecordInvalid("record", "not canonical JSON") from None
-    if size > max_bytes:
-        raise RecordInvalid("record", f"{size} bytes, more than the {max_bytes} allowed")
+    if len(canonical) > max_bytes:
+        raise RecordInvalid("record", f"{len(canonical)} bytes, more than the {max_bytes} allowed")
+    return canonical
 
 
 def _int(record: Mapping[str, Any], name: str, low: int, high: int) -> int:
@@ -207,10 +209,12 @@ def check_signal(
     record: Mapping[str, Any],
     *,
     extra_categories: frozenset[str] = frozenset(),
-    max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_bytes: int | None = DEFAULT_MAX_RECORD_BYTES,
 ) -> CheckedSignal:
-    """Check a signal record (signed or a body about to be signed)."""
-    check_record_size(record, max_bytes)
+    """Check a signal record (signed or a body about to be signed). `max_bytes=None`: the
+    caller already checked the size (`check_record_size`)."""
+    if max_bytes is not None:
+        check_record_size(record, max_bytes)
     _keys(record, _SIGNAL_KEYS, frozenset())
     if record.get("kind") != "signal":
         raise RecordInvalid("kind", "must be signal")

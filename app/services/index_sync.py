@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Row, select
 from sqlmodel import Session, col
 
 from app.services.node import Node
@@ -138,12 +138,17 @@ class IndexSync:
             ).all()
             if not changed:
                 return 0
-            keys = list({(r[0], r[1]) for r in changed})
-            statuses = session.execute(
-                select(SignalRow.id, SignalRow.feedback_status).where(  # type: ignore[call-overload]
-                    tuple_(col(SignalRow.origin), col(SignalRow.uid)).in_(keys)
-                )
-            ).all()
+            by_origin: dict[str, set[str]] = {}
+            for r in changed:
+                by_origin.setdefault(r[0], set()).add(r[1])
+            statuses = []
+            # Per origin on its (origin, uid) index: a row-value IN scans the table on SQLite.
+            for origin, uids in by_origin.items():
+                statuses += session.execute(
+                    select(SignalRow.id, SignalRow.feedback_status).where(  # type: ignore[call-overload]
+                        col(SignalRow.origin) == origin, col(SignalRow.uid).in_(sorted(uids))
+                    )
+                ).all()
         for row_id, status in statuses:
             self.node.index.update_public(row_id, feedback_status=status)
         self.applied_feedback_seq = changed[-1][2]

@@ -45,6 +45,8 @@ class Narrowing:
 
     def excluded(self, body: dict[str, Any], our_origin: str) -> list[str]:
         """The sorted origins `body` (an unsigned signal body of ours) must never reach."""
+        if not self.removed and not self.policies:
+            return []  # no peers at all: nothing to judge (and no record parsing per signal)
         meta = RecordMeta.from_record({**body, "origin": our_origin}, 0)
         if meta.tlp not in (Tlp.GREEN, Tlp.CLEAR):
             return []

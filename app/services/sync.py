@@ -295,6 +295,8 @@ class _Applier:
         self.seen_keys: set[store.RecordKey] = set()
         self.recount: list[SignalRow] = []
         self.new_tombstones: list[dict[str, Any]] = []
+        # id(record) -> its canonical bytes, for the records of this page (alive until run ends)
+        self.canonical: dict[int, bytes] = {}
         self.now = utcnow()
 
     def run(self, envelopes: list[RecordEnvelope]) -> None:
@@ -360,13 +362,16 @@ class _Applier:
     def _log(
         self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
     ) -> int:
-        digest = digest_hex(record)
+        canonical = self.canonical.get(id(record))
+        if canonical is None:
+            canonical = canonical_json(record)
+        digest = hashlib.sha256(canonical).hexdigest()
         # A restricted record's entry is its salted commitment and nothing else: an unsalted
         # digest (or the sender's name) beside it would link it to the sender's log and to the
         # record for anyone holding it, even once the salt is erased. The digest and sender stay
         # in the database (received_record), not in the log.
         extra = {} if tlp in COMMITTED_TLP else {"from": self.peer, "digest": digest}
-        idx: int = self.tx.append_record("received", record, tlp, **extra)
+        idx: int = self.tx.append_record("received", record, tlp, record_bytes=canonical, **extra)
         if not dedupe:
             return idx
         origin, kind, rid, version = key
@@ -392,8 +397,11 @@ class _Applier:
             raise OwnRecordReturned(f"{self.peer} sent back one of our own records")
         if origin not in self.keys:
             raise _Refused(f"origin {origin} is not pinned")
-        # Size before the signature: verifying re-encodes the whole record.
-        validate.check_record_size(record, self.node.settings.max_record_bytes)
+        # Size before the signature: verifying re-encodes the whole record. The canonical
+        # bytes are kept for the record's digest and log entry (one encoding, not three).
+        self.canonical[id(record)] = validate.check_record_size(
+            record, self.node.settings.max_record_bytes
+        )
         self._verify(record)
         kind = key[1]
         if kind == "signal":
@@ -411,7 +419,7 @@ class _Applier:
         checked = validate.check_signal(
             record,
             extra_categories=self.node.settings.extra_categories,
-            max_bytes=self.node.settings.max_record_bytes,
+            max_bytes=None,  # checked in _apply, before the signature
         )
         canon = checked.canon
         attrs: dict[str, Any] = record["attrs"]  # as signed (a fold marker may be older)

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlmodel import Session
 
 from app.crypto.canonical import canonical_json
@@ -41,21 +42,59 @@ class Tx:
         entry = {"kind": kind, "time": rfc3339(now), **body}
         return self.log.append(kind, canonical_json(entry), now)
 
-    def append_record(self, kind: str, record: dict[str, Any], tlp: str, **extra: Any) -> int:
-        """Log a signed record in full, or as a salted commitment if its audience is restricted."""
+    def append_record(
+        self,
+        kind: str,
+        record: dict[str, Any],
+        tlp: str,
+        *,
+        record_bytes: bytes | None = None,
+        **extra: Any,
+    ) -> int:
+        """Log a signed record in full, or as a salted commitment if its audience is restricted.
+        `record_bytes`: the record's canonical bytes, if the caller has them already."""
         if tlp not in COMMITTED_TLP:
-            return self.append(kind, {"record": record, **extra})
-        return self.append_committed(kind, record, tlp, **extra)
+            if record_bytes is None:
+                return self.append(kind, {"record": record, **extra})
+            return self._append_with_record(kind, record_bytes, extra)
+        return self.append_committed(kind, record, tlp, body_bytes=record_bytes, **extra)
 
-    def append_committed(self, kind: str, body: dict[str, Any], tlp: str, **extra: Any) -> int:
+    def append_committed(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        tlp: str,
+        *,
+        body_bytes: bytes | None = None,
+        **extra: Any,
+    ) -> int:
         """Append `{kind, time, commitment, tlp}`: `body` hidden behind a fresh 32-byte salt
         (kept beside the entry, never served), so the entry says nothing about it to a reader
-        without the salt."""
+        without the salt. `body_bytes`: its canonical bytes, if the caller has them already."""
         salt = secrets.token_bytes(32)
-        commitment = hashlib.sha256(salt + canonical_json(body)).hexdigest()
+        if body_bytes is None:
+            body_bytes = canonical_json(body)
+        commitment = hashlib.sha256(salt + body_bytes).hexdigest()
         index = self.append(kind, {"commitment": commitment, "tlp": tlp, **extra})
         self.log.set_salt(index, salt)
         return index
+
+    def _append_with_record(self, kind: str, record_bytes: bytes, extra: dict[str, Any]) -> int:
+        """`append(kind, {"record": record, **extra})` without re-encoding the record: the entry
+        is encoded with a placeholder string in its place, then the record's canonical bytes
+        are put where the placeholder's are. RFC 8785 encodes each member's value on its own
+        and orders members by key alone, so the result is the entry's canonical form exactly.
+        The placeholder holds a NUL, which no other member (kind, time, origins, digests) can."""
+        now = utcnow()
+        entry = {"kind": kind, "time": rfc3339(now), "record": _PLACEHOLDER, **extra}
+        encoded = canonical_json(entry)
+        if encoded.count(_PLACEHOLDER_JSON) != 1:  # never expected; the slow path is exact
+            return self.append(kind, {"record": orjson.loads(record_bytes), **extra})
+        return self.log.append(kind, encoded.replace(_PLACEHOLDER_JSON, record_bytes), now)
+
+
+_PLACEHOLDER = "\x00signet-record\x00"
+_PLACEHOLDER_JSON = canonical_json(_PLACEHOLDER)
 
 
 @contextmanager

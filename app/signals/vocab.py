@@ -214,7 +214,7 @@ def validate_categories(values: object, extra: frozenset[str] = frozenset()) -> 
     """Sorted unique categories; at least one. `extra` are the node's configured additions."""
     return _validate_tokens(
         values,
-        frozenset(c.value for c in Category) | extra,
+        _CATEGORIES | extra if extra else _CATEGORIES,  # not rebuilt per call: a hot path
         "categories",
         "categories",
         required=True,
@@ -225,7 +225,7 @@ def validate_indicators(values: object, extra: frozenset[str] = frozenset()) -> 
     """Sorted unique indicators; may be empty."""
     return _validate_tokens(
         values,
-        frozenset(i.value for i in Indicator) | extra,
+        _INDICATORS | extra if extra else _INDICATORS,
         "indicators",
         "indicators",
         required=False,

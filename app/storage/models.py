@@ -382,3 +382,27 @@ class PeerKeyRow(SQLModel, table=True):
     key_id: str = Field(sa_column=Column(String(64), nullable=False))
     verifier_key: str = Field(sa_column=Column(String(512), nullable=False))
     retired_at: datetime = _ts()
+
+
+class ImportProgressRow(SQLModel, table=True):
+    """How far `signet import` got through one file (keyed by the SHA-256 of its bytes).
+
+    Written in the same transaction as each batch of signals it imported, so after a crash the
+    row and the signals agree: a re-run seeks to `offset` and continues (docs/operating.md)."""
+
+    __tablename__ = "import_progress"
+
+    digest: str = Field(sa_column=Column(String(64), primary_key=True))
+    # The file's name as given, for `signet import --status`; never its contents.
+    name: str = Field(sa_column=Column(String(1024), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Byte offset just past the last line whose batch committed, and that line's number.
+    byte_offset: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    lines: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    created: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    duplicate: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    rejected: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    skipped: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    started_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)

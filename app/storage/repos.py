@@ -16,16 +16,6 @@ from app.storage.models import ApiKeyRow, FeedbackRow, SignalRow
 # --- signals -------------------------------------------------------------------------------
 
 
-def find_active(session: Session, origin: str, match_key: str) -> SignalRow | None:
-    """The active signal `origin` published for this exact value, if any."""
-    stmt = select(SignalRow).where(
-        col(SignalRow.origin) == origin,
-        col(SignalRow.match_key) == match_key,
-        col(SignalRow.status) == "active",
-    )
-    return session.execute(stmt.limit(1)).scalars().first()
-
-
 def get_signal(session: Session, uid: str, origin: str | None = None) -> SignalRow | None:
     """By public id; local signals win over received ones if a peer reused an id."""
     stmt = select(SignalRow).where(col(SignalRow.uid) == uid)

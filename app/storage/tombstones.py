@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select
 from sqlmodel import Session, col
 
 from app.storage.models import TombstoneRow
@@ -15,15 +15,19 @@ def tombstones_for(
     session: Session, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """(origin, uid) -> the retraction record, for the keys that have a tombstone."""
-    wanted = list(set(keys))
+    grouped: dict[str, set[str]] = {}
+    for origin, uid in keys:
+        grouped.setdefault(origin, set()).add(uid)
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        stmt = select(TombstoneRow).where(
-            tuple_(col(TombstoneRow.origin), col(TombstoneRow.uid)).in_(chunk)
-        )
-        for row in session.execute(stmt).scalars():
-            out[(row.origin, row.uid)] = row.record
+    # Per origin on the primary key: a row-value IN would scan the table on SQLite.
+    for origin, uid_set in grouped.items():
+        uids = sorted(uid_set)
+        for i in range(0, len(uids), 500):
+            stmt = select(TombstoneRow).where(
+                col(TombstoneRow.origin) == origin, col(TombstoneRow.uid).in_(uids[i : i + 500])
+            )
+            for row in session.execute(stmt).scalars():
+                out[(row.origin, row.uid)] = row.record
     return out
 
 

@@ -1,0 +1,169 @@
+"""`signet import FILE`: a large hash list into the node, with progress and resume.
+
+The work is in app/services/importer.py; this is the command line: options, the progress bar,
+rejected lines on stderr, the summary and the exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.errors import InvalidInput
+
+EXIT_REJECTED = 1  # the import finished but refused some lines (unless --allow-errors)
+EXIT_INTERRUPTED = 130  # Ctrl-C: re-run the same command to continue
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_file)
+
+
+def _guess_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".csv") or name.endswith(".tsv"):
+        return "csv"
+    return "jsonl"
+
+
+def import_file(
+    file: Annotated[Path, typer.Argument(help="The list: JSON lines, CSV, or StopNCII records.")],
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="jsonl (POST /v1/signals items), csv (header: type,value[,quality,...]; "
+            "threatexchange dataset CSV too) or stopncii (hashRecords items or FetchHashes "
+            "pages, one JSON per line). Default: csv for *.csv, else jsonl.",
+        ),
+    ] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Type of rows that name none (pdq, md5, ...).")
+    ] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option("--category", help="Category of items that name none (repeatable)."),
+    ] = None,
+    quality: Annotated[
+        int | None, typer.Option(help="PDQ quality for pdq items that carry none (0-100).")
+    ] = None,
+    key_id: Annotated[
+        str | None,
+        typer.Option(help="Identifier key to hash raw identifiers with (and their key_id)."),
+    ] = None,
+    opinion: Annotated[str | None, typer.Option(help="Opinion for items that state none.")] = None,
+    tlp: Annotated[
+        str | None, typer.Option(help="Audience for items that state none (default green).")
+    ] = None,
+    batch: Annotated[
+        int, typer.Option(help="Items per transaction (and per resume step).", min=1, max=10_000)
+    ] = 1000,
+    allow_errors: Annotated[
+        bool,
+        typer.Option("--allow-errors", help="Exit 0 even if some lines were refused."),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Import a hash list as this node's own signed signals; re-run to resume.
+
+    Every line is checked as the API checks an item; refused lines are printed to stderr as
+    `line N: field: reason` and skipped, the rest land. Exit 0 when every line landed (or was a
+    duplicate), 1 if any line was refused (0 with --allow-errors), 2 for a usage error, 130 if
+    interrupted: run the same command again and it continues where the last batch committed.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from app.cli import _fail, _node, err, out
+    from app.services import importer
+
+    if not file.is_file():
+        _fail(f"{file}: no such file", code=2)
+    fmt = fmt or _guess_format(file)
+    if fmt not in importer.FORMATS:
+        _fail(f"--format must be one of {', '.join(importer.FORMATS)}", code=2)
+    if fmt != "jsonl" and not category and not _csv_has(file, fmt, "categories"):
+        _fail(f"--category is required: {fmt} rows name no category", code=2)
+    defaults = importer.Defaults(
+        type=type_,
+        categories=list(category or []),
+        quality=quality,
+        key_id=key_id,
+        opinion=opinion,
+        tlp=tlp,
+    )
+    node = _node()
+    size = file.stat().st_size
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[counts]}"),
+        console=err,
+        disable=quiet,
+        transient=False,
+    )
+    state: importer.Progress | None = None
+    with progress:
+        task = progress.add_task("digest", total=size, counts="")
+        digest = importer.file_digest(file, lambda n: progress.advance(task, n))
+
+        def on_batch(p: importer.Progress) -> None:
+            nonlocal state
+            state = p
+            for rejection in p.rejected:
+                progress.console.print(str(rejection), highlight=False, soft_wrap=True)
+            t = p.totals
+            progress.update(
+                task,
+                completed=p.offset,
+                counts=f"{t.created:,} new, {t.duplicate:,} dup, {t.rejected:,} refused",
+            )
+
+        row = importer.progress_of(node, digest)
+        progress.update(task, description="import", completed=row.byte_offset if row else 0)
+        if row is not None and row.finished_at is None:
+            progress.console.print(
+                f"resuming {file.name} at line {row.lines + 1:,} (byte {row.byte_offset:,})",
+                highlight=False,
+            )
+        try:
+            result = importer.run_import(
+                node, file, fmt, defaults, batch=batch, digest=digest, on_batch=on_batch
+            )
+        except KeyboardInterrupt:
+            progress.stop()
+            at = f" after line {state.totals.lines:,}" if state else ""
+            err.print(f"interrupted{at}: run the same command again to continue", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except InvalidInput as exc:
+            _fail(f"{exc.field}: {exc.reason}", code=2)
+    t = result.totals
+    if result.resumed_from == result.size and result.finished:
+        out.print(f"{file.name} was imported already (sha256 {digest[:16]}…)", highlight=False)
+    out.print(
+        f"{t.lines:,} lines: {t.created:,} created, {t.duplicate:,} duplicate, "
+        f"{t.rejected:,} refused, {t.skipped:,} skipped (withdrawn)",
+        highlight=False,
+    )
+    node.db.dispose()
+    if t.rejected and not allow_errors:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _csv_has(file: Path, fmt: str, column: str) -> bool:
+    if fmt != "csv":
+        return False
+    with file.open("rb") as f:
+        head = f.readline().decode("utf-8-sig", errors="replace").lower()
+    return column in [h.strip() for h in head.split(",")]

@@ -1,0 +1,299 @@
+"""`signet import`: formats, bad lines reported by number, raw identifiers keyed before storage,
+and resume after the process is killed mid-import (SIGKILL) with nothing lost or doubled and the
+exchange log still verifying. Both engines (the `db_url` fixture)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from typer.testing import CliRunner
+
+from app.audit.verify import LogAuditor
+from app.cli import app as cli
+from app.crypto.keys import VerifierKey
+from app.services import log as exchange_log
+from app.services.node import Node
+from app.settings import Settings
+from app.storage.models import ImportProgressRow, SignalRow
+
+runner = CliRunner()
+SIGNET = str(Path(sys.executable).with_name("signet"))
+ID_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        "SIGNET_DATABASE_URL": settings.database_url,
+        "SIGNET_DATA_DIR": str(settings.data_dir),
+        "SIGNET_ORIGIN": settings.origin,
+        "SIGNET_BACKGROUND": "false",
+        "COLUMNS": "400",
+        **extra,
+    }
+
+
+def md5(i: int) -> str:
+    return f"{i:032x}"
+
+
+def pdq(i: int) -> str:
+    return f"{i:016x}" * 4
+
+
+def verify_log(node: Node) -> int:
+    """Check every entry of the node's log against its own key and a fresh checkpoint; return
+    the log size."""
+    note = exchange_log.publish_checkpoint(node).note
+    auditor = LogAuditor(VerifierKey.parse(node.verifier_key))
+    size = exchange_log.latest_checkpoint(node).size
+    start = 0
+    while start < size:
+        page = exchange_log.entries_page(node, start, min(size, start + 1000))
+        for e in page:
+            auditor.add(e.index, e.entry, e.leaf_hash)
+        start += len(page)
+    failure = auditor.finish(note).first_failure()
+    assert failure is None, failure
+    return size
+
+
+def signal_log_entries(node: Node) -> int:
+    with node.db.read() as s:
+        return int(s.execute(text("SELECT count(*) FROM log_entry WHERE kind = 'signal'")).scalar())
+
+
+def own_signals(node: Node) -> list[SignalRow]:
+    with node.db.read() as s:
+        return list(s.execute(select(SignalRow).order_by(SignalRow.change_seq)).scalars())
+
+
+def test_jsonl_bad_lines_reported_by_number_good_lines_land(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    lines = [json.dumps({"type": "md5", "value": md5(i), "categories": ["csam"]}) for i in range(5)]
+    lines.insert(2, "{not json")
+    lines.insert(4, json.dumps({"type": "md5", "value": "xyz", "categories": ["csam"]}))
+    lines.append(json.dumps({"type": "pdq", "value": pdq(1), "categories": ["csam"]}))  # no quality
+    lines.append(json.dumps({"type": "md5", "value": md5(1), "categories": ["csam"]}))  # dup
+    lines.append("")
+    lines.append(json.dumps({"type": "md5", "value": md5(9), "categories": ["nope"]}))
+    f = tmp_path / "list.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+
+    r = runner.invoke(cli, ["import", str(f), "--quiet"], env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "line 3: not JSON" in r.output
+    assert "line 5: value: an MD5 digest must be exactly 32 hex digits" in r.output
+    assert "line 8: quality: required for pdq" in r.output
+    assert "line 11: categories" in r.output
+    assert "11 lines: 5 created, 1 duplicate, 4 refused" in r.output
+    rows = own_signals(node)
+    assert sorted(r.value for r in rows) == [md5(i) for i in range(5)]
+    assert all(r.origin == node.origin and r.record["signature"] for r in rows)
+    assert signal_log_entries(node) == 5
+    verify_log(node)
+
+    # The same file again: already imported, nothing added; --allow-errors exits 0.
+    again = runner.invoke(cli, ["import", str(f), "--allow-errors"], env=env_for(settings))
+    assert again.exit_code == 0, again.output
+    assert "imported already" in again.output
+    assert len(own_signals(node)) == 5
+
+
+def test_csv_with_type_option_threatexchange_csv_and_stopncii(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    plain = tmp_path / "hashes.csv"
+    plain.write_text("value\n" + "".join(f"{md5(i)}\n" for i in range(3)) + "zz\n")
+    r = runner.invoke(
+        cli,
+        ["import", str(plain), "--type", "md5", "--category", "csam", "--quiet"],
+        env=env_for(settings),
+    )
+    assert r.exit_code == 1, r.output
+    assert "line 5: value" in r.output  # the header is line 1
+    assert "4 lines: 3 created, 0 duplicate, 1 refused" in r.output
+
+    te = tmp_path / "te.csv"  # `threatexchange dataset -P --csv`
+    te.write_text(
+        "signal_type,signal_str,collab,category,tags\n"
+        f"pdq,{pdq(7)},Sample,TRUE_POSITIVE,a b\n"
+        f"video_md5,{md5(100)},Sample,TRUE_POSITIVE,\n"
+        f"raw_text,hello there,Sample,TRUE_POSITIVE,\n"
+    )
+    r = runner.invoke(
+        cli,
+        ["import", str(te), "--category", "ncii", "--quality", "90", "--quiet"],
+        env=env_for(settings),
+    )
+    assert r.exit_code == 1, r.output
+    assert "line 4: type" in r.output  # raw_text is no Signet type
+    assert "3 lines: 2 created" in r.output
+
+    stop = tmp_path / "fetch.jsonl"  # a saved FetchHashes walk: one page per line
+    page = {
+        "count": 3,
+        "hashRecords": [
+            {"signalType": "ImagePDQ", "hashValue": pdq(8), "hashStatus": "Active"},
+            {"signalType": "VideoMD5", "hashValue": md5(200), "hashStatus": "Withdrawn"},
+            {"signalType": "Audio", "hashValue": "x", "hashStatus": "Active"},
+        ],
+    }
+    stop.write_text(
+        json.dumps(page)
+        + "\n"
+        + json.dumps({"signalType": "VideoMD5", "hashValue": md5(201), "hashStatus": "Active"})
+        + "\n"
+    )
+    r = runner.invoke(
+        cli,
+        ["import", str(stop), "--format", "stopncii", "--category", "ncii", "--quality", "80"],
+        env=env_for(settings),
+    )
+    assert r.exit_code == 1, r.output
+    assert "line 1: hashRecords[2].signalType: unknown" in r.output
+    assert "2 lines: 2 created, 0 duplicate, 1 refused, 1 skipped" in r.output
+    values = {row.value: row for row in own_signals(node)}
+    assert pdq(8) in values and md5(201) in values and md5(200) not in values
+    assert values[pdq(8)].attrs == {"quality": 80} and values[pdq(8)].categories == ["ncii"]
+    verify_log(node)
+
+
+def test_csv_without_a_category_is_refused_before_reading(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    f = tmp_path / "h.csv"
+    f.write_text("value\n" + md5(1) + "\n")
+    r = runner.invoke(cli, ["import", str(f), "--type", "md5"], env=env_for(settings))
+    assert r.exit_code == 2 and "--category" in r.output
+    assert own_signals(node) == []
+
+
+RAW = ["Alice.Example@Mail.Example.com", "bob.builder@mail.example.com"]
+
+
+@pytest.fixture
+def id_settings(make_settings: Any) -> Settings:
+    s: Settings = make_settings(identifier_keys=f"fed={ID_KEY}")
+    return s
+
+
+def test_raw_identifiers_are_keyed_and_never_stored(id_settings: Settings, tmp_path: Path) -> None:
+    from app.services.node import open_node
+    from app.signals.identifiers import hash_identifier
+
+    node = open_node(id_settings)
+    try:
+        f = tmp_path / "ids.csv"
+        rows_in = "".join(f"email,{v}\n" for v in RAW) + "phone,call zebra-quokka\n"
+        f.write_text("type,value\n" + rows_in)
+        r = runner.invoke(
+            cli,
+            ["import", str(f), "--category", "sextortion", "--quiet"],
+            env=env_for(id_settings, SIGNET_IDENTIFIER_KEYS=f"fed={ID_KEY}"),
+        )
+        assert r.exit_code == 1, r.output
+        assert "line 4: value" in r.output and "zebra" not in r.output
+        rows = own_signals(node)
+        want = {hash_identifier("email", v, b"k" * 32, "fed") for v in RAW}
+        assert {row.value for row in rows} == want
+        assert all(row.attrs == {"key_id": "fed"} for row in rows)
+        # Nowhere in the database: signals, records, log entries, import progress.
+        dump = _database_text(node)
+        for raw in RAW:
+            assert raw.lower() not in dump.lower() and raw.split("@")[0] not in dump
+        verify_log(node)
+    finally:
+        node.db.dispose()
+
+
+def _database_text(node: Node) -> str:
+    from sqlalchemy import MetaData
+
+    meta = MetaData()
+    meta.reflect(node.db.engine)
+    chunks = []
+    with node.db.engine.connect() as conn:
+        for table in meta.sorted_tables:
+            chunks += [repr(tuple(row)) for row in conn.execute(select(table))]
+    return "\n".join(chunks)
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+
+def _progress(node: Node) -> ImportProgressRow | None:
+    with node.db.read() as s:
+        return s.execute(select(ImportProgressRow)).scalars().first()
+
+
+def test_sigkill_mid_import_then_rerun_loses_nothing_and_doubles_nothing(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    n = 12_000
+    f = tmp_path / "big.jsonl"
+    with f.open("w") as out:
+        for i in range(n):
+            if i % 1000 == 999:
+                out.write("garbage\n")  # bad lines on both sides of the kill
+            else:
+                out.write(json.dumps({"type": "md5", "value": md5(i), "categories": ["csam"]}))
+                out.write("\n")
+    exchange_log.log_config_if_changed(node)  # as a start would; the CLI checks it
+    env = {**os.environ, **env_for(settings)}
+    args = [SIGNET, "import", str(f), "--batch", "200", "--quiet", "--allow-errors"]
+    first_err = tmp_path / "first.err"
+    with first_err.open("wb") as errf:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=errf)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            row = _progress(node)
+            if row is not None and row.lines >= 2000:
+                break
+            assert proc.poll() is None, first_err.read_text()
+            assert time.monotonic() < deadline, "import made no progress"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = _progress(node)
+    assert killed_at is not None and killed_at.finished_at is None
+    assert killed_at.lines < n, "killed too late to test a resume"
+    # What committed is exactly what the progress row says committed.
+    assert len(own_signals(node)) == killed_at.created
+    verify_log(node)
+
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {f.name} at line {killed_at.lines + 1:,}" in done.stderr
+    # Bad lines after the kill are reported by the second run, with their numbers.
+    later_bad = [i + 1 for i in range(n) if i % 1000 == 999 and i + 1 > killed_at.lines]
+    for line in later_bad:
+        assert f"line {line}: not JSON" in done.stderr, done.stderr
+    final = _progress(node)
+    assert final is not None and final.finished_at is not None
+    assert final.lines == n and final.rejected == n // 1000 and final.duplicate == 0
+    rows = own_signals(node)
+    want = {md5(i) for i in range(n) if i % 1000 != 999}
+    assert len(rows) == len(want) == final.created  # none lost, none twice
+    assert {r.value for r in rows} == want
+    with node.db.read() as s:
+        distinct = s.execute(select(func.count(func.distinct(SignalRow.match_key)))).scalar()
+    assert distinct == len(rows)
+    # Every signal has exactly one log entry, and change_seq is gap-free over them.
+    assert signal_log_entries(node) == len(rows)
+    seqs = [r.change_seq for r in rows]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    verify_log(node)

@@ -1,0 +1,44 @@
+"""`Tx.append_record(record_bytes=...)` (the received-record fast path, app/services/sync.py)
+logs exactly the entry the plain path logs: same canonical bytes, same leaf."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from unittest import mock
+
+from app.crypto.canonical import canonical_json
+from app.services.node import Node
+from app.services.tx import transaction
+from app.storage import log as log_store
+
+RECORDS: list[dict[str, Any]] = [
+    {"kind": "signal", "value": "ab" * 16, "attrs": {}, "audience": {"tlp": "green", "peers": []}},
+    # Non-ASCII keys and values, nested lists, escapes: RFC 8785 orders by UTF-16 code units.
+    {"z": ["\u00e9", {"\u00fc": 1, "a": [True, None]}], "\u00e9t\u00e9": 'line\nbreak\t"q"'},
+    {"deep": {"x": {"y": {"z": [1, 2, {"w": "\U0001f600"}]}}}, "n": -9007199254740991},
+]
+
+
+def test_spliced_entry_is_the_canonical_entry(node: Node) -> None:
+    fixed = log_store.utcnow()
+    with mock.patch("app.services.tx.utcnow", return_value=fixed), transaction(node) as tx:
+        plain = [
+            tx.append_record("received", r, "green", **{"from": "p.example", "digest": "d"})
+            for r in RECORDS
+        ]
+        fast = [
+            tx.append_record(
+                "received",
+                r,
+                "green",
+                record_bytes=canonical_json(r),
+                **{"from": "p.example", "digest": "d"},
+            )
+            for r in RECORDS
+        ]
+    with node.db.read() as session:
+        rows = {e.idx: e.data for e in log_store.entries(session, 0, max(fast) + 1)}
+    for p, f in zip(plain, fast, strict=True):
+        assert rows[p] == rows[f]
+        assert canonical_json(json.loads(rows[f])).decode() == rows[f]
