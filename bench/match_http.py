@@ -17,12 +17,23 @@ if it is on PATH, else a multi-process Python client (http.client, one keep-aliv
 process); `--generator` forces one. wrk drives several times more load than the Python client on
 this machine class, so the Python one under-reports a fast endpoint.
 
+Each point is measured after `--warmup` unmeasured seconds of the same load (the first requests
+after start-up pay one-off costs that are not the steady state) and reports requests/s, latency
+p50 / p99 / p99.9 / max, and the server's CPU time per answered request (all its processes, read
+from /proc): on a machine shared with other work the latencies swing from run to run, the CPU
+cost much less. The per-key rate limit is off for the signet processes (one key drives all the
+load). `--gc` also loads a worker's index in a fresh process and times one full garbage
+collection over it, with the index visible to the collector and frozen (`IndexSync.load`), and
+the match work of one request of each kind without HTTP: where a request's time goes.
+`--env KEY=VALUE` passes settings to the signet processes (e.g. `PYTHONPATH=` an older checkout,
+to measure before and after in one sitting); `--data DIR` keeps the loaded nodes for reuse.
+
 Bench data is loaded directly: signals are built and signed like the service layer does, and
 appended to the exchange log with their `change_seq`, but inserted with one SQLAlchemy Core
 `executemany` per 20k rows instead of the ORM (the service path takes ~1.4 ms per signal here,
 23 minutes for 1M). Every figure is requests/s and latency percentiles over `--duration` seconds.
 
-Run: .venv/bin/python bench/match_http.py [--sizes 200000,1000000] [--workers 1,2]
+Run: .venv/bin/python bench/match_http.py [--sizes 200000,1000000] [--workers 1,2] [--gc]
 """
 
 from __future__ import annotations
@@ -175,10 +186,25 @@ def _get(url: str) -> tuple[int, bytes]:
         conn.close()
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every process of a process group: the
+    server's cost per request, which (unlike latency) a busy machine does not inflate much."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: the process group
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 @contextmanager
 def server(
     cmd: list[str], env: dict[str, str], port: int, ready: Callable[[], bool], timeout: float = 900
-) -> Iterator[None]:
+) -> Iterator[int]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -195,7 +221,7 @@ def server(
                 log.seek(0)
                 raise RuntimeError("server did not start:\n" + log.read().decode()[-3000:])
             time.sleep(0.2)
-        yield
+        yield proc.pid  # its process group: start_new_session
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -260,9 +286,10 @@ request = function()
 end
 done = function(summary, latency, requests)
   io.write(string.format("JSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"status\\": %%d, " ..
-    "\\"p50\\": %%g, \\"p99\\": %%g}\\n", summary.requests,
+    "\\"p50\\": %%g, \\"p99\\": %%g, \\"p999\\": %%g, \\"max\\": %%g}\\n", summary.requests,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+    summary.errors.status, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
 end
 """
 
@@ -284,8 +311,11 @@ def run_wrk(
     stats = json.loads(out[out.index("JSON ") + 5 :].splitlines()[0])
     return {
         "rps": stats["requests"] / duration,
+        "duration": duration,
         "p50_ms": stats["p50"] / 1000,
         "p99_ms": stats["p99"] / 1000,
+        "p999_ms": stats["p999"] / 1000,
+        "max_ms": stats["max"] / 1000,
         "errors": stats["errors"] + stats["status"],
     }
 
@@ -324,10 +354,62 @@ def run_python(
     errors = sum(1 for p in parts for x in p if x < 0)
     return {
         "rps": len(lat) / duration,
+        "duration": duration,
         "p50_ms": lat[len(lat) // 2] * 1000 if lat else 0.0,
         "p99_ms": lat[int(len(lat) * 0.99)] * 1000 if lat else 0.0,
+        "p999_ms": lat[int(len(lat) * 0.999)] * 1000 if lat else 0.0,
+        "max_ms": lat[-1] * 1000 if lat else 0.0,
         "errors": errors,
     }
+
+
+# --- in one process: garbage collection over the index, and the match work itself ----------
+
+
+def _in_process(data_dir: str, bodies: dict[str, list[str]], out: Any) -> None:
+    """In a fresh process: load a worker's index from the node, then time one full garbage
+    collection with the index visible to the collector (as before issue 15) and frozen (as
+    `IndexSync.load` leaves it), and the match work of one request of each kind without HTTP."""
+    import gc
+    import resource
+
+    from app.services import matching
+    from app.services.index_sync import IndexSync
+    from app.services.node import open_node
+    from app.settings import load_settings
+
+    node = open_node(load_settings(data_dir=Path(data_dir), origin="bench.example"))
+    sync = IndexSync(node)
+    gc.disable()
+    sync._load()  # the load without the freeze
+    gc.enable()
+    gc.collect()
+    res: dict[str, float] = {"tracked": len(gc.get_objects())}
+    t = time.perf_counter()
+    gc.collect()
+    res["gc_s"] = time.perf_counter() - t
+    gc.freeze()
+    t = time.perf_counter()
+    gc.collect()
+    res["gc_frozen_s"] = time.perf_counter() - t
+    res["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for kind, lines in bodies.items():
+        queries = [json.loads(b)["queries"] for b in lines]
+        t = time.perf_counter()
+        for q in queries:
+            matching.match_batch(node, q)
+        res[f"{kind}_ms"] = 1000 * (time.perf_counter() - t) / len(queries)
+    out.put(res)
+
+
+def in_process(data_dir: Path, bodies: dict[str, list[str]]) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_in_process, args=(str(data_dir), bodies, q))
+    p.start()
+    res: dict[str, float] = q.get()
+    p.join()
+    return res
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -351,8 +433,25 @@ def main() -> None:
     ap.add_argument("--sizes", default="200000,1000000", help="PDQ signals per run")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    ap.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each")
+    ap.add_argument(
+        "--gc",
+        action="store_true",
+        help="also time one full garbage collection in a worker's index, frozen and not",
+    )
     ap.add_argument("--generator", choices=["wrk", "python"], default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temp data dirs")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="keep the loaded nodes under this directory and reuse them on the next run",
+    )
+    ap.add_argument(
+        "--queries", default="exact,miss,pdq", help="which of exact, miss, pdq to drive"
+    )
+    ap.add_argument("--no-bare", action="store_true", help="skip the bare FastAPI baseline")
+    ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the signet processes")
     args = ap.parse_args()
     gen = args.generator or ("wrk" if shutil.which("wrk") else "python")
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -360,12 +459,27 @@ def main() -> None:
     print(machine_info({"load generator": gen, "connections": str(CONNECTIONS)}))
     rng = random.Random(7)
     rows: list[dict[str, Any]] = []
+    gc_rows: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="signet-bench-"))
 
-    def drive(port: int, bodies: list[str], key: str, path: str = "/v1/match") -> dict[str, float]:
+    def drive(
+        pgid: int, port: int, bodies: list[str], key: str, path: str = "/v1/match"
+    ) -> dict[str, float]:
+        # A short unmeasured run first: the first requests after start-up pay one-off costs
+        # (API key and roster reads, first calls into numpy) that are not the steady state.
+        url = f"http://127.0.0.1:{port}"
+        if args.warmup > 0:
+            if gen == "wrk":
+                run_wrk(url, bodies, key, args.warmup, work, path)
+            else:
+                run_python(port, bodies, key, args.warmup, path)
+        cpu0 = group_cpu(pgid)
         if gen == "wrk":
-            return run_wrk(f"http://127.0.0.1:{port}", bodies, key, args.duration, work, path)
-        return run_python(port, bodies, key, args.duration, path)
+            r = run_wrk(url, bodies, key, args.duration, work, path)
+        else:
+            r = run_python(port, bodies, key, args.duration, path)
+        r["cpu_s"] = group_cpu(pgid) - cpu0
+        return r
 
     try:
         for workers in worker_counts:
@@ -388,12 +502,18 @@ def main() -> None:
                 "--no-access-log",
             ]
             url = f"http://127.0.0.1:{port}"
-            with server(cmd, dict(os.environ), port, lambda u=url: _get(u + "/healthz")[0] == 200):
+            if args.no_bare:
+                continue
+            with server(
+                cmd, dict(os.environ), port, lambda u=url: _get(u + "/healthz")[0] == 200
+            ) as pgid:
                 for path, label in (
                     ("/v1/match", "bare FastAPI (def)"),
                     ("/v1/match-async", "bare FastAPI (async def)"),
                 ):
-                    r = drive(port, bodies_for("exact", ["00" * 32], ["00" * 16], rng), "x", path)
+                    r = drive(
+                        pgid, port, bodies_for("exact", ["00" * 32], ["00" * 16], rng), "x", path
+                    )
                     rows.append(
                         {
                             "signals": "-",
@@ -405,9 +525,34 @@ def main() -> None:
                     )
                     print(rows[-1], file=sys.stderr)
         for n in sizes:
-            data = work / f"node-{n}"
-            print(f"loading {n:,} PDQ + {MD5_SIGNALS:,} MD5 signals", file=sys.stderr)
-            pdqs, md5s, key = load_signals(data, n)
+            data = (args.data or work) / f"node-{n}"
+            meta = data / "bench-meta.json"
+            if args.data is not None and meta.exists():
+                pdqs, md5s, key = json.loads(meta.read_text())
+                print(f"reusing {data}", file=sys.stderr)
+            else:
+                shutil.rmtree(data, ignore_errors=True)
+                print(f"loading {n:,} PDQ + {MD5_SIGNALS:,} MD5 signals", file=sys.stderr)
+                pdqs, md5s, key = load_signals(data, n)
+                if args.data is not None:
+                    meta.write_text(json.dumps([pdqs, md5s, key]))
+            if args.gc:
+                r = in_process(
+                    data, {k: bodies_for(k, pdqs, md5s, rng) for k in ("exact", "miss", "pdq")}
+                )
+                gc_rows.append(
+                    {
+                        "signals": f"{n:,}",
+                        "objects the collector tracks": f"{r['tracked']:,.0f}",
+                        "full collection": f"{r['gc_s'] * 1000:,.0f} ms",
+                        "full collection, index frozen": f"{r['gc_frozen_s'] * 1000:,.1f} ms",
+                        "RSS": f"{r['rss_mib']:,.0f} MiB",
+                        "match_batch md5 hit / miss / pdq": (
+                            f"{r['exact_ms']:.3f} / {r['miss_ms']:.3f} / {r['pdq_ms']:.3f} ms"
+                        ),
+                    }
+                )
+                print(gc_rows[-1], file=sys.stderr)
             for workers in worker_counts:
                 port = free_port()
                 env = {
@@ -418,6 +563,10 @@ def main() -> None:
                     "SIGNET_ORIGIN": "bench.example",
                     "SIGNET_BACKGROUND": "false",
                     "SIGNET_LOG_LEVEL": "warning",
+                    # One key drives all the load: the per-key limit (100/s by default) would
+                    # answer most of it with 429s, which is not what this measures.
+                    "SIGNET_RATE_LIMIT": "0",
+                    **dict(e.split("=", 1) for e in args.env),
                 }
                 env.pop("SIGNET_DATABASE_URL", None)
                 url = f"http://127.0.0.1:{port}"
@@ -427,15 +576,19 @@ def main() -> None:
                     env,
                     port,
                     signet_ready(url, n + MD5_SIGNALS, workers),
-                ):
+                ) as pgid:
                     start_s = time.perf_counter() - t0
                     print(f"  {workers} worker(s) ready in {start_s:.1f} s", file=sys.stderr)
                     for kind, label in (
-                        ("exact", "md5 (hit)"),
-                        ("miss", "md5 (miss)"),
-                        ("pdq", "pdq t=31 (hit)"),
+                        (k, lbl)
+                        for k, lbl in (
+                            ("exact", "md5 (hit)"),
+                            ("miss", "md5 (miss)"),
+                            ("pdq", "pdq t=31 (hit)"),
+                        )
+                        if k in args.queries.split(",")
                     ):
-                        r = drive(port, bodies_for(kind, pdqs, md5s, rng), key)
+                        r = drive(pgid, port, bodies_for(kind, pdqs, md5s, rng), key)
                         rows.append(
                             {
                                 "signals": f"{n:,}",
@@ -447,7 +600,7 @@ def main() -> None:
                             }
                         )
                         print(rows[-1], file=sys.stderr)
-            if not args.keep:
+            if not args.keep and args.data is None:
                 shutil.rmtree(data, ignore_errors=True)
     finally:
         if not args.keep:
@@ -456,15 +609,23 @@ def main() -> None:
     # its dependencies in the thread pool); the async row shows what that costs.
     bare = {r["workers"]: float(r["req/s"]) for r in rows if r["endpoint"] == "bare FastAPI (def)"}
     for r in rows:
-        r["vs bare def"] = f"{float(r['req/s']) / bare[r['workers']]:.0%}"
+        if r["workers"] in bare:
+            r["vs bare def"] = f"{float(r['req/s']) / bare[r['workers']]:.0%}"
     print_table(rows)
+    if gc_rows:
+        print()
+        print_table(gc_rows)
 
 
 def _fmt(r: dict[str, float]) -> dict[str, Any]:
     return {
         "req/s": f"{r['rps']:.0f}",
         "p50 ms": f"{r['p50_ms']:.2f}",
-        "p99 ms": f"{r['p99_ms']:.2f}",
+        "p99 ms": f"{r['p99_ms']:.1f}",
+        "p99.9 ms": f"{r['p999_ms']:.1f}",
+        "max ms": f"{r['max_ms']:.0f}",
+        # Server CPU per answered request: robust to a busy machine, unlike the latencies.
+        "server CPU ms/req": f"{1000 * r['cpu_s'] / max(r['rps'] * r['duration'], 1):.3f}",
         "errors": int(r["errors"]),
     }
 

@@ -32,7 +32,7 @@ def require(scope: str) -> Callable[..., Awaitable[Caller]]:
     ) -> Caller:
         key = creds.credentials if creds else None
         # Async with a cache in front: the hot path (a known key) needs neither a thread nor I/O.
-        caller = apikeys.authenticate_cached(node, key, scope)
+        caller = apikeys.authenticate_nowait(node, key, scope)
         if caller is None:
             caller = await run_in_threadpool(apikeys.authenticate, node, key, scope)
         # Per-key request limit, shared by the node's workers (app/services/ratelimit.py). Most

@@ -108,7 +108,7 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         for (i, _), found in zip(group, node.index.pdq(codes, threshold, now), strict=True):
             hits[i] = [(r, d, None, None) for r, d in found]
     results = []
-    dropped = roster.dropped(node)  # members a roster removed or suspended, if it says drop
+    dropped = roster.dropped_nowait(node)  # members removed or suspended, if it says drop
     for i, hs in enumerate(hits):
         if i in errors:
             results.append(MatchResult(index=i, status="rejected", error=errors[i]))

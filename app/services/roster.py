@@ -437,6 +437,18 @@ def member_status(node: Node, origin: str) -> str | None:
     return "removed" if origin in excluded(node) else None
 
 
+def dropped_nowait(node: Node) -> frozenset[str]:
+    """`dropped` for the match path, which may run on the event loop: the cached set even when
+    it is a little past its second (up to 5 s), so no request waits on the database for it. The
+    worker's index follower (`app.services.index_sync`) refreshes it on every poll, so in a
+    running node it is never older than about a second; a change made in this process clears it
+    at once (`_forget_cache`)."""
+    hit = _dropped_cache.get(node.db.url)
+    if hit is not None and time.monotonic() - hit[0] < 5.0:
+        return hit[1]
+    return dropped(node)
+
+
 def dropped(node: Node) -> frozenset[str]:
     """Origins whose records this node stops matching: suspended or removed members, when the
     roster says `on_removal: drop` (cached for a second per process; empty without a roster)."""
