@@ -7,11 +7,15 @@ rejected lines on stderr, the summary and the exit code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from app.services import importer
+    from app.services.node import Node
 
 EXIT_REJECTED = 1  # the import finished but refused some lines (unless --allow-errors)
 EXIT_INTERRUPTED = 130  # Ctrl-C: re-run the same command to continue
@@ -73,16 +77,7 @@ def import_file(
     duplicate), 1 if any line was refused (0 with --allow-errors), 2 for a usage error, 130 if
     interrupted: run the same command again and it continues where the last batch committed.
     """
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    from app.cli import _fail, _node, err, out
+    from app.cli import _fail, _node
     from app.services import importer
 
     if not file.is_file():
@@ -101,6 +96,33 @@ def import_file(
         tlp=tlp,
     )
     node = _node()
+    try:
+        _run(node, file, fmt, defaults, batch, allow_errors, quiet)
+    finally:
+        node.db.dispose()  # on every way out: pooled connections are not left to the GC
+
+
+def _run(
+    node: Node,
+    file: Path,
+    fmt: str,
+    defaults: importer.Defaults,
+    batch: int,
+    allow_errors: bool,
+    quiet: bool,
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from app.cli import _fail, err, out
+    from app.services import importer
+
     size = file.stat().st_size
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -149,14 +171,13 @@ def import_file(
         except InvalidInput as exc:
             _fail(f"{exc.field}: {exc.reason}", code=2)
     t = result.totals
-    if result.resumed_from == result.size and result.finished:
+    if result.already:
         out.print(f"{file.name} was imported already (sha256 {digest[:16]}…)", highlight=False)
     out.print(
         f"{t.lines:,} lines: {t.created:,} created, {t.duplicate:,} duplicate, "
         f"{t.rejected:,} refused, {t.skipped:,} skipped (withdrawn)",
         highlight=False,
     )
-    node.db.dispose()
     if t.rejected and not allow_errors:
         raise typer.Exit(EXIT_REJECTED)
 

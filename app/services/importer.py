@@ -127,6 +127,7 @@ class Progress:
     rejected: list[Rejection]
     resumed_from: int = 0
     finished: bool = False
+    already: bool = False  # the file had been imported to its end by an earlier run
 
 
 def file_digest(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
@@ -334,14 +335,16 @@ def run_import(
         totals = Counts(row.lines, row.created, row.duplicate, row.rejected, row.skipped)
         start = row.byte_offset
         if row.finished_at is not None:
-            return Progress(digest, size, size, totals, [], start, finished=True)
+            return Progress(digest, size, size, totals, [], start, finished=True, already=True)
     state = Progress(digest, size, start, totals, [], resumed_from=start)
     pending: list[_Line] = []
+    items = 0
     for line in read_lines(path, fmt, start, totals.lines):
         pending.append(line)
-        if sum(len(p.items) for p in pending) >= batch or len(pending) >= batch:
+        items += len(line.items)
+        if items >= batch or len(pending) >= batch:
             _commit(node, path, state, pending, defaults, hasher)
-            pending = []
+            pending, items = [], 0
             if on_batch:
                 on_batch(state)
     _commit(node, path, state, pending, defaults, hasher, finished=True)
