@@ -281,7 +281,7 @@ class IdentifierHasher:
         if chosen is None and len(keys) == 1:
             chosen = next(iter(keys))
         self.key_id = chosen if chosen in keys else None
-        self._key = keys[chosen].get_secret_value() if self.key_id else None
+        self._key = keys[self.key_id].get_secret_value() if self.key_id else None
 
     def __call__(self, item: dict[str, Any]) -> None:
         value = item.get("value")
@@ -404,7 +404,7 @@ def _commit(
                     created += 1
                 else:
                     duplicate += 1
-        values = {
+        values: dict[str, Any] = {
             "name": str(path)[-1024:],
             "size": state.size,
             "byte_offset": end,

@@ -171,7 +171,7 @@ class IndexSync:
             by_origin: dict[str, set[str]] = {}
             for r in changed:
                 by_origin.setdefault(r[0], set()).add(r[1])
-            statuses = []
+            statuses: list[Any] = []
             # Per origin on its (origin, uid) index: a row-value IN scans the table on SQLite.
             for origin, uids in by_origin.items():
                 statuses += session.execute(
