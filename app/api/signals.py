@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import observability
 from app.api.deps import FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
-from app.api.fairness import MatchGate, PdqCoalescer
+from app.api.fairness import MatchCoalescer, MatchGate
 from app.schemas import (
     BatchResult,
     FeedbackIn,
@@ -97,11 +97,11 @@ async def match(
     gate: MatchGate | None = getattr(request.app.state, "match_gate", None)
     if gate is None:
         gate = request.app.state.match_gate = MatchGate()
-        request.app.state.pdq_coalescer = PdqCoalescer(gate)
+        request.app.state.match_coalescer = MatchCoalescer(gate)
     result: MatchBatchResult
-    if PdqCoalescer.eligible(body.queries, matching.DEFAULT_PDQ_THRESHOLD):
-        # A few plain PDQ codes: searched together with other requests' (app/api/fairness.py).
-        coalescer: PdqCoalescer = request.app.state.pdq_coalescer
+    if MatchCoalescer.eligible(body.queries, matching.DEFAULT_PDQ_THRESHOLD):
+        # A few plain PDQ codes or md5s: searched with this key's other requests (fairness.py).
+        coalescer: MatchCoalescer = request.app.state.match_coalescer
         result = await coalescer.run(
             key.id, partial(matching.match_batch, node), body.queries, node.settings.max_batch
         )

@@ -5,7 +5,8 @@
   re-reads it, and a key revoked elsewhere stops working once that re-read has seen it;
 - the roster's drop list is read from memory on the match path;
 - a large index is frozen out of the collector's sight after the load, and given back on stop;
-- small PDQ requests that arrive together are searched as one batch, each answered as its own.
+- small PDQ and md5 requests that arrive together are searched as one batch, each answered
+  as its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from app.api.fairness import MatchGate, PdqCoalescer
+from app.api.fairness import MatchCoalescer, MatchGate
 from app.errors import Forbidden, Unauthenticated
 from app.main import create_app
 from app.schemas import MatchBatchResult, MatchResult
@@ -138,7 +139,7 @@ def test_large_index_is_frozen_and_unfrozen(
     assert gc.get_freeze_count() == 0  # stop handed everything back to the collector
 
 
-# --- concurrent small PDQ requests share one search (app/api/fairness.py PdqCoalescer) -----
+# --- concurrent small PDQ requests share one search (app/api/fairness.py MatchCoalescer) -----
 
 
 def _flip(code: str, bits: int) -> str:
@@ -147,20 +148,25 @@ def _flip(code: str, bits: int) -> str:
 
 def test_which_requests_may_be_combined() -> None:
     ok = {"type": "pdq", "value": "ab" * 32}
-    assert PdqCoalescer.eligible([ok], 31)
-    assert PdqCoalescer.eligible([ok, {**ok, "threshold": 31}, {**ok, "threshold": 0}], 31)
-    assert not PdqCoalescer.eligible([], 31)
-    assert not PdqCoalescer.eligible([ok] * 5, 31)  # bigger requests go on their own
+    assert MatchCoalescer.eligible([ok], 31)
+    assert MatchCoalescer.eligible([ok, {**ok, "threshold": 31}, {**ok, "threshold": 0}], 31)
+    assert not MatchCoalescer.eligible([], 31)
+    assert not MatchCoalescer.eligible([ok] * 5, 31)  # bigger requests go on their own
+    md5 = {"type": "md5", "value": "AB" * 16}
+    assert MatchCoalescer.eligible([ok, md5], 31)
     for bad in (
         {**ok, "threshold": 32},  # could be refused: the refusal names the request's own index
         {**ok, "threshold": -1},
         {**ok, "threshold": True},
         {**ok, "value": "ab" * 31},
         {**ok, "report_seen": True},  # sends feedback: handled per request
-        {"type": "md5", "value": "ab" * 16},
+        {"type": "md5", "value": "ab" * 15},
+        {"type": "md5", "value": "D41D8CD98F00B204E9800998ECF8427E"},  # empty input: refused
+        {"type": "md5", "value": "ab" * 16, "threshold": 3},
+        {"type": "sha256", "value": "ab" * 32},
         "not an object",
     ):
-        assert not PdqCoalescer.eligible([ok, bad], 31), bad
+        assert not MatchCoalescer.eligible([ok, bad], 31), bad
 
 
 def test_each_request_gets_its_own_answers_renumbered() -> None:
@@ -177,7 +183,7 @@ def test_each_request_gets_its_own_answers_renumbered() -> None:
         )
 
     async def go() -> list[MatchBatchResult]:
-        coalescer = PdqCoalescer(MatchGate())
+        coalescer = MatchCoalescer(MatchGate())
         requests = [
             [{"type": "pdq", "value": f"{i % 2}" * 64} for _ in range(1 + i % 3)] for i in range(12)
         ]
@@ -190,7 +196,7 @@ def test_each_request_gets_its_own_answers_renumbered() -> None:
     asyncio.run(go())
     assert sum(len(c) for c in calls) == sum(1 + i % 3 for i in range(12))
     assert len(calls) < 12  # requests that waited were searched together
-    assert max(len(c) for c in calls) <= PdqCoalescer.MAX_BATCH
+    assert max(len(c) for c in calls) <= MatchCoalescer.MAX_BATCH
 
 
 def test_concurrent_pdq_requests_over_http(client: TestClient, auth: dict[str, str]) -> None:
