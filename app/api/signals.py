@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -9,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import observability
 from app.api.deps import FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
-from app.api.fairness import MatchGate
+from app.api.fairness import MatchCoalescer, MatchGate
 from app.schemas import (
     BatchResult,
     FeedbackIn,
@@ -96,7 +97,16 @@ async def match(
     gate: MatchGate | None = getattr(request.app.state, "match_gate", None)
     if gate is None:
         gate = request.app.state.match_gate = MatchGate()
-    result = await gate.run(key.id, matching.match_batch, node, body.queries)
+        request.app.state.match_coalescer = MatchCoalescer(gate)
+    result: MatchBatchResult
+    if MatchCoalescer.eligible(body.queries, matching.DEFAULT_PDQ_THRESHOLD):
+        # A few plain PDQ codes or md5s: searched with this key's other requests (fairness.py).
+        coalescer: MatchCoalescer = request.app.state.match_coalescer
+        result = await coalescer.run(
+            key.id, partial(matching.match_batch, node), body.queries, node.settings.max_batch
+        )
+    else:
+        result = await gate.run(key.id, matching.match_batch, node, body.queries)
     observability.count_matches(body.queries, result)
     seen = [
         (m.id, m.origin)
