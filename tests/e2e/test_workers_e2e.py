@@ -66,9 +66,16 @@ def test_every_worker_follows_submit_retract_and_expiry(tmp_path: Path, shared_b
     with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
         if shared_base:
             # Every worker maps the one base file (read-only) instead of building its own.
+            # A worker counts as started before it has loaded its index: wait for the mapping.
             base = str(tmp_path / "data" / "index" / "pdq.pdqbase")
-            for pid in node.worker_pids():
-                assert base in Path(f"/proc/{pid}/maps").read_text(), pid
+            pids = node.worker_pids()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                unmapped = [p for p in pids if base not in Path(f"/proc/{p}/maps").read_text()]
+                if not unmapped:
+                    break
+                time.sleep(0.2)
+            assert not unmapped, f"workers {unmapped} never mapped {base}"
         key = node.create_key("submit,match,read")
         status, body, _ = node.post_fresh(
             "/v1/signals",
