@@ -94,7 +94,9 @@ def test_every_worker_follows_submit_retract_and_expiry(tmp_path: Path, shared_b
         gone = _until_every_worker(node, key, NEAR_A, want=False)
         print(f"retracted signal unmatched per worker after (s): {_fmt(gone)}")
 
-        until = datetime.now(UTC) + timedelta(seconds=2)
+        # Signed times carry whole seconds (the node truncates), so ask for a whole second, and
+        # leave every worker time to see the signal before it runs out.
+        until = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
         status, body, _ = node.post_fresh(
             "/v1/signals",
             {
