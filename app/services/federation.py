@@ -401,6 +401,7 @@ class Federation:
             threads = [*self._threads, *self._loops.values()]
         for t in threads:
             t.join(timeout=10)
+        self.key_follower.join(timeout=10)
         self.client.close()
 
     def _spawn(self, name: str, target: Any, *args: Any) -> threading.Thread:

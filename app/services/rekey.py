@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -241,6 +242,16 @@ class Follower:
         self.fetch = fetch
         self._busy: set[str] = set()
         self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+
+    def join(self, timeout: float) -> None:
+        """Wait (up to `timeout` s in all) for the follows in flight: called when the node
+        stops, so none outlives it (its database and HTTP client are about to close)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def request_failed(self, peer: str, reason: str) -> None:
         with self.node.db.read() as session:
@@ -252,7 +263,11 @@ class Follower:
             if peer in self._busy:
                 return
             self._busy.add(peer)
-        threading.Thread(target=self._run, args=(peer,), daemon=True).start()
+            thread = threading.Thread(
+                target=self._run, args=(peer,), name=f"rekey-{peer}", daemon=True
+            )
+            self._threads.add(thread)
+        thread.start()
 
     def _run(self, peer: str) -> None:
         try:
@@ -262,3 +277,4 @@ class Follower:
         finally:
             with self._lock:
                 self._busy.discard(peer)
+                self._threads.discard(threading.current_thread())

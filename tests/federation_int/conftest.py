@@ -124,6 +124,11 @@ def make_nodes(tmp_path: Path, db_url: str) -> Iterator[Callable[..., list[TNode
         return nodes
 
     yield make
+    # Background follows of a peer's key (app/services/rekey.py) call other nodes through
+    # their TestClients: let them end before any client closes, or a follow into a closing
+    # portal never returns and teardown hangs.
+    for client in registry.values():
+        client.app.state.federation.key_follower.join(timeout=10)  # type: ignore[attr-defined]
     stack.close()
 
 
