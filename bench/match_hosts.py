@@ -11,9 +11,13 @@ host with the connections split evenly (the total stays `--connections`), and pr
 requests/s and the worst host's p50 / p99.
 
 Baseline, same run, same load split: a bare FastAPI app (one POST route that parses the JSON body
-and returns a constant answer; bench/match_http.py's) run as 1 and 2 separate uvicorn
-processes. Its scaling from 1 to 2 processes is what this machine allows any HTTP server; the
-signet rows are read against it. Scaling efficiency = req/s(N) / (N x req/s(1)).
+and returns a constant answer; bench/match_http.py's) run as the same number of separate
+uvicorn processes, measured right before the signet hosts of that count (a shared machine's load
+drifts within minutes). Its scaling from 1 to 2 processes is what this machine allows any HTTP
+server; the signet rows are read against it. Scaling efficiency = req/s(N) / (N x req/s(1)).
+
+The import is not what this measures, but its time is printed: on PostgreSQL it is far slower
+than on SQLite (see docs/scaling.md, "Match throughput with hosts").
 
 On a machine with fewer cores than hosts + load generator (this project's 2-core class) the
 load generator competes with the hosts for the same cores, so 2 hosts cannot double anything
@@ -274,40 +278,23 @@ def main() -> None:
 
     token = ""
     try:
-        # Baseline first: the bare endpoint as N separate uvicorn processes.
         (work / "bare_app.py").write_text(BARE_APP)
         bare_bodies = [json.dumps({"queries": [{"type": "md5", "value": "00" * 16}]})] * BODIES
-        for hosts in host_counts:
+
+        def bare(hosts: int) -> None:
+            """The baseline: the bare endpoint as `hosts` separate uvicorn processes, measured
+            right before the signet hosts of the same count (the machine's load drifts)."""
             with contextlib.ExitStack() as stack:
                 ports, pgids = [], []
                 for _ in range(hosts):
                     port = free_port()
-                    cmd = [
-                        str(BIN / "uvicorn"),
-                        "--app-dir",
-                        str(work),
-                        "bare_app:app",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--workers",
-                        str(args.workers),
-                        "--log-level",
-                        "warning",
-                        "--no-access-log",
-                    ]
+                    cmd = [str(BIN / "uvicorn"), "--app-dir", str(work), "bare_app:app"]
+                    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+                    cmd += ["--workers", str(args.workers), "--log-level", "warning"]
+                    cmd += ["--no-access-log"]
                     url = f"http://127.0.0.1:{port}"
-                    pgids.append(
-                        stack.enter_context(
-                            server(
-                                cmd,
-                                dict(os.environ),
-                                port,
-                                lambda u=url: _get(u + "/healthz")[0] == 200,
-                            )
-                        )
-                    )
+                    ready = lambda u=url: _get(u + "/healthz")[0] == 200  # noqa: E731
+                    pgids.append(stack.enter_context(server(cmd, dict(os.environ), port, ready)))
                     ports.append(port)
                 point("bare FastAPI (def)", "-", hosts, pgids, ports, bare_bodies)
 
@@ -352,6 +339,7 @@ def main() -> None:
                 else [],
             }
             for hosts in host_counts:
+                bare(hosts)
                 with contextlib.ExitStack() as stack:
                     ports, pgids = [], []
                     t0 = time.perf_counter()
