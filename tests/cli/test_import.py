@@ -25,21 +25,11 @@ from app.services import log as exchange_log
 from app.services.node import Node
 from app.settings import Settings
 from app.storage.models import ImportProgressRow, SignalRow
+from tests.cli.test_operator_cli import env_for
 
 runner = CliRunner()
 SIGNET = str(Path(sys.executable).with_name("signet"))
 ID_KEY = base64.b64encode(b"k" * 32).decode()
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        "SIGNET_DATABASE_URL": settings.database_url,
-        "SIGNET_DATA_DIR": str(settings.data_dir),
-        "SIGNET_ORIGIN": settings.origin,
-        "SIGNET_BACKGROUND": "false",
-        "COLUMNS": "400",
-        **extra,
-    }
 
 
 def md5(i: int) -> str:
