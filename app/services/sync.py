@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -245,10 +244,7 @@ def _log_delivered(
             )
         if closed:
             body = {"to": peer, "after": after, "up_to": up_to, "digests": closed}
-            salt = secrets.token_bytes(32)
-            commitment = hashlib.sha256(salt + canonical_json(body)).hexdigest()
-            index = tx.append("delivered", {"commitment": commitment, "tlp": "amber"})
-            tx.log.set_salt(index, salt)
+            tx.append_committed("delivered", body, "amber")
         if row is not None:
             row.records_delivered += len(new)
             row.delivered_upto = max(mark, up_to)
