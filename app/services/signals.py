@@ -173,23 +173,27 @@ _INSERT_SIGNALS = _SIGNAL.insert()
 _LOOKUP_CHUNK = 500
 
 
+def active_uids_query(keys: list[str]) -> Any:
+    """The duplicate check's query: the active signals (any origin) having one of `keys`.
+
+    The origin is compared by the caller, not in SQL: given `origin = ?` too, SQLite chose the
+    (origin, uid) index and scanned every signal of ours for each chunk (an import slowed to a
+    crawl as it grew). `match_key IN (...) AND status = ?` keeps it on
+    ix_signal_match_key_status; peers' rows for the same values are few. PostgreSQL picks that
+    index only with statistics (`importer._Statistics`)."""
+    c = _SIGNAL.c
+    return select(c.match_key, c.uid, c.origin).where(c.match_key.in_(keys), c.status == "active")
+
+
 def active_uids(session: Any, origin: str, keys: list[str]) -> dict[str, str]:
     """match_key -> uid of `origin`'s active signal, for those of `keys` that have one.
     One indexed query per 500 keys, instead of one per item (the per-item query, with the
     ORM's autoflush before each, was half the cost of a batch: docs/scaling.md)."""
     found: dict[str, str] = {}
-    c = _SIGNAL.c
     conn = session.connection()
     for start in range(0, len(keys), _LOOKUP_CHUNK):
         chunk = keys[start : start + _LOOKUP_CHUNK]
-        # The origin is compared here, not in SQL: given `origin = ?` too, SQLite chose the
-        # (origin, uid) index and scanned every signal of ours for each chunk (an import slowed
-        # to a crawl as it grew). `match_key IN (...) AND status = ?` keeps it on
-        # ix_signal_match_key_status; peers' rows for the same values are few.
-        stmt = select(c.match_key, c.uid, c.origin).where(
-            c.match_key.in_(chunk), c.status == "active"
-        )
-        for key, uid, row_origin in conn.execute(stmt):
+        for key, uid, row_origin in conn.execute(active_uids_query(chunk)):
             if row_origin == origin:
                 found.setdefault(key, uid)
     return found

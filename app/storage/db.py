@@ -71,12 +71,33 @@ class Database:
                 session.rollback()
                 raise
 
+    def analyze(self, *tables: str) -> None:
+        """Refresh the PostgreSQL planner's statistics of `tables` (a no-op on SQLite).
+
+        For bulk loads: a table that grows from empty within minutes is never analysed by
+        autovacuum in time (nor at all where it is off), and with no statistics the planner
+        took a bitmap scan of every active signal for each duplicate check, so an import
+        slowed as it grew (docs/scaling.md). SQLite's plans for these queries do not depend
+        on statistics (their shape is chosen for that), and its ANALYZE could change others.
+        """
+        if self.is_sqlite or not tables:
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("ANALYZE " + ", ".join(_identifier(t) for t in tables)))
+            conn.commit()
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a table name: {name!r}")
+    return name
 
 
 def _json_dumps(value: Any) -> str:
