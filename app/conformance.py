@@ -11,7 +11,6 @@ forms are all recomputed. Read-only: it never writes to the node (a peer pull lo
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import time
@@ -26,7 +25,7 @@ from app.crypto import merkle
 from app.crypto.canonical import canonical_json
 from app.crypto.checkpoint import open_checkpoint
 from app.crypto.keys import NodeKey, VerifierKey
-from app.crypto.records import verify_record
+from app.crypto.records import record_digest, verify_record
 from app.errors import SignetError
 from app.federation.httpsig import sign_request
 from app.federation.pages import RecordsPage
@@ -429,7 +428,7 @@ class Conformance:
             kind, record = entry.get("kind"), entry.get("record")
             if kind == "received" and isinstance(record, dict):
                 if record.get("kind") == "retraction" and isinstance(record.get("signal"), dict):
-                    digest = hashlib.sha256(canonical_json(record)).hexdigest()
+                    digest = record_digest(record).hex()
                     retractions[digest] = item["index"]
                     ref = record["signal"]
                     withdrawn.add((str(ref.get("origin")), str(ref.get("id"))))

@@ -22,7 +22,6 @@ never matched, as in the pairwise reconciliation.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from typing import Any
 from app.crypto import merkle
 from app.crypto._encoding import b64encode
 from app.crypto.canonical import canonical_json
+from app.crypto.records import record_digest
 from app.errors import SignetError
 
 Key = tuple[str, str]  # (origin, signal id)
@@ -42,7 +42,7 @@ NOT_AUDITED = "not audited"
 
 
 def _digest(record: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(record)).hexdigest()
+    return record_digest(record).hex()
 
 
 def _time(value: Any) -> datetime | None:

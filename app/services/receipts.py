@@ -24,10 +24,9 @@ Entry bodies (restricted signals get only a salted commitment of the same body, 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from app.crypto.canonical import canonical_json
+from app.crypto import records as crypto_records
 from app.services.timefmt import rfc3339
 from app.services.tx import COMMITTED_TLP, Tx
 from app.storage.models import SignalRow
@@ -36,8 +35,9 @@ KIND = "applied"
 
 
 def record_digest(record: dict[str, Any]) -> str:
-    """SHA-256 (hex) of a record's canonical bytes, signature included."""
-    return hashlib.sha256(canonical_json(record)).hexdigest()
+    """SHA-256 (hex) of a record's canonical bytes, signature included: how log entries name
+    a record (the auditor's side computes it with the same `app.crypto.records` function)."""
+    return crypto_records.record_digest(record).hex()
 
 
 def _append(tx: Tx, body: dict[str, Any], tlp: str) -> int:
