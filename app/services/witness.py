@@ -134,34 +134,21 @@ def request_cosignatures(
     for peer in peers:
         if peer.origin in have:
             continue
-        if tasks is not None:
-            tasks.submit(
-                peer.origin,
-                functools.partial(
-                    _ask,
-                    node,
-                    client,
-                    peer.origin,
-                    peer.url,
-                    peer.verifier_key,
-                    peer.witness_size,
-                    cp.size,
-                    cp.note,
-                ),
-            )
-            continue
-        results.append(
-            _ask(
-                node,
-                client,
-                peer.origin,
-                peer.url,
-                peer.verifier_key,
-                peer.witness_size,
-                cp.size,
-                cp.note,
-            )
+        ask = functools.partial(
+            _ask,
+            node,
+            client,
+            peer.origin,
+            peer.url,
+            peer.verifier_key,
+            peer.witness_size,
+            cp.size,
+            cp.note,
         )
+        if tasks is not None:
+            tasks.submit(peer.origin, ask)
+        else:
+            results.append(ask())
     return results
 
 
