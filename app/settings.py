@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     )
     pdq_shared_base: bool = Field(
         False,
-        description="Keep the PDQ index base in data_dir/index, one copy mapped by all workers.",
+        description="Keep the PDQ and vPDQ frame index bases in data_dir/index, one copy mapped "
+        "by all workers.",
     )
     # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
     # 1 MiB: a vpdq signal of 10,000 frames (the type's limit) is about 0.8 MiB; every other

@@ -64,10 +64,15 @@ def open_node(settings: Settings, *, migrate: bool = True) -> Node:
     if migrate:
         migrations.upgrade(db)
     key = NodeKey.load_or_create(key_path(settings))
-    index = MatchIndex(str(pdq_base_path(settings)) if settings.pdq_shared_base else None)
+    shared = settings.pdq_shared_base
+    index = MatchIndex(
+        str(pdq_base_path(settings)) if shared else None,
+        str(pdq_base_path(settings, "vpdq")) if shared else None,
+    )
     return Node(settings=settings, db=db, key=key, index=index)
 
 
-def pdq_base_path(settings: Settings) -> Path:
-    """The PDQ index base every worker of this host maps (docs/scaling.md)."""
-    return settings.data_dir / "index" / "pdq.pdqbase"
+def pdq_base_path(settings: Settings, kind: str = "pdq") -> Path:
+    """The base of the PDQ index (`kind` "pdq") or of the vPDQ frame index ("vpdq") that
+    every worker of this host maps (docs/scaling.md)."""
+    return settings.data_dir / "index" / f"{kind}.pdqbase"

@@ -80,12 +80,24 @@ def match_key(type_: str, value: str, key_id: str | None = None) -> str:
     return f"{type_}:{key_id}:{value}" if key_id else f"{type_}:{value}"
 
 
+def _bulk_index(path: str | None, keys: np.ndarray, codes: np.ndarray, seq: int) -> PDQIndex:
+    """A PDQ index of exactly `keys`/`codes` (the state at log position `seq`): on the host's
+    shared base file at `path`, or private when there is none."""
+    if path is not None:
+        return PDQIndex.open_shared(path, keys, codes, tag=seq, background_compaction=True)
+    if keys.size:
+        return PDQIndex.from_arrays(keys, codes)
+    return PDQIndex()
+
+
 class MatchIndex:
     """Thread-safe for one writer (the sync loop) and any number of concurrent readers."""
 
-    def __init__(self, pdq_path: str | None = None) -> None:
-        """`pdq_path`: keep the PDQ base in this file, shared by the workers of the host."""
+    def __init__(self, pdq_path: str | None = None, vpdq_path: str | None = None) -> None:
+        """`pdq_path`, `vpdq_path`: keep the base of the PDQ index, and of the vPDQ frame
+        index, in these files, shared by the workers of the host (docs/scaling.md)."""
         self._pdq_path = pdq_path
+        self._vpdq_path = vpdq_path
         self._lock = threading.RLock()
         self._exact: dict[str, set[int]] = {}
         self._pdq = PDQIndex()
@@ -104,23 +116,32 @@ class MatchIndex:
         """Replace the contents with `signals` (start-up, the state at log position `seq`),
         building the PDQ index in bulk (or reusing the host's shared base file)."""
         with self._lock:
-            self.__init__(self._pdq_path)  # type: ignore[misc]
+            self.__init__(self._pdq_path, self._vpdq_path)  # type: ignore[misc]
             pdq = [s for s in signals if s.active and s.type == "pdq"]
             keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
             codes = np.frombuffer(
                 b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
             ).reshape(-1, 32)
-            if self._pdq_path is not None:
-                self._pdq = PDQIndex.open_shared(
-                    self._pdq_path, keys, codes, tag=seq, background_compaction=True
-                )
-            elif pdq:
-                self._pdq = PDQIndex.from_arrays(keys, codes)
-            if pdq:
-                for s in pdq:
-                    self._rows[s.row_id] = s
+            self._pdq = _bulk_index(self._pdq_path, keys, codes, seq)
+            for s in pdq:
+                self._rows[s.row_id] = s
+            # Video frames in bulk too: one (shared) base rather than a private copy per worker.
+            frame_keys: list[int] = []
+            frame_hashes: list[str] = []
             for s in signals:
-                if s.active and s.type != "pdq":
+                if s.active and s.type == "vpdq":
+                    self._rows[s.row_id] = s
+                    for key, h in self._register_video(s):
+                        frame_keys.append(key)
+                        frame_hashes.append(h)
+            self._vpdq = _bulk_index(
+                self._vpdq_path,
+                np.array(frame_keys, dtype=np.int64),
+                _codes(frame_hashes),
+                seq,
+            )
+            for s in signals:
+                if s.active and s.type not in ("pdq", "vpdq"):
                     self._add(s)
 
     def apply(self, changes: Iterable[IndexedSignal]) -> None:
@@ -157,7 +178,7 @@ class MatchIndex:
         elif old.type == "vpdq":
             video = self._videos.pop(row_id, None)
             for slot in range(len(video.hashes) if video else 0):
-                self._vpdq.remove(row_id << _SLOT_BITS | slot)
+                self._vpdq.remove(row_id << _SLOT_BITS | slot, tag=seq)
         elif old.type == "text_tlsh":
             self._tlsh.pop(row_id, None)
         else:
@@ -170,21 +191,28 @@ class MatchIndex:
                 _discard(self._keywords_leet, leet_fold(key), row_id)
 
     def _add_video(self, s: IndexedSignal) -> None:
+        frames = self._register_video(s)
+        if frames:
+            keys = [key for key, _ in frames]
+            self._vpdq.add_many(keys, _codes([h for _, h in frames]), tag=s.seq)
+
+    def _register_video(self, s: IndexedSignal) -> list[tuple[int, str]]:
+        """Remember a video's frames; returns its distinct frame hashes with their index keys
+        (row id and slot), for the caller to put in the frame index."""
         try:
             frames = usable_frames(parse_vpdq(s.value))
         except InvalidSignal:  # stored values are canonical; never let one stop the index
-            return
+            return []
         hashes = sorted({f.pdq for f in frames})
         self._videos[s.row_id] = _Video(frames, hashes)
-        if hashes:
-            keys = [s.row_id << _SLOT_BITS | slot for slot in range(len(hashes))]
-            self._vpdq.add_many(keys, _codes(hashes))
+        return [(s.row_id << _SLOT_BITS | slot, h) for slot, h in enumerate(hashes)]
 
     def caught_up(self, seq: int) -> None:
         """Every change up to log position `seq` is applied: adopt a newer shared PDQ base
         another worker wrote, if there is one (cheap: one stat when there is none)."""
-        self._pdq.note_tag(seq)
-        self._pdq.refresh_base()
+        for index in (self._pdq, self._vpdq):
+            index.note_tag(seq)
+            index.refresh_base()
 
     def get(self, row_id: int) -> IndexedSignal | None:
         return self._rows.get(row_id)

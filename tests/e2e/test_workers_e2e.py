@@ -65,17 +65,19 @@ def test_every_worker_follows_submit_retract_and_expiry(tmp_path: Path, shared_b
     env = {"SIGNET_PDQ_SHARED_BASE": "true"} if shared_base else {}
     with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
         if shared_base:
-            # Every worker maps the one base file (read-only) instead of building its own.
-            # A worker counts as started before it has loaded its index: wait for the mapping.
-            base = str(tmp_path / "data" / "index" / "pdq.pdqbase")
+            # Every worker maps the one base file of each index, PDQ and video frames
+            # (read-only), instead of building its own. A worker counts as started before it
+            # has loaded its index: wait for the mappings.
+            bases = [str(tmp_path / "data" / "index" / f"{k}.pdqbase") for k in ("pdq", "vpdq")]
             pids = node.worker_pids()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                unmapped = [p for p in pids if base not in Path(f"/proc/{p}/maps").read_text()]
+                maps = {p: Path(f"/proc/{p}/maps").read_text() for p in pids}
+                unmapped = [(p, b) for p in pids for b in bases if b not in maps[p]]
                 if not unmapped:
                     break
                 time.sleep(0.2)
-            assert not unmapped, f"workers {unmapped} never mapped {base}"
+            assert not unmapped, f"never mapped (worker, base): {unmapped}"
         key = node.create_key("submit,match,read")
         status, body, _ = node.post_fresh(
             "/v1/signals",

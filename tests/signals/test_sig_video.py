@@ -146,3 +146,52 @@ def test_removed_and_expired_videos_stop_matching() -> None:
     index.apply([IndexedSignal(1, "vpdq", "vpdq:1", "", 2e9, False)])
     assert index.vpdq(query, 31, 1.0) == []
     assert index.stats()["vpdq_frames"] == 0
+
+
+def test_workers_share_one_frame_base_file(tmp_path: Path) -> None:
+    """With a shared base, the video frame index is one file every worker maps (as the PDQ
+    index is), each worker's later changes private until a new base is written: two
+    MatchIndex objects on the same files stand for two workers of one host."""
+    rng = random.Random(11)
+    scenes = [f"{rng.getrandbits(256):064x}" for _ in range(40)]
+    videos = {row: _video(rng, rng.sample(scenes, 4), 30, 4) for row in range(1, 21)}
+    signals = [
+        IndexedSignal(row, "vpdq", f"vpdq:{row}", format_vpdq(v), 2e9, True, seq=row)
+        for row, v in videos.items()
+    ]
+    paths = (str(tmp_path / "pdq.pdqbase"), str(tmp_path / "vpdq.pdqbase"))
+    first, second = MatchIndex(*paths), MatchIndex(*paths)
+    first.load(signals, seq=20)
+    base = tmp_path / "vpdq.pdqbase"
+    written = base.stat().st_mtime_ns, base.stat().st_ino
+    second.load(signals, seq=20)  # the same state: the file is reused, not rewritten
+    assert (base.stat().st_mtime_ns, base.stat().st_ino) == written
+    private = MatchIndex()  # the same videos without a file
+    private.load(signals, seq=20)
+    frames = private.stats()["vpdq_frames"]
+    assert frames > 100
+    for index in (first, second):
+        assert index.stats()["vpdq_frames"] == frames
+        assert str(base) in Path("/proc/self/maps").read_text()
+
+    query = videos[5][:10]
+    want = vpdq_match(query, videos[5])
+    for index in (first, second):
+        assert dict(index.vpdq(query, 31, 1.0))[5] == want
+    # One worker retracts video 5 and adds video 99 (log positions 21, 22): it sees both at
+    # once; the other sees neither until it follows the log to the same changes.
+    new = _video(rng, rng.sample(scenes, 4), 30, 4)
+    changes = [
+        IndexedSignal(5, "vpdq", "vpdq:5", "", 2e9, False, seq=21),
+        IndexedSignal(99, "vpdq", "vpdq:99", format_vpdq(new), 2e9, True, seq=22),
+    ]
+    first.apply(changes)
+    first.caught_up(22)
+    assert 5 not in dict(first.vpdq(query, 31, 1.0))
+    assert 99 in dict(first.vpdq(new[:10], 31, 1.0))
+    assert 5 in dict(second.vpdq(query, 31, 1.0))
+    assert 99 not in dict(second.vpdq(new[:10], 31, 1.0))
+    second.apply(changes)
+    second.caught_up(22)
+    assert 5 not in dict(second.vpdq(query, 31, 1.0))
+    assert dict(second.vpdq(new[:10], 31, 1.0))[99] == vpdq_match(new[:10], new)
