@@ -12,6 +12,7 @@ CPU time (the source's serving runs on the other core).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import statistics
 import sys
 import tempfile
@@ -37,7 +38,7 @@ def raw_verify_rate(n: int = 5000) -> float:
     return n / (time.perf_counter() - t)
 
 
-def pull_rate(records: int) -> dict[str, float]:
+def pull_rate(records: int, profile: str | None = None) -> dict[str, float]:
     from app.demo import _free_port, _nodes
     from app.services import peers, signals
     from app.services.federation import Federation
@@ -86,9 +87,16 @@ def pull_rate(records: int) -> dict[str, float]:
         peers.add(
             recv, peers.PeerIn(url=a.url, verifier_key=src.verifier_key), fed.client.descriptor
         )
+        profiler = cProfile.Profile() if profile else None
         wall, cpu = time.perf_counter(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
         result = fed.pull("platform-a.demo")
+        if profiler is not None:
+            profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if profiler is not None and profile:
+            profiler.dump_stats(profile)
         fed.client.close()
     assert result.error is None and result.applied == records, result
     src.db.dispose()
@@ -146,10 +154,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--records", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="write a cProfile of the receiver's pull to FILE (slows the pull: figures are"
+        " then not comparable)",
+    )
     args = ap.parse_args()
     print(machine_info())
     baseline = raw_verify_rate()
-    rates = pull_rate(args.records)
+    rates = pull_rate(args.records, args.profile)
     times = retraction_times(args.rounds)
     print_table(
         [
