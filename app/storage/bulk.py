@@ -22,11 +22,12 @@ always what `connection.execute(table.insert(), rows)` would store.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Table
+from sqlalchemy import Connection, DateTime, Dialect, Table
 
 __all__ = ["insert_many"]
 
@@ -40,7 +41,11 @@ class _Prepared:
     memo: tuple[bool, ...]  # per name: cache the converted value per distinct input (datetimes)
 
 
-_CACHE: dict[tuple[str, str, frozenset[str]], _Prepared | None] = {}
+# Per dialect object (its bind processors carry the engine's JSON serializer), then per table
+# and column set; None: that column set takes the Core path.
+_CACHE: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, frozenset[str]], _Prepared | None]] = (
+    weakref.WeakKeyDictionary()
+)
 _CACHE_LOCK = threading.Lock()
 
 
@@ -74,14 +79,15 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if not rows:
         return
     keys = frozenset(rows[0])
-    cache_key = (conn.dialect.name, table.name, keys)
+    cache_key = (table.name, keys)
     with _CACHE_LOCK:
-        found = cache_key in _CACHE
-        prepared = _CACHE.get(cache_key)
+        per_dialect = _CACHE.setdefault(conn.dialect, {})
+        found = cache_key in per_dialect
+        prepared = per_dialect.get(cache_key)
     if not found:
         prepared = _prepare(conn, table, keys)
         with _CACHE_LOCK:
-            _CACHE[cache_key] = prepared
+            per_dialect[cache_key] = prepared
     if prepared is None or any(len(row) != len(keys) for row in rows):
         conn.execute(table.insert(), list(rows))
         return
