@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +18,13 @@ from app.crypto.errors import MalformedError, UnknownKeyError
 from app.crypto.keys import NodeKey, VerifierKey, validate_origin
 from app.errors import InvalidInput, VerificationError
 
-__all__ = ["record_digest", "sign_record", "signing_bytes", "verify_record"]
+__all__ = [
+    "record_digest",
+    "sign_record",
+    "signing_bytes",
+    "signing_bytes_from",
+    "verify_record",
+]
 
 SIGNED_FIELDS = ("origin", "key_id", "signature")
 
@@ -25,6 +32,35 @@ SIGNED_FIELDS = ("origin", "key_id", "signature")
 def signing_bytes(record: Mapping[str, Any]) -> bytes:
     """The bytes a record's signature covers: canonical JSON without `signature`."""
     return canonical_json({k: v for k, v in record.items() if k != "signature"})
+
+
+# Strict base64: the only signature spelling `verify_record` accepts, and one whose JSON string
+# form needs no escaping.
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def signing_bytes_from(record: Mapping[str, Any], canonical: bytes) -> bytes:
+    """`signing_bytes(record)`, cut out of `canonical`, the record's canonical bytes WITH its
+    signature (which a receiver has already, for its size check, digest and log entry).
+
+    RFC 8785 encodes each member of an object on its own and orders members by key alone, so
+    removing the top-level `"signature":"..."` member (and one comma beside it) from the
+    canonical object gives the canonical object without it, exactly. The member is taken out
+    only when its bytes occur once: a nested member with the same key and value (count 2)
+    takes the slow path, and inside a JSON string those bytes cannot occur (`"` is escaped)."""
+    signature = record.get("signature")
+    if not isinstance(signature, str) or not _BASE64.fullmatch(signature):
+        return signing_bytes(record)
+    member = b'"signature":"' + signature.encode("ascii") + b'"'
+    if canonical.count(member) != 1:
+        return signing_bytes(record)
+    start = canonical.index(member)
+    end = start + len(member)
+    if canonical[start - 1 : start] == b",":
+        return canonical[: start - 1] + canonical[end:]
+    if canonical[end : end + 1] == b",":
+        return canonical[:start] + canonical[end + 1 :]
+    return canonical[:start] + canonical[end:]
 
 
 def sign_record(
@@ -51,12 +87,17 @@ def sign_record(
 
 
 def verify_record(
-    record: Mapping[str, Any], resolve_key: Callable[[str], VerifierKey | None]
+    record: Mapping[str, Any],
+    resolve_key: Callable[[str], VerifierKey | None],
+    *,
+    canonical: bytes | None = None,
 ) -> None:
     """Verify a signed record against its origin's pinned key; raise `VerificationError`.
 
     `resolve_key(origin)` returns the pinned key or None; whoever relayed the record does
     not matter. Raises `UnknownKeyError` (a `VerificationError`) for an unpinned origin.
+    `canonical`: the record's canonical bytes (signature included), if the caller has them:
+    the signed bytes are then cut out of them instead of encoding the record again.
     """
     if not isinstance(record, Mapping):
         raise VerificationError(f"record must be a JSON object, got {type(record).__name__}")
@@ -77,7 +118,7 @@ def verify_record(
         )
     try:
         sig = b64decode(record["signature"], "signature")
-        msg = signing_bytes(record)
+        msg = signing_bytes(record) if canonical is None else signing_bytes_from(record, canonical)
     except MalformedError as exc:
         raise VerificationError(f"record from {origin!r} is malformed: {exc}") from exc
     try:

@@ -48,11 +48,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise MalformedPage(f"duplicate JSON key {key!r}")
-        out[key] = value
+    out = dict(pairs)  # built in C; a page has thousands of objects
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise MalformedPage(f"duplicate JSON key {key!r}")
+            seen.add(key)
     return out
 
 

@@ -53,6 +53,7 @@ _VALIDITY_SLACK = timedelta(days=2)
 _MAX_PEERS = 64
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SIGNATURE_FIELDS = ("origin", "key_id", "signature")
+_SIGNATURE_KEYS = frozenset(_SIGNATURE_FIELDS)
 _SIGNAL_KEYS = frozenset(
     {
         "kind",
@@ -110,7 +111,7 @@ def _unquoted(reason: str) -> str:
 
 
 def _keys(record: Mapping[str, Any], required: frozenset[str], optional: frozenset[str]) -> None:
-    present = set(record) - set(_SIGNATURE_FIELDS)
+    present = record.keys() - _SIGNATURE_KEYS
     missing = required - present
     if missing:
         raise RecordInvalid(sorted(missing)[0], "required")
@@ -288,6 +289,8 @@ def check_signal(
 
 def _check_attrs_size(attrs: dict[str, Any]) -> None:
     """spec [SIG-3]: `attrs` is at most 4 KiB of canonical JSON."""
+    if not attrs:
+        return  # `{}`: most types have no attributes
     try:
         size = len(canonical_json(attrs))
     except SignetError:

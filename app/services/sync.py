@@ -293,6 +293,9 @@ class _Applier:
         self.new_tombstones: list[dict[str, Any]] = []
         # id(record) -> its canonical bytes, for the records of this page (alive until run ends)
         self.canonical: dict[int, bytes] = {}
+        self.key_cache: dict[tuple[str, str], VerifierKey | None] = {}
+        # may_accept wants the trusted origins as a set; built once per page, not per record.
+        self.trusted = frozenset(keys)
         self.now = utcnow()
 
     def run(self, envelopes: list[RecordEnvelope]) -> None:
@@ -348,12 +351,23 @@ class _Applier:
                 digest = "unhashable"
             self.result.reasons.append(f"{digest[:16]} {reason[:200]}")
 
-    def _verify(self, record: dict[str, Any]) -> None:
-        # A peer's records signed before its key rotation verify under the retired key.
+    def _verify(self, record: dict[str, Any], canonical: bytes) -> None:
         verify_record(
-            record,
-            lambda origin: rekey.key_for(self.tx.session, self.keys, origin, record.get("key_id")),
+            record, lambda origin: self._key_for(origin, record.get("key_id")), canonical=canonical
         )
+
+    def _key_for(self, origin: str, key_id: Any) -> VerifierKey | None:
+        """The key `origin`'s record with `key_id` verifies under, looked up once per page: a
+        peer's records signed before its key rotation verify under the retired key, which is
+        a query (and a page of them would be a query per record)."""
+        if not isinstance(key_id, str):
+            return self.keys.get(origin)
+        found = self.key_cache.get((origin, key_id), self.key_cache)
+        if found is self.key_cache:
+            found = self.key_cache[(origin, key_id)] = rekey.key_for(
+                self.tx.session, self.keys, origin, key_id
+            )
+        return found  # type: ignore[return-value]
 
     def _log(
         self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
@@ -395,10 +409,10 @@ class _Applier:
             raise _Refused(f"origin {origin} is not pinned")
         # Size before the signature: verifying re-encodes the whole record. The canonical
         # bytes are kept for the record's digest and log entry (one encoding, not three).
-        self.canonical[id(record)] = validate.check_record_size(
+        canonical = self.canonical[id(record)] = validate.check_record_size(
             record, self.node.settings.max_record_bytes
         )
-        self._verify(record)
+        self._verify(record, canonical)
         kind = key[1]
         if kind == "signal":
             return self._signal(env, key)
@@ -411,7 +425,7 @@ class _Applier:
     def _signal(self, env: RecordEnvelope, key: store.RecordKey) -> bool:
         record = env.record
         meta = RecordMeta.from_record(record, env.hops)
-        may_accept(meta, self.peer, self.keys, self.node.origin)
+        may_accept(meta, self.peer, self.trusted, self.node.origin)
         checked = validate.check_signal(
             record,
             extra_categories=self.node.settings.extra_categories,
@@ -516,7 +530,7 @@ class _Applier:
             return
         signal_record = pending["record"] if pending is not None else held.record  # type: ignore[union-attr]
         meta = replace(RecordMeta.from_record(signal_record, env.hops), exclude=frozenset())
-        may_accept(meta, self.peer, self.keys, self.node.origin)
+        may_accept(meta, self.peer, self.trusted, self.node.origin)
         idx = self._log(record, meta.tlp.value, key)
         receipts.retraction_applied(self.tx, record, meta.tlp.value, idx)
         changes = {

@@ -190,12 +190,13 @@ def _validate_tokens(
         raise InvalidSignal(field, f"must be a list of {what}")
     out: set[str] = set()
     for i, value in enumerate(values):
-        f = f"{field}[{i}]"
         if not isinstance(value, str):
-            raise InvalidSignal(f, f"must be a string, one of: {', '.join(sorted(known))}")
+            raise InvalidSignal(
+                f"{field}[{i}]", f"must be a string, one of: {', '.join(sorted(known))}"
+            )
         if value not in known:
             raise InvalidSignal(
-                f,
+                f"{field}[{i}]",
                 f"unknown {_SINGULAR.get(what, what)} '{value[:64]}'{_hint(value, known)}; "
                 f"known: {', '.join(sorted(known))}",
             )

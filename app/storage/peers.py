@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from app.storage.bulk import insert_many
 from app.storage.models import (
     CosignatureRow,
     EquivocationRow,
@@ -204,29 +205,27 @@ def received_keys(session: Session, keys: Sequence[RecordKey]) -> set[RecordKey]
     return found
 
 
-# Table-level inserts executed on the session's connection: one executemany per page. Going
-# through `session.execute(insert(Model), rows)` ran the ORM's bulk-insert machinery (per-row
-# mapper bookkeeping), ~140 us a row at 10k records: more than the Ed25519 verify of the record.
-_INSERT_RECEIVED = ReceivedRecordRow.__table__.insert()  # type: ignore[attr-defined]
-_INSERT_SIGNALS = SignalRow.__table__.insert()  # type: ignore[attr-defined]
-_INSERT_FEEDBACK = FeedbackRow.__table__.insert()  # type: ignore[attr-defined]
+# One executemany per page on the raw driver (app/storage/bulk.py). Going through
+# `session.execute(insert(Model), rows)` ran the ORM's bulk-insert machinery (per-row mapper
+# bookkeeping), ~140 us a row at 10k records; a table-level Core insert still spent as much
+# as the records' signature checks building each row's parameters.
+_RECEIVED = ReceivedRecordRow.__table__  # type: ignore[attr-defined]
+_SIGNALS = SignalRow.__table__  # type: ignore[attr-defined]
+_FEEDBACK = FeedbackRow.__table__  # type: ignore[attr-defined]
 
 
 def add_received(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk insert through Core: the apply path handles thousands of records a second."""
-    if rows:
-        session.connection().execute(_INSERT_RECEIVED, list(rows))
+    """Bulk insert: the apply path handles thousands of records a second."""
+    insert_many(session.connection(), _RECEIVED, rows)
 
 
 def insert_signals(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Rows must name every column (a table insert applies no model defaults)."""
-    if rows:
-        session.connection().execute(_INSERT_SIGNALS, list(rows))
+    insert_many(session.connection(), _SIGNALS, rows)
 
 
 def insert_feedback(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        session.connection().execute(_INSERT_FEEDBACK, list(rows))
+    insert_many(session.connection(), _FEEDBACK, rows)
 
 
 def received_from(session: Session, peer: str) -> list[ReceivedRecordRow]:

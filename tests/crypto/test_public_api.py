@@ -15,7 +15,13 @@ PUBLIC = {
         "key_hash", "parse_note_private_key", "validate_key_name", "validate_origin",
         "verifier_key_string", "verify_ed25519",
     ],
-    "records": ["record_digest", "sign_record", "signing_bytes", "verify_record"],
+    "records": [
+        "record_digest",
+        "sign_record",
+        "signing_bytes",
+        "signing_bytes_from",
+        "verify_record",
+    ],
     "merkle": [
         "HASH_SIZE", "GetNode", "MerkleTree", "NodeId", "RootHash", "consistency_proof",
         "consistency_proof_node_ids", "consistency_proof_ranges", "empty_root",

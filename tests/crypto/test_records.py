@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from app.crypto.canonical import canonical_json
 from app.crypto.errors import UnknownKeyError
 from app.crypto.keys import NodeKey, VerifierKey
-from app.crypto.records import record_digest, sign_record, signing_bytes, verify_record
+from app.crypto.records import (
+    record_digest,
+    sign_record,
+    signing_bytes,
+    signing_bytes_from,
+    verify_record,
+)
 from app.errors import InvalidInput, VerificationError
 
 KEY = NodeKey.from_seed(b"\x07" * 32)
@@ -163,3 +169,53 @@ def test_any_bit_flip_breaks_verification(body: dict[str, Any], data: st.DataObj
     if changed is not None:
         with pytest.raises(VerificationError):
             verify_record(changed, resolve)
+
+
+# --- signing_bytes_from: the signed bytes cut out of the full canonical form (app/services/sync.py)
+
+_SIG = base64.b64encode(b"\x01" * 64).decode()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"signature": _SIG},  # the only member
+        {"a": 1, "signature": _SIG},  # last
+        {"signature": _SIG, "z": 1},  # first
+        {"a": 1, "signature": _SIG, "z": [1, {"k": "v"}]},  # between
+        # The same member nested: its bytes occur twice, so the slow path answers.
+        {"attrs": {"signature": _SIG}, "signature": _SIG, "value": "x"},
+        # A string that spells the member (escaped inside JSON, so not a match).
+        {"note": f'"signature":"{_SIG}"', "signature": _SIG},
+        {"\u00e9": "\U0001f600", "signature": _SIG, "v": -(2**53) + 1},  # reference encoder
+        {"signature": "not base64!", "x": 1},  # not strict base64: the slow path
+        {"signature": 7, "x": 1},
+    ],
+)
+def test_signing_bytes_from_matches_signing_bytes(record: dict[str, Any]) -> None:
+    assert signing_bytes_from(record, canonical_json(record)) == signing_bytes(record)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=8).filter(lambda k: k != "signature"),
+        st.recursive(
+            st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+            max_leaves=8,
+        ),
+        max_size=6,
+    )
+)
+def test_signing_bytes_from_any_record(body: dict[str, Any]) -> None:
+    record = {**body, "signature": _SIG}
+    assert signing_bytes_from(record, canonical_json(record)) == signing_bytes(record)
+
+
+def test_verify_record_with_canonical_bytes() -> None:
+    record = sign_record(BODY, KEY, ORIGIN)
+    verify_record(record, resolve, canonical=canonical_json(record))
+    tampered = {**record, "confidence": 91}
+    with pytest.raises(VerificationError):
+        verify_record(tampered, resolve, canonical=canonical_json(tampered))
