@@ -40,20 +40,29 @@ class _Statement:
     def __init__(self, stmt: Insert | Update, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
-        self.names: list[str] = list(compiled.positiontup or compiled.params)
-        self.positional = dialect.positional
         columns = stmt.table.c
-        self.processors = {
-            name: proc
-            for name in self.names
-            if name in columns
-            and (proc := columns[name].type.dialect_impl(dialect).bind_processor(dialect))
-        }
+        self.positional = dialect.positional
+        # (parameter name, the column type's bind processor or None), in the SQL's order.
+        self.binds: list[tuple[str, Any]] = [
+            (
+                name,
+                columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+                if name in columns
+                else None,
+            )
+            for name in (compiled.positiontup or compiled.params)
+        ]
 
     def params(self, row: dict[str, Any]) -> Any:
-        if self.processors:
-            row = {**row, **{k: p(row[k]) for k, p in self.processors.items()}}
-        return tuple(row[n] for n in self.names) if self.positional else row
+        if self.positional:
+            return tuple(row[n] if p is None else p(row[n]) for n, p in self.binds)
+        return {n: row[n] if p is None else p(row[n]) for n, p in self.binds}
+
+    def run(self, cur: Any, rows: list[dict[str, Any]]) -> None:
+        if len(rows) == 1:  # most transactions: execute() does less work than executemany()
+            cur.execute(self.sql, self.params(rows[0]))
+        else:
+            cur.executemany(self.sql, [self.params(r) for r in rows])
 
 
 class _Statements:
@@ -98,8 +107,8 @@ class LogAppender:
         self.start = self.size = wt.log_size
         # The frontier at `size`; None until the first append loads it.
         self._frontier: Frontier | None = None
-        self._entries: list[dict[str, object]] = []
-        self._nodes: list[dict[str, object]] = []
+        self._entries: list[dict[str, Any]] = []
+        self._nodes: list[dict[str, Any]] = []
 
     def _load_frontier(self) -> Frontier:
         cached = self._wt.db.log_frontier
@@ -172,9 +181,9 @@ class LogAppender:
         sql = _statements(self._wt.conn.dialect)
         cur = self._wt.cursor()
         try:
-            cur.executemany(sql.entries.sql, [sql.entries.params(e) for e in self._entries])
-            cur.executemany(sql.nodes.sql, [sql.nodes.params(n) for n in self._nodes])
-            cur.execute(sql.size.sql, sql.size.params({"new_size": self.size}))
+            sql.entries.run(cur, self._entries)
+            sql.nodes.run(cur, self._nodes)
+            sql.size.run(cur, [{"new_size": self.size}])
         finally:
             cur.close()
         self._wt.set_log_size(self.size)
