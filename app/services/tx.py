@@ -8,18 +8,19 @@ import logging
 import secrets
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
 from app.crypto.canonical import canonical_json
 from app.services.node import Node
 from app.services.timefmt import rfc3339
-from app.storage.db import Database
+from app.storage.db import Database, WriteTx
 from app.storage.log import LogAppender
 from app.storage.types import utcnow
 
@@ -30,11 +31,29 @@ log = logging.getLogger("signet.tx")
 COMMITTED_TLP = frozenset({"red", "amber"})
 
 
-@dataclass
 class Tx:
-    node: Node
-    session: Session
-    log: LogAppender
+    """What a write transaction's body gets: the node, the ORM `session` and the `log`."""
+
+    def __init__(
+        self,
+        node: Node,
+        wt: WriteTx,
+        log: LogAppender,
+        on_session: Callable[[], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.log = log
+        self._wt = wt
+        # Group commit: opens this caller's savepoint, the first time it uses the session.
+        self._on_session = on_session
+
+    @property
+    def session(self) -> Session:
+        """The transaction's ORM session, opened on first use (log appends need none)."""
+        if self._on_session is not None:
+            hook, self._on_session = self._on_session, None
+            hook()
+        return self._wt.session
 
     def append(self, kind: str, body: dict[str, Any]) -> int:
         """Append an entry `{kind, time, **body}` to the log; returns its index."""
@@ -107,10 +126,11 @@ def transaction(node: Node) -> Iterator[Tx]:
         with _committer(node).transaction() as tx:
             yield tx
     else:
-        with node.db.write() as session:
-            tx = Tx(node, session, LogAppender(session))
+        with node.db.write_tx() as wt:
+            tx = Tx(node, wt, LogAppender(wt))
             yield tx
             tx.log.close()
+        tx.log.committed()
     _after_commit(node)
 
 
@@ -129,8 +149,8 @@ def _after_commit(node: Node) -> None:
 class _Group:
     """One open database transaction (holding the sequencer lock) shared by several callers."""
 
-    cm: AbstractContextManager[Session]
-    session: Session
+    cm: AbstractContextManager[WriteTx]
+    wt: WriteTx
     log: LogAppender
     members: int = 0
     done: threading.Event = field(default_factory=threading.Event)
@@ -140,13 +160,16 @@ class _Group:
 class GroupCommit:
     """Concurrent writers of one process share one sequencer transaction.
 
-    Callers take turns (a lock) running their work on the group's session, each inside a
-    SAVEPOINT: a caller whose work fails rolls back to its savepoint (and the log appender
-    rewinds), the others are untouched. The caller that finishes while nobody is waiting for a
-    turn (or once the group has `MAX_MEMBERS`) commits the group; everyone returns only after
-    that commit, so "returned" still means "durable". Because the group holds the sequencer
-    lock from its first caller to its commit and callers append one after another, the log
-    stays one linear sequence with gap-free indexes, and `change_seq` order is commit order.
+    Callers take turns (a lock) running their work on the group's transaction. A caller's
+    SQL runs inside a SAVEPOINT, taken when it first uses `tx.session`: a caller whose work
+    fails rolls back to its savepoint (and the log appender rewinds), the others are
+    untouched. A caller that only appends to the log needs no savepoint (the appender holds
+    its rows until the group commits, so rewinding the appender undoes them). The caller
+    that finishes while nobody is waiting for a turn (or once the group has `MAX_MEMBERS`)
+    commits the group; everyone returns only after that commit, so "returned" still means
+    "durable". Because the group holds the sequencer lock from its first caller to its commit
+    and callers append one after another, the log stays one linear sequence with gap-free
+    indexes, and `change_seq` order is commit order.
     What a group saves per caller: BEGIN/lock/COMMIT (and on SQLite, the busy-wait for the
     write lock), the head update and the read of the log size.
     """
@@ -169,36 +192,41 @@ class GroupCommit:
             self._waiting -= 1
         try:
             if self._group is None:
-                cm = self.db.write()
-                session = cm.__enter__()
-                self._group = _Group(cm, session, LogAppender(session))
+                cm = self.db.write_tx()
+                wt = cm.__enter__()
+                self._group = _Group(cm, wt, LogAppender(wt))
             group = self._group
             # The group's first caller needs no savepoint: if its work fails, the whole
             # transaction (its work only) rolls back. Savepoints cost two statements, which a
             # lone writer would otherwise pay on every transaction.
             first = group.members == 0
-            nested = None
+            nested: list[SessionTransaction] = []  # this caller's savepoint, once taken
             try:
                 mark = group.log.mark()
-                if not first:
-                    nested = group.session.begin_nested()
             except BaseException:
                 self._commit_if_last(group)  # never leave the sequencer lock held
                 raise
-            tx = Tx(node, group.session, group.log)
+
+            def savepoint() -> None:
+                nested.append(group.wt.session.begin_nested())
+
+            tx = Tx(node, group.wt, group.log, None if first else savepoint)
             try:
                 yield tx
                 # The log rows are written once for the whole group, at its commit (as in a
                 # lone transaction, nothing in the body ever read them back before that).
-                if nested is not None:
-                    nested.commit()
+                if nested:
+                    nested[0].commit()
             except BaseException as exc:
-                if nested is None:
+                if first:
                     self._abort(group, exc)
                 else:
-                    nested.rollback()
-                    group.log.rewind(mark)
-                    self._commit_if_last(group)
+                    try:
+                        if nested:
+                            nested[0].rollback()
+                        group.log.rewind(mark)
+                    finally:
+                        self._commit_if_last(group)
                 raise
             group.members += 1
             self._commit_if_last(group)
@@ -233,6 +261,8 @@ class GroupCommit:
                 with contextlib.suppress(BaseException):  # reported through group.error
                     group.cm.__exit__(type(exc), exc, exc.__traceback__)
             group.error = exc
+        else:
+            group.log.committed()
         finally:
             group.done.set()
 

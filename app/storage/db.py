@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
@@ -29,6 +29,54 @@ LOG_SIZE = "signet_log_size"
 
 _HEAD = LogHead.__table__.c  # type: ignore[attr-defined]
 _LOCK_LOG_HEAD = select(_HEAD.size).where(_HEAD.id == 1).with_for_update()
+
+
+class WriteTx:
+    """One write transaction holding the sequencer lock (`Database.write_tx`).
+
+    Its SQL runs on `conn`, a Core connection. The ORM `session` is opened on that connection
+    only when first asked for: a transaction that only appends to the log (the log writes go
+    through `cursor()`) then never pays for a Session, which was most of a small write's cost.
+    """
+
+    def __init__(self, db: Database, conn: Connection, log_size: int) -> None:
+        self.db = db
+        self.conn = conn
+        # The log size read under the lock; LogAppender starts from it and keeps it current.
+        self.log_size = log_size
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            # "rollback_only": the session joins the connection's transaction and never commits
+            # it; `Database.write_tx` does, after flushing the session.
+            self._session = Session(
+                bind=self.conn, expire_on_commit=False, join_transaction_mode="rollback_only"
+            )
+            self._session.info[LOG_SIZE] = self.log_size
+        return self._session
+
+    @property
+    def has_session(self) -> bool:
+        return self._session is not None
+
+    def set_log_size(self, size: int) -> None:
+        self.log_size = size
+        if self._session is not None:
+            self._session.info[LOG_SIZE] = size
+
+    def cursor(self) -> Any:
+        """A DBAPI cursor in this transaction, for statements SQLAlchemy need not process."""
+        return self.conn.connection.cursor()
+
+    def _flush(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+
+    def _close(self) -> None:
+        if self._session is not None:
+            self._session.close()  # leaves the connection's transaction alone
 
 
 class Database:
@@ -50,6 +98,15 @@ class Database:
                 json_deserializer=orjson.loads,
             )
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
+        # The lock statement as this engine's driver takes it: run on the DBAPI cursor, it skips
+        # SQLAlchemy's per-statement work on every write transaction.
+        lock = _LOCK_LOG_HEAD.compile(
+            dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+        self._lock_sql = str(lock)
+        # The exchange log's right edge as of a size this process committed; see
+        # app.storage.log.LogAppender, which alone reads and sets it.
+        self.log_frontier: tuple[int, dict[tuple[int, int], bytes]] | None = None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -60,16 +117,27 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction holding the sequencer lock; commits on success, rolls back on error."""
-        with Session(self._write_engine, expire_on_commit=False) as session:
-            size = session.connection().execute(_LOCK_LOG_HEAD).scalar_one()
-            # The log size read under the lock; LogAppender starts from it and keeps it current.
-            session.info[LOG_SIZE] = size
+        with self.write_tx() as wt:
+            yield wt.session
+
+    @contextmanager
+    def write_tx(self) -> Iterator[WriteTx]:
+        """`write()` on a Core connection, the ORM session opened only if used (`WriteTx`)."""
+        with self._write_engine.connect() as conn, conn.begin():
+            cur = conn.connection.cursor()
             try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+                cur.execute(self._lock_sql)
+                row = cur.fetchone()
+            finally:
+                cur.close()
+            if row is None:
+                raise RuntimeError("log_head row missing: run `signet db upgrade`")
+            wt = WriteTx(self, conn, int(row[0]))
+            try:
+                yield wt
+                wt._flush()
+            finally:
+                wt._close()
 
     def analyze(self, *tables: str) -> None:
         """Refresh the PostgreSQL planner's statistics of `tables` (a no-op on SQLite).
@@ -154,7 +222,9 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     def _on_begin(conn: Any) -> None:
         # Writers take SQLite's write lock up front: a deferred transaction that later tries to
         # write can fail with SQLITE_BUSY instead of waiting, and two of them could deadlock.
-        conn.exec_driver_sql(
+        # Straight to the driver: this runs once per transaction, and going through
+        # SQLAlchemy's statement machinery cost as much as the rest of a small write.
+        conn.connection.driver_connection.execute(
             "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"
         )
 

@@ -1,6 +1,6 @@
 """The exchange log's storage: entries, perfect-subtree hashes, checkpoints.
 
-Appends happen inside a write transaction (`Database.write()`), which already holds the
+Appends happen inside a write transaction (`Database.write_tx()`), which already holds the
 sequencer row, so `LogAppender` can read the head, append and move the head without races.
 Proof computation lives in `app.crypto.merkle`; batched node reads for proofs are in
 `app.storage.logscan`.
@@ -8,52 +8,126 @@ Proof computation lives in `app.crypto.merkle`; batched node reads for proofs ar
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Dialect, Insert, Update, bindparam, delete, literal_column, select, update
 from sqlmodel import Session, col
 
 from app.crypto import merkle
-from app.storage.db import LOG_SIZE
+from app.storage import logscan
+from app.storage.db import LOG_SIZE, WriteTx
 from app.storage.models import CheckpointRow, LogEntryRow, LogHead, LogNodeRow
 from app.storage.types import utcnow
 
 _ENTRY = LogEntryRow.__table__  # type: ignore[attr-defined]
 _NODE = LogNodeRow.__table__  # type: ignore[attr-defined]
 _HEAD = LogHead.__table__  # type: ignore[attr-defined]
-# Built once: SQLAlchemy then reuses their compiled form instead of rebuilding a cache key for a
-# new statement object in every write transaction.
-_INSERT_ENTRIES = _ENTRY.insert()
-_INSERT_NODES = _NODE.insert()
-_SET_SIZE = update(_HEAD).where(_HEAD.c.id == 1).values(size=bindparam("new_size"))
 _NODE_HASH = select(_NODE.c.hash).where(
     _NODE.c.level == bindparam("level"), _NODE.c.idx == bindparam("idx")
 )
 
+Frontier = dict[tuple[int, int], bytes]
+"""The perfect subtrees on a log's right edge, `(level, index) -> hash`: for size n, one per
+set bit k of n, `(k, (n >> k) - 1)`. They are all that an append reads."""
+
+
+class _Statement:
+    """One of the append path's writes, compiled once per dialect and run on the DBAPI cursor
+    with the dialect's own bind processing (the stored bytes are what SQLAlchemy would send)."""
+
+    def __init__(self, stmt: Insert | Update, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        columns = stmt.table.c
+        self.positional = dialect.positional
+        # (parameter name, the column type's bind processor or None), in the SQL's order.
+        self.binds: list[tuple[str, Any]] = [
+            (
+                name,
+                columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+                if name in columns
+                else None,
+            )
+            for name in (compiled.positiontup or compiled.params)
+        ]
+
+    def params(self, row: dict[str, Any]) -> Any:
+        if self.positional:
+            return tuple(row[n] if p is None else p(row[n]) for n, p in self.binds)
+        return {n: row[n] if p is None else p(row[n]) for n, p in self.binds}
+
+    def run(self, cur: Any, rows: list[dict[str, Any]]) -> None:
+        if len(rows) == 1:  # most transactions: execute() does less work than executemany()
+            cur.execute(self.sql, self.params(rows[0]))
+        else:
+            cur.executemany(self.sql, [self.params(r) for r in rows])
+
+
+class _Statements:
+    def __init__(self, dialect: Dialect) -> None:
+        self.entries = _Statement(_ENTRY.insert(), dialect)
+        self.nodes = _Statement(_NODE.insert(), dialect)
+        self.size = _Statement(
+            update(_HEAD)
+            .where(_HEAD.c.id == literal_column("1"))
+            .values(size=bindparam("new_size")),
+            dialect,
+        )
+
+
+_STATEMENTS: weakref.WeakKeyDictionary[Dialect, _Statements] = weakref.WeakKeyDictionary()
+
+
+def _statements(dialect: Dialect) -> _Statements:
+    found = _STATEMENTS.get(dialect)
+    if found is None:
+        found = _STATEMENTS[dialect] = _Statements(dialect)
+    return found
+
+
+Mark = tuple[int, int, Frontier | None, int, int, int]
+
 
 class LogAppender:
-    """Appends leaves within one write transaction; call `close()` before commit."""
+    """Appends leaves within one write transaction; call `close()` before commit, and
+    `committed()` after it.
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        # Core statements on the session's connection: the append path runs once per write
-        # transaction, and the ORM's per-statement bookkeeping was most of its cost.
-        self._conn = session.connection()
-        self.start = self.size = log_size(session)
-        # Nodes written in this transaction, so consecutive appends need no reads at all.
-        self._fresh: dict[tuple[int, int], bytes] = {}
-        self._entries: list[dict[str, object]] = []
-        self._nodes: list[dict[str, object]] = []
+    An append needs the hashes on the log's right edge (its frontier). They are read once per
+    transaction, in one query, at the first append, unless this process committed the log at
+    exactly the size read under the sequencer lock: then its frontier is remembered
+    (`Database.log_frontier`) and nothing is read. The size decides: the log only grows, so
+    two logs of one database with the same size are the same log, and any append by another
+    process or host since our commit has moved the size.
+    """
 
-    def _get(self, level: int, index: int) -> bytes:
-        cached = self._fresh.get((level, index))
-        if cached is not None:
-            return cached
-        return node_hash(self._session, level, index)  # at most one read per completed level
+    def __init__(self, wt: WriteTx) -> None:
+        self._wt = wt
+        self.start = self.size = wt.log_size
+        # The frontier at `size`; None until the first append loads it.
+        self._frontier: Frontier | None = None
+        self._entries: list[dict[str, Any]] = []
+        self._nodes: list[dict[str, Any]] = []
+
+    def _load_frontier(self) -> Frontier:
+        cached = self._wt.db.log_frontier
+        if cached is not None and cached[0] == self.size:
+            return dict(cached[1])
+        ids = merkle.perfect_node_ids(0, self.size) if self.size else []
+        found = logscan.node_hashes(self._wt.conn, ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise LookupError(f"log node {missing[0]} missing")
+        return found
 
     def append(self, kind: str, data: bytes, created_at: datetime | None = None) -> int:
         """Append one leaf (its canonical bytes); returns its index."""
+        frontier = self._frontier
+        if frontier is None:
+            frontier = self._frontier = self._load_frontier()
         index = self.size
+        rows = merkle.nodes_completed_by_append(index, data, lambda lv, i: frontier[(lv, i)])
         self._entries.append(
             {
                 "idx": index,
@@ -63,47 +137,64 @@ class LogAppender:
                 "created_at": created_at or utcnow(),
             }
         )
-        for level, i, h in merkle.nodes_completed_by_append(index, data, self._get):
-            self._fresh[(level, i)] = h
-            self._nodes.append({"level": level, "idx": i, "hash": h})
+        # The left siblings this leaf completed are inside a bigger subtree now; the biggest
+        # subtree it completed joins the right edge.
+        for level, i, _h in rows[:-1]:
+            del frontier[(level, i - 1)]
+        level, i, h = rows[-1]
+        frontier[(level, i)] = h
+        self._nodes.extend({"level": lv, "idx": ix, "hash": hx} for lv, ix, hx in rows)
         self.size += 1
         return index
 
-    def mark(self) -> tuple[int, int, dict[tuple[int, int], bytes], int, int, object]:
+    def mark(self) -> Mark:
         """This appender's state, to `rewind` to if the work after it is rolled back (a
         savepoint of a group commit, app.services.tx)."""
-        info = self._session.info.get(LOG_SIZE)
+        frontier = None if self._frontier is None else dict(self._frontier)
         return (
             self.start,
             self.size,
-            dict(self._fresh),
+            frontier,
             len(self._entries),
             len(self._nodes),
-            info,
+            self._wt.log_size,
         )
 
-    def rewind(self, mark: tuple[int, int, dict[tuple[int, int], bytes], int, int, object]) -> None:
+    def rewind(self, mark: Mark) -> None:
         """Forget every append since `mark` (their rows went with the savepoint)."""
-        self.start, self.size, self._fresh = mark[0], mark[1], mark[2]
+        self.start, self.size, self._frontier = mark[0], mark[1], mark[2]
         del self._entries[mark[3] :]
         del self._nodes[mark[4] :]
-        self._session.info[LOG_SIZE] = mark[5]
+        self._wt.set_log_size(mark[5])
 
     def set_salt(self, index: int, salt: bytes) -> None:
         """Remember the salt of a commitment entry appended in this transaction."""
         self._entries[index - self.start]["salt"] = salt
 
     def close(self) -> None:
-        """Write the buffered entries and nodes and move the head."""
+        """Write the buffered entries and nodes and move the head.
+
+        Through the DBAPI cursor: these three statements run in every write transaction, and
+        SQLAlchemy's per-statement work cost more than the database's."""
         if self.size == self.start:
             return
-        self._conn.execute(_INSERT_ENTRIES, self._entries)
-        self._conn.execute(_INSERT_NODES, self._nodes)
-        self._conn.execute(_SET_SIZE, {"new_size": self.size})
-        self._session.info[LOG_SIZE] = self.size
+        sql = _statements(self._wt.conn.dialect)
+        cur = self._wt.cursor()
+        try:
+            sql.entries.run(cur, self._entries)
+            sql.nodes.run(cur, self._nodes)
+            sql.size.run(cur, [{"new_size": self.size}])
+        finally:
+            cur.close()
+        self._wt.set_log_size(self.size)
         self._entries.clear()
         self._nodes.clear()
         self.start = self.size
+
+    def committed(self) -> None:
+        """Call after the transaction committed: remember the frontier for the next one."""
+        if self._frontier is not None and self.size == self.start:
+            self._wt.db.log_frontier = (self.size, dict(self._frontier))
 
 
 def node_hash(session: Session, level: int, index: int) -> bytes:

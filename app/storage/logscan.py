@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Connection, and_, or_, select
 from sqlmodel import Session, col
 
 from app.storage.models import LogEntryRow, LogNodeRow
@@ -16,7 +16,9 @@ from app.storage.models import LogEntryRow, LogNodeRow
 _CHUNK = 200  # terms per OR: far below SQLite's expression-depth limit
 
 
-def node_hashes(session: Session, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+def node_hashes(
+    session: Session | Connection, ids: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
     """Many perfect-subtree hashes by primary key, a few queries for any number of them.
 
     Written as `(level = ? AND idx = ?) OR ...` on purpose: SQLite (3.40) answers a row-value

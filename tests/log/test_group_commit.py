@@ -108,7 +108,7 @@ def test_failed_commit_fails_every_member(node: Node, monkeypatch: pytest.Monkey
         except BaseException as exc:
             results.append(type(exc).__name__)
 
-    real_write = node.db.write
+    real_write = node.db.write_tx
 
     class Exploding:
         def __init__(self) -> None:
@@ -121,7 +121,7 @@ def test_failed_commit_fails_every_member(node: Node, monkeypatch: pytest.Monkey
             self.cm.__exit__(Boom, Boom(), None)  # roll back
             raise Boom("commit failed")
 
-    monkeypatch.setattr(node.db, "write", Exploding)
+    monkeypatch.setattr(node.db, "write_tx", Exploding)
     t1 = threading.Thread(target=first)
     t1.start()
     time.sleep(0.2)
