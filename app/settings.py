@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     sync_interval: float = Field(30.0, gt=0, description="Seconds between background pulls.")
     background: bool = Field(True, description="Run checkpoint, purge and sync loops.")
     group_commit: bool = Field(
-        False, description="Concurrent writers of a process share one transaction (services/tx)."
+        True, description="Concurrent writers of a process share one transaction (services/tx)."
     )
     pdq_shared_base: bool = Field(
         False,

@@ -231,29 +231,28 @@ def _record_page(
     """Store the page and return its `nextSetTimestamp`, unique for this key."""
     issued_at = utcnow()
     for _ in range(8):
-        with Session(node.db.engine, expire_on_commit=False) as session:
-            last = q.last_stopncii_set_ts(session, key_id)
-            set_ts = int(issued_at.timestamp())
-            if last is not None and last >= set_ts:
-                set_ts = last + 1
-            session.add(
-                StopNCIIPageRow(
-                    key_id=key_id,
-                    set_ts=set_ts,
-                    walk=walk,
-                    start_seq=start_seq,
-                    end_seq=end_seq,
-                    log_size=log_size,
-                    issued_at=issued_at,
+        try:
+            with node.db.write_unlogged() as session:
+                last = q.last_stopncii_set_ts(session, key_id)
+                set_ts = int(issued_at.timestamp())
+                if last is not None and last >= set_ts:
+                    set_ts = last + 1
+                session.add(
+                    StopNCIIPageRow(
+                        key_id=key_id,
+                        set_ts=set_ts,
+                        walk=walk,
+                        start_seq=start_seq,
+                        end_seq=end_seq,
+                        log_size=log_size,
+                        issued_at=issued_at,
+                    )
                 )
-            )
-            if last is None or set_ts % 64 == 0:
-                q.prune_stopncii_pages(session, key_id, issued_at - _PAGE_RETENTION)
-            try:
-                session.commit()
-                return set_ts
-            except IntegrityError:  # a concurrent page of the same key took this second
-                session.rollback()
+                if last is None or set_ts % 64 == 0:
+                    q.prune_stopncii_pages(session, key_id, issued_at - _PAGE_RETENTION)
+            return set_ts
+        except IntegrityError:  # a concurrent page of the same key took this second
+            continue
     raise Conflict("too many concurrent FetchHashes requests for one key; retry")
 
 

@@ -139,6 +139,21 @@ class Database:
             finally:
                 wt._close()
 
+    @contextmanager
+    def write_unlogged(self) -> Iterator[Session]:
+        """A short write transaction for bookkeeping that is no log change (no sequencer
+        lock), committed on success. On SQLite it takes the write lock up front (BEGIN
+        IMMEDIATE, waiting up to busy_timeout): a deferred transaction that reads and then
+        writes fails at once with "database is locked" if another writer committed in
+        between, which no busy wait covers."""
+        with Session(self._write_engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
     def analyze(self, *tables: str) -> None:
         """Refresh the PostgreSQL planner's statistics of `tables` (a no-op on SQLite).
 

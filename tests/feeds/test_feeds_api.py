@@ -330,3 +330,43 @@ def test_junk_cursors_are_400_not_500(client, auth, make_key):
     for path, params, headers in cases:
         r = client.get(path, params=params, headers=headers)
         assert r.status_code < 500, (path, params, r.text)
+
+
+def test_page_bookkeeping_survives_a_write_between_its_read_and_its_write(node, monkeypatch):
+    """FetchHashes stores each page it serves (read the key's last page, then insert). On
+    SQLite that read-then-write, in a deferred transaction, failed at once with "database is
+    locked" (a 500) whenever any other write committed in between; the full suite hit it with
+    group commit on. Another connection now writes right after the read: the page must still
+    be stored (the other writer waits, or gives up, since the page's transaction took the
+    write lock up front)."""
+    import sqlite3
+
+    from app.services import apikeys, feeds
+
+    if not node.db.is_sqlite:
+        pytest.skip("a SQLite locking rule")
+    path = node.settings.database_url.removeprefix("sqlite:///")
+    setup = sqlite3.connect(path)
+    with setup:
+        setup.execute("CREATE TABLE other_writer (x INTEGER)")
+    setup.close()
+    key = apikeys.create(node, "feed", ["feed"], True)
+    real = feeds.q.last_stopncii_set_ts
+    interleaved: list[str] = []
+
+    def read_then_another_write(session: Any, key_id: int) -> Any:
+        out = real(session, key_id)
+        other = sqlite3.connect(path, timeout=0.2)
+        try:
+            with other:
+                other.execute("INSERT INTO other_writer VALUES (1)")
+            interleaved.append("committed")
+        except sqlite3.OperationalError:
+            interleaved.append("waited")  # the page's transaction holds the write lock
+        finally:
+            other.close()
+        return out
+
+    monkeypatch.setattr(feeds.q, "last_stopncii_set_ts", read_then_another_write)
+    set_ts = feeds._record_page(node, key.id, 1, 0, 10, 10)
+    assert set_ts > 0 and interleaved == ["waited"]
