@@ -1,4 +1,5 @@
-"""Many-row inserts on the raw driver, for the ingest paths (records pulled from peers).
+"""Many-row inserts on the raw driver, for the ingest paths (records pulled from peers, bulk
+submit and `signet import`).
 
 `connection.execute(table.insert(), rows)` is already one `executemany`, but SQLAlchemy still
 works per row and per column in Python before the driver sees anything: it builds each row's
