@@ -26,7 +26,7 @@ run: $(RUN_STAMP)
 	$(BIN)/signet serve
 
 test: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -q
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -q --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench
