@@ -12,11 +12,12 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Dialect, Insert, Update, bindparam, delete, literal_column, select, update
+from sqlalchemy import Dialect, bindparam, delete, literal_column, select, update
 from sqlmodel import Session, col
 
 from app.crypto import merkle
 from app.storage import logscan
+from app.storage.bulk import Prepared
 from app.storage.db import LOG_SIZE, WriteTx
 from app.storage.models import CheckpointRow, LogEntryRow, LogHead, LogNodeRow
 from app.storage.types import utcnow
@@ -33,43 +34,13 @@ Frontier = dict[tuple[int, int], bytes]
 set bit k of n, `(k, (n >> k) - 1)`. They are all that an append reads."""
 
 
-class _Statement:
-    """One of the append path's writes, compiled once per dialect and run on the DBAPI cursor
-    with the dialect's own bind processing (the stored bytes are what SQLAlchemy would send)."""
-
-    def __init__(self, stmt: Insert | Update, dialect: Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = str(compiled)
-        columns = stmt.table.c
-        self.positional = dialect.positional
-        # (parameter name, the column type's bind processor or None), in the SQL's order.
-        self.binds: list[tuple[str, Any]] = [
-            (
-                name,
-                columns[name].type.dialect_impl(dialect).bind_processor(dialect)
-                if name in columns
-                else None,
-            )
-            for name in (compiled.positiontup or compiled.params)
-        ]
-
-    def params(self, row: dict[str, Any]) -> Any:
-        if self.positional:
-            return tuple(row[n] if p is None else p(row[n]) for n, p in self.binds)
-        return {n: row[n] if p is None else p(row[n]) for n, p in self.binds}
-
-    def run(self, cur: Any, rows: list[dict[str, Any]]) -> None:
-        if len(rows) == 1:  # most transactions: execute() does less work than executemany()
-            cur.execute(self.sql, self.params(rows[0]))
-        else:
-            cur.executemany(self.sql, [self.params(r) for r in rows])
-
-
 class _Statements:
+    """The append path's three writes, compiled once per dialect (`storage.bulk.Prepared`)."""
+
     def __init__(self, dialect: Dialect) -> None:
-        self.entries = _Statement(_ENTRY.insert(), dialect)
-        self.nodes = _Statement(_NODE.insert(), dialect)
-        self.size = _Statement(
+        self.entries = Prepared.of(_ENTRY.insert(), dialect)
+        self.nodes = Prepared.of(_NODE.insert(), dialect)
+        self.size = Prepared.of(
             update(_HEAD)
             .where(_HEAD.c.id == literal_column("1"))
             .values(size=bindparam("new_size")),
