@@ -36,6 +36,7 @@ __all__ = [
     "MAX_VALIDITY",
     "CheckedSignal",
     "RecordInvalid",
+    "check_canonical_size",
     "check_feedback",
     "check_record_size",
     "check_retraction",
@@ -131,15 +132,20 @@ def check_record_size(record: Mapping[str, Any], max_bytes: int) -> bytes:
     """Refuse a record whose canonical form is larger than `max_bytes` (vpdq signals:
     `VPDQ_MAX_RECORD_BYTES`, if larger); returns that canonical form, for callers that need it
     again (a received record's digest and log entry: app/services/sync.py)."""
-    if record.get("kind") == "signal" and record.get("type") == "vpdq":
-        max_bytes = max(max_bytes, VPDQ_MAX_RECORD_BYTES)
     try:
         canonical = canonical_json(dict(record))
     except SignetError:
         raise RecordInvalid("record", "not canonical JSON") from None
+    check_canonical_size(record, canonical, max_bytes)
+    return canonical
+
+
+def check_canonical_size(record: Mapping[str, Any], canonical: bytes, max_bytes: int) -> None:
+    """`check_record_size` for a caller that has the record's canonical bytes already."""
+    if record.get("kind") == "signal" and record.get("type") == "vpdq":
+        max_bytes = max(max_bytes, VPDQ_MAX_RECORD_BYTES)
     if len(canonical) > max_bytes:
         raise RecordInvalid("record", f"{len(canonical)} bytes, more than the {max_bytes} allowed")
-    return canonical
 
 
 def _int(record: Mapping[str, Any], name: str, low: int, high: int) -> int:

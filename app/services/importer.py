@@ -424,11 +424,14 @@ def _commit(
     with transaction(node) as tx:
         created = duplicate = 0
         if prepared:
-            for _i, status, _uid in signals.publish_many(tx, prepared, None):
-                if status == "created":
+            for done in signals.publish_many(tx, prepared, None):
+                if done.status == "created":
                     created += 1
-                else:
+                elif done.status == "duplicate":
                     duplicate += 1
+                elif done.error is not None:  # too large once signed
+                    line = where[done.index]
+                    rejected.append(Rejection(line, done.error.field, done.error.reason))
         values: dict[str, Any] = {
             "name": str(path)[-1024:],
             "size": state.size,

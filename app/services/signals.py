@@ -157,8 +157,17 @@ def submit_batch(node: Node, items: list[Any], submitted_by: int | None) -> Batc
             results[i] = ItemResult(index=i, status="rejected", error=err)
     if prepared:
         with transaction(node) as tx:
-            for index, status, uid in publish_many(tx, prepared, submitted_by):
-                results[index] = ItemResult(index=index, status=status, id=uid)
+            for done in publish_many(tx, prepared, submitted_by):
+                if done.error is not None:
+                    field = f"signals[{done.index}]" + (
+                        f".{done.error.field}" if done.error.field else ""
+                    )
+                    err = ItemError(field=field, reason=done.error.reason)
+                    results[done.index] = ItemResult(index=done.index, status="rejected", error=err)
+                else:
+                    results[done.index] = ItemResult(
+                        index=done.index, status=done.status, id=done.id
+                    )
     final = [r for r in results if r is not None]
     return BatchResult(
         created=sum(r.status == "created" for r in final),
@@ -199,32 +208,50 @@ def active_uids(session: Any, origin: str, keys: list[str]) -> dict[str, str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What became of one prepared signal: `created` (with its new id), `duplicate` (with the
+    id of the active signal it repeats) or `rejected` (its signed record failed the size check
+    a peer applies: `error`)."""
+
+    index: int
+    status: Literal["created", "duplicate", "rejected"]
+    id: str | None = None
+    error: InvalidInput | None = None
+
+
 def publish_many(
     tx: Any, prepared: list[PreparedSignal], submitted_by: int | None
-) -> list[tuple[int, Literal["created", "duplicate"], str]]:
+) -> list[Published]:
     """Sign, log and store prepared signals in the caller's write transaction; a value this
-    node already has active (or that came earlier in `prepared`) is a duplicate of it.
+    node already has active (or that came earlier in `prepared`) is a duplicate of it. An item
+    whose signed record is too large is rejected on its own (nothing of it is logged or
+    stored); the others still land.
 
     The rows go in with one many-row insert on the raw driver (`storage.bulk.insert_many`):
     building an ORM object per row and flushing it cost more than signing it, and SQLAlchemy's
     per-row parameter handling was still a fifth of a batch. The log entries are appended in
     item order under the sequencer lock the transaction holds, so `change_seq` stays gap-free
     and commit-ordered.
-    Returns (index, status, id) per item, in order."""
+    Returns one `Published` per item, in order."""
     node: Node = tx.node
     narrowing = Narrowing.load(tx.session)
     seen = active_uids(tx.session, node.origin, list({p.match_key for p in prepared}))
-    out: list[tuple[int, Literal["created", "duplicate"], str]] = []
+    out: list[Published] = []
     rows: list[dict[str, Any]] = []
     for p in prepared:
         existing_uid = seen.get(p.match_key)
         if existing_uid is not None:
-            out.append((p.index, "duplicate", existing_uid))
+            out.append(Published(p.index, "duplicate", existing_uid))
             continue
-        row = _publish(tx, p, submitted_by, narrowing)
+        try:
+            row = _publish(tx, p, submitted_by, narrowing)
+        except InvalidInput as exc:  # raised before its log entry: nothing to undo
+            out.append(Published(p.index, "rejected", error=exc))
+            continue
         seen[p.match_key] = row["uid"]
         rows.append(row)
-        out.append((p.index, "created", row["uid"]))
+        out.append(Published(p.index, "created", row["uid"]))
     if rows:
         insert_many(tx.session.connection(), _SIGNAL, rows)
     return out
@@ -259,8 +286,8 @@ def _publish(
     exclude = narrowing.excluded(body, node.origin)
     if exclude:
         body["audience"]["exclude"] = exclude
-    record = records.sign(node, body, owned=True, prepared=True)
-    seq = tx.append_record("signal", record, spec.audience.tlp.value)
+    record, record_bytes = records.sign_prepared_signal(node, body, owned=True)
+    seq = tx.append_record("signal", record, spec.audience.tlp.value, record_bytes=record_bytes)
     # Every column, as SignalRow's defaults would fill them: a Core insert applies no
     # model-level defaults.
     return {

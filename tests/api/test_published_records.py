@@ -2,7 +2,7 @@
 full peer-side check (`records.check` -> `validate.check_signal`) and verifies.
 
 The bulk path signs bodies built from prepared items without re-running that check per record
-(`records.sign(prepared=True)`, docs/scaling.md), so this test is what holds the two in step:
+(`records.sign_prepared_signal`, docs/scaling.md), so this test is what holds the two in step:
 every accepted input of the canonical-form vectors, under every audience, with indicators,
 explicit validity and an `audience.exclude` list (a removed peer)."""
 

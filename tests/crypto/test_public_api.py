@@ -18,6 +18,7 @@ PUBLIC = {
     "records": [
         "record_digest",
         "sign_record",
+        "sign_record_canonical",
         "signing_bytes",
         "signing_bytes_from",
         "verify_record",

@@ -14,6 +14,7 @@ from app.crypto.keys import NodeKey, VerifierKey
 from app.crypto.records import (
     record_digest,
     sign_record,
+    sign_record_canonical,
     signing_bytes,
     signing_bytes_from,
     verify_record,
@@ -219,3 +220,40 @@ def test_verify_record_with_canonical_bytes() -> None:
     tampered = {**record, "confidence": 91}
     with pytest.raises(VerificationError):
         verify_record(tampered, resolve, canonical=canonical_json(tampered))
+
+
+# --- sign_record_canonical: the signed record and its canonical bytes from one encoding
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        BODY,
+        {},
+        {"a": 1},  # before "key_id"/"origin"/"signature"
+        {"zz": [1, {"signature": "x"}]},  # after them, with a nested "signature"
+        # The stand-in's own text nested under "signature": its member occurs twice, so the
+        # exact path answers.
+        {"attrs": {"signature": "\x00signet-signature\x00"}, "value": "x"},
+        {"\u00e9": "\U0001f600", "v": -(2**53) + 1},  # reference encoder
+    ],
+)
+def test_sign_record_canonical_is_sign_record_and_its_encoding(body: dict[str, Any]) -> None:
+    record, canonical = sign_record_canonical(body, KEY, ORIGIN)
+    # Ed25519 is deterministic: the same key and bytes give the same signature.
+    assert record == sign_record(body, KEY, ORIGIN)
+    assert canonical == canonical_json(record)
+    verify_record(record, resolve, canonical=canonical)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=bodies)
+def test_sign_record_canonical_any_body(body: dict[str, Any]) -> None:
+    record, canonical = sign_record_canonical(body, KEY, ORIGIN)
+    assert record == sign_record(body, KEY, ORIGIN)
+    assert canonical == canonical_json(record)
+
+
+def test_sign_record_canonical_refuses_another_origin() -> None:
+    with pytest.raises(InvalidInput):
+        sign_record_canonical({**BODY, "origin": "other.example"}, KEY, ORIGIN)
