@@ -394,6 +394,7 @@ def _commit(
     where: list[int] = []  # prepared index -> line number
     rejected: list[Rejection] = []
     skipped = 0
+    checked_at = utcnow()  # one time per chunk, as a batch submitted through the API
     for line in lines:
         if line.error is not None:
             rejected.append(Rejection(line.number, line.error.field, line.error.reason))
@@ -409,7 +410,7 @@ def _commit(
             try:
                 item = defaults.apply(dict(raw))
                 hasher(item)
-                prepared.append(signals.prepare(node, len(prepared), item))
+                prepared.append(signals.prepare(node, len(prepared), item, checked_at))
                 where.append(line.number)
             except LineError as exc:
                 rejected.append(Rejection(line.number, _join(prefix, exc.field), exc.reason))

@@ -67,8 +67,9 @@ def pydantic_item_error(exc: ValidationError, prefix: str) -> ItemError:
     return ItemError(field=path, reason=reason)
 
 
-def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
-    """Validate one submitted item into canonical form; raises InvalidSignal or ValidationError."""
+def prepare(node: Node, index: int, raw: Any, now: datetime | None = None) -> PreparedSignal:
+    """Validate one submitted item into canonical form; raises InvalidSignal or ValidationError.
+    `now`: the time the batch is checked at (one per batch: see `Tx.now`)."""
     if not isinstance(raw, dict):
         raise InvalidSignal("", "each signal must be a JSON object")
     spec = SignalIn.model_validate(raw)
@@ -92,7 +93,8 @@ def prepare(node: Node, index: int, raw: Any) -> PreparedSignal:
     categories = validate_categories(spec.categories, node.settings.extra_categories)
     indicators = validate_indicators(spec.indicators)
     _check_audience(node, spec)
-    now = utcnow()
+    if now is None:
+        now = utcnow()
     if spec.valid_until is None:
         default = DEFAULT_VALIDITY[SignalType(canon.type)]
         valid_until = now + node.settings.validity(canon.type, default)
@@ -145,9 +147,10 @@ def submit_batch(node: Node, items: list[Any], submitted_by: int | None) -> Batc
         raise InvalidInput("signals", f"at most {node.settings.max_batch} signals per request")
     results: list[ItemResult | None] = [None] * len(items)
     prepared: list[PreparedSignal] = []
+    now = utcnow()
     for i, raw in enumerate(items):
         try:
-            prepared.append(prepare(node, i, raw))
+            prepared.append(prepare(node, i, raw, now))
         except ValidationError as exc:
             err = pydantic_item_error(exc, f"signals[{i}]")
             results[i] = ItemResult(index=i, status="rejected", error=err)
@@ -262,7 +265,8 @@ def _publish(
 ) -> dict[str, Any]:
     """One signal's signed record and log entry; returns its row for the bulk insert."""
     node: Node = tx.node
-    now = utcnow()
+    published = tx.now  # valid_from: the batch's time, in whole seconds
+    now = utcnow()  # the row's own times: TAXII and the publication search order by them
     spec = p.spec
     uid = new_id()
     body = records.signal_body(
@@ -276,7 +280,7 @@ def _publish(
         opinion=spec.opinion.value,
         confidence=spec.confidence,
         reviewed=spec.reviewed,
-        valid_from=now,
+        valid_from=published,
         valid_until=p.valid_until,
         tlp=spec.audience.tlp.value,
         peers=sorted(spec.audience.peers),

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -46,6 +47,18 @@ class Tx:
         self._wt = wt
         # Group commit: opens this caller's savepoint, the first time it uses the session.
         self._on_session = on_session
+        self._now: datetime | None = None
+
+    @property
+    def now(self) -> datetime:
+        """The time of this caller's changes, read once: the `time` its log entries and the
+        `valid_from` its records state (whole seconds), as they commit together. Formatting
+        a fresh clock reading for each of them was 2-3 % of a bulk submit. (The entries'
+        stored `created_at`, which TAXII pages by, stays one clock reading per entry:
+        `LogAppender.append`.)"""
+        if self._now is None:
+            self._now = utcnow()
+        return self._now
 
     @property
     def session(self) -> Session:
@@ -57,9 +70,8 @@ class Tx:
 
     def append(self, kind: str, body: dict[str, Any]) -> int:
         """Append an entry `{kind, time, **body}` to the log; returns its index."""
-        now = utcnow()
-        entry = {"kind": kind, "time": rfc3339(now), **body}
-        return self.log.append(kind, canonical_json(entry), now)
+        entry = {"kind": kind, "time": rfc3339(self.now), **body}
+        return self.log.append(kind, canonical_json(entry))
 
     def append_record(
         self,
@@ -104,12 +116,11 @@ class Tx:
         are put where the placeholder's are. RFC 8785 encodes each member's value on its own
         and orders members by key alone, so the result is the entry's canonical form exactly.
         The placeholder holds a NUL, which no other member (kind, time, origins, digests) can."""
-        now = utcnow()
-        entry = {"kind": kind, "time": rfc3339(now), "record": _PLACEHOLDER, **extra}
+        entry = {"kind": kind, "time": rfc3339(self.now), "record": _PLACEHOLDER, **extra}
         encoded = canonical_json(entry)
         if encoded.count(_PLACEHOLDER_JSON) != 1:  # never expected; the slow path is exact
             return self.append(kind, {"record": orjson.loads(record_bytes), **extra})
-        return self.log.append(kind, encoded.replace(_PLACEHOLDER_JSON, record_bytes), now)
+        return self.log.append(kind, encoded.replace(_PLACEHOLDER_JSON, record_bytes))
 
 
 _PLACEHOLDER = "\x00signet-record\x00"

@@ -186,6 +186,10 @@ def parse_choice(enum: type[E], value: object, field: str) -> E:
 def _validate_tokens(
     values: object, known: frozenset[str], field: str, what: str, *, required: bool
 ) -> list[str]:
+    if type(values) is list and values and known.issuperset(values):
+        # The usual case, a list of known names, checked in C (every signal has two lists;
+        # the loop below, which names the first bad item, was 5 % of a bulk submit).
+        return sorted(set(values))
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise InvalidSignal(field, f"must be a list of {what}")
     out: set[str] = set()

@@ -9,7 +9,7 @@ Proof computation lives in `app.crypto.merkle`; batched node reads for proofs ar
 from __future__ import annotations
 
 import weakref
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Dialect, bindparam, delete, literal_column, select, update
@@ -59,6 +59,7 @@ def _statements(dialect: Dialect) -> _Statements:
 
 
 Mark = tuple[int, int, Frontier | None, int, int, int]
+_TICK = timedelta(microseconds=1)
 
 
 class LogAppender:
@@ -80,6 +81,7 @@ class LogAppender:
         self._frontier: Frontier | None = None
         self._entries: list[dict[str, Any]] = []
         self._nodes: list[dict[str, Any]] = []
+        self._last_time: datetime | None = None
 
     def _load_frontier(self) -> Frontier:
         cached = self._wt.db.log_frontier
@@ -92,8 +94,17 @@ class LogAppender:
             raise LookupError(f"log node {missing[0]} missing")
         return found
 
-    def append(self, kind: str, data: bytes, created_at: datetime | None = None) -> int:
-        """Append one leaf (its canonical bytes); returns its index."""
+    def append(self, kind: str, data: bytes) -> int:
+        """Append one leaf (its canonical bytes); returns its index.
+
+        Its `created_at` is a clock reading taken now, later than any earlier entry's of this
+        appender (one microsecond on if the clock has not moved): TAXII's `added_after` pages
+        by these times, and two entries with the same time would let a page boundary between
+        them skip one (docs/design-decisions.md)."""
+        created_at = utcnow()
+        if self._last_time is not None and created_at <= self._last_time:
+            created_at = self._last_time + _TICK
+        self._last_time = created_at
         frontier = self._frontier
         if frontier is None:
             frontier = self._frontier = self._load_frontier()
@@ -105,7 +116,7 @@ class LogAppender:
                 "kind": kind,
                 "data": data.decode(),
                 "salt": None,
-                "created_at": created_at or utcnow(),
+                "created_at": created_at,
             }
         )
         # The left siblings this leaf completed are inside a bigger subtree now; the biggest
