@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from app.crypto.canonical import canonical_json
 from app.crypto.keys import VerifierKey
 from app.crypto.records import verify_record
@@ -297,6 +299,11 @@ class _Applier:
         # may_accept wants the trusted origins as a set; built once per page, not per record.
         self.trusted = frozenset(keys)
         self.now = utcnow()
+        # Work the records of one page share, done once per distinct input (exact keys; only
+        # what passed is kept, so a record that differs in any way is checked in full).
+        self.shared_checks = validate.SharedChecks()
+        self.metas: dict[tuple[int, bytes], RecordMeta] = {}
+        self.accepted: set[RecordMeta] = set()
 
     def run(self, envelopes: list[RecordEnvelope]) -> None:
         session = self.tx.session
@@ -422,14 +429,45 @@ class _Applier:
             self._feedback(env, key)
         return True
 
+    def _meta(self, record: dict[str, Any], hops: int) -> RecordMeta:
+        """`RecordMeta.from_record(record, hops)`, built once per distinct routing input in a
+        page. The key is the exact JSON (orjson) of everything `from_record` reads; only a
+        meta that was built (so passed its checks) is kept, and RecordMeta is immutable."""
+        try:
+            key = (
+                hops,
+                orjson.dumps(
+                    [
+                        record.get("origin"),
+                        record.get("audience"),
+                        record.get("type"),
+                        record.get("categories", []),
+                    ]
+                ),
+            )
+        except (TypeError, ValueError):  # not plain JSON: no memo, from_record refuses it
+            return RecordMeta.from_record(record, hops)
+        meta = self.metas.get(key)
+        if meta is None:
+            meta = self.metas[key] = RecordMeta.from_record(record, hops)
+        return meta
+
+    def _accept(self, meta: RecordMeta) -> None:
+        """`may_accept` for this page's sender, once per distinct meta (its only inputs
+        besides the page's fixed sender, trusted set and our origin)."""
+        if meta not in self.accepted:
+            may_accept(meta, self.peer, self.trusted, self.node.origin)
+            self.accepted.add(meta)
+
     def _signal(self, env: RecordEnvelope, key: store.RecordKey) -> bool:
         record = env.record
-        meta = RecordMeta.from_record(record, env.hops)
-        may_accept(meta, self.peer, self.trusted, self.node.origin)
+        meta = self._meta(record, env.hops)
+        self._accept(meta)
         checked = validate.check_signal(
             record,
             extra_categories=self.node.settings.extra_categories,
             max_bytes=None,  # checked in _apply, before the signature
+            memo=self.shared_checks,
         )
         canon = checked.canon
         attrs: dict[str, Any] = record["attrs"]  # as signed (a fold marker may be older)
@@ -452,7 +490,7 @@ class _Applier:
                 canon.type.value, canon.value, key_id if isinstance(key_id, str) else None
             ),
             "attrs": dict(attrs),
-            "categories": sorted(meta.categories),
+            "categories": checked.categories,  # sorted and unique, as sorted(meta.categories)
             "indicators": indicators,
             "opinion": checked.opinion,
             "confidence": confidence,
