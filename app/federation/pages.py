@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app import gcpause
 from app.federation.audience import is_origin
 from app.federation.errors import MalformedPage
 
@@ -141,6 +142,13 @@ class RecordsPage:
 
     @classmethod
     def from_json(cls, data: str | bytes, *, max_bytes: int = MAX_PAGE_BYTES) -> RecordsPage:
+        # A page is thousands of small objects, all alive until it is applied: collecting
+        # while building them only walks them again and again (app/gcpause.py).
+        with gcpause.paused():
+            return cls._from_json(data, max_bytes)
+
+    @classmethod
+    def _from_json(cls, data: str | bytes, max_bytes: int) -> RecordsPage:
         obj = _load(data, max_bytes)
         _exact_keys(obj, frozenset({"records", "next", "checkpoint", "has_more"}), "page")
         records = obj["records"]

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from app.crypto.canonical import canonical_json
 from app.errors import InvalidInput, InvalidSignal, SignetError
 from app.federation.audience import MAX_EXCLUDED, MAX_HOPS, is_origin
@@ -36,6 +38,7 @@ __all__ = [
     "MAX_VALIDITY",
     "CheckedSignal",
     "RecordInvalid",
+    "SharedChecks",
     "check_canonical_size",
     "check_feedback",
     "check_record_size",
@@ -74,6 +77,20 @@ _SIGNAL_KEYS = frozenset(
         "audience",
     }
 )
+# A signed signal record has exactly these keys: `_keys` has nothing else to find then.
+_SIGNED_SIGNAL_KEYS = _SIGNAL_KEYS | _SIGNATURE_KEYS
+# The fields of a signal record that a page's records typically share (one submission, one
+# policy): what `SharedChecks` checks once per distinct combination.
+_SHARED_FIELDS = (
+    "categories",
+    "indicators",
+    "opinion",
+    "confidence",
+    "reviewed",
+    "valid_from",
+    "valid_until",
+    "audience",
+)
 _RETRACTION_KEYS = frozenset({"kind", "v", "signal", "reason", "time"})
 _FEEDBACK_KEYS = frozenset({"kind", "v", "id", "signal", "verdict", "time"})
 _FEEDBACK_OPTIONAL = frozenset({"reason"})
@@ -83,6 +100,43 @@ _OPINIONS = frozenset(o.value for o in Opinion)
 
 class RecordInvalid(InvalidInput):
     """A record that is not a well-formed v1 record; `field` names where."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    categories: tuple[str, ...]
+    indicators: tuple[str, ...]
+    opinion: str
+    confidence: int
+    valid_from: datetime
+    valid_until: datetime
+
+
+class SharedChecks:
+    """A memo for `check_signal` over the records of one page (or one batch).
+
+    The records a peer sends in one page mostly share their vocabulary, times and audience
+    (`_SHARED_FIELDS`): checking those once per distinct combination instead of once per
+    record leaves every check in force. The memo is keyed by the exact JSON of those fields
+    (orjson: `1`, `1.0` and `true` stay distinct, as do key orders), and holds only what
+    PASSED every check of them, so a record whose shared fields equal a cached combination
+    passes those checks exactly as it would have; any other record is checked in full, in
+    the usual order, so its refusal reason is unchanged. Use one per page: its size is
+    bounded by the number of records checked with it."""
+
+    __slots__ = ("_passed",)
+
+    def __init__(self) -> None:
+        self._passed: dict[tuple[frozenset[str], bytes], _Shared] = {}
+
+    @staticmethod
+    def key(
+        record: Mapping[str, Any], extra: frozenset[str]
+    ) -> tuple[frozenset[str], bytes] | None:
+        try:
+            return extra, orjson.dumps([record.get(name) for name in _SHARED_FIELDS])
+        except (TypeError, ValueError):  # not plain JSON (huge int, bad string...): no memo
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +271,18 @@ def check_signal(
     *,
     extra_categories: frozenset[str] = frozenset(),
     max_bytes: int | None = DEFAULT_MAX_RECORD_BYTES,
+    memo: SharedChecks | None = None,
 ) -> CheckedSignal:
     """Check a signal record (signed or a body about to be signed). `max_bytes=None`: the
-    caller already checked the size (`check_record_size`)."""
+    caller already checked the size (`check_record_size`). `memo`: the checks of the fields
+    records share, done once per distinct combination (see `SharedChecks`)."""
     if max_bytes is not None:
         check_record_size(record, max_bytes)
-    _keys(record, _SIGNAL_KEYS, frozenset())
+    if record.keys() == _SIGNED_SIGNAL_KEYS:  # all it may hold (`_keys` would find nothing)
+        if record.get("v") != 1:
+            raise RecordInvalid("v", "must be 1")
+    else:
+        _keys(record, _SIGNAL_KEYS, frozenset())
     if record.get("kind") != "signal":
         raise RecordInvalid("kind", "must be signal")
     _id(record.get("id"), "id")
@@ -233,8 +293,12 @@ def check_signal(
     type_ = record.get("type")
     if not isinstance(type_, str):
         raise RecordInvalid("type", "must be a string")
+    key = None if memo is None else memo.key(record, extra_categories)
+    shared = None if key is None else memo._passed.get(key)  # type: ignore[union-attr]
     key_id, domain, quality = attrs.get("key_id"), attrs.get("domain"), attrs.get("quality")
     subdomains = attrs.get("subdomains")
+    categories: list[str] = []
+    indicators: list[str] = []
     try:
         canon = canonicalize(
             type_,
@@ -246,8 +310,9 @@ def check_signal(
             domain=domain if isinstance(domain, str) else None,
             subdomains=subdomains if type_ == "domain" and isinstance(subdomains, bool) else None,
         )
-        categories = validate_categories(record.get("categories"), extra_categories)
-        indicators = validate_indicators(record.get("indicators"))
+        if shared is None:
+            categories = validate_categories(record.get("categories"), extra_categories)
+            indicators = validate_indicators(record.get("indicators"))
     except InvalidSignal as exc:
         raise RecordInvalid(exc.field or "value", _unquoted(exc.reason)) from None
     if canon.value != record.get("value"):
@@ -264,6 +329,27 @@ def check_signal(
     if attrs != expected:
         # Only what the type defines (quality, key_id, domain), exactly as canonicalized.
         raise RecordInvalid("attrs", "must hold only the type's canonical attributes")
+    if shared is None:
+        shared = _check_shared(record, categories, indicators)
+        if key is not None:
+            memo._passed[key] = shared  # type: ignore[union-attr]
+    return CheckedSignal(
+        canon=canon,
+        categories=list(shared.categories),
+        indicators=list(shared.indicators),
+        opinion=shared.opinion,
+        confidence=shared.confidence,
+        valid_from=shared.valid_from,
+        valid_until=shared.valid_until,
+    )
+
+
+def _check_shared(
+    record: Mapping[str, Any], categories: list[str], indicators: list[str]
+) -> _Shared:
+    """The checks of `_SHARED_FIELDS`, after the value's: categories and indicators (already
+    validated by the caller) sorted and unique, opinion, confidence, reviewed, times,
+    audience. Reads nothing else of the record (`SharedChecks` relies on it)."""
     if categories != record.get("categories"):
         raise RecordInvalid("categories", "must be sorted and unique")
     if indicators != record.get("indicators"):
@@ -282,10 +368,9 @@ def check_signal(
     if valid_until > valid_from + MAX_VALIDITY + _VALIDITY_SLACK:
         raise RecordInvalid("valid_until", "must be within 5 years of valid_from")
     _audience(record)
-    return CheckedSignal(
-        canon=canon,
-        categories=categories,
-        indicators=indicators,
+    return _Shared(
+        categories=tuple(categories),
+        indicators=tuple(indicators),
         opinion=str(opinion),
         confidence=confidence,
         valid_from=valid_from,

@@ -10,16 +10,15 @@ only refreshes the `feedback_status` a hit shows.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Row, select
 from sqlmodel import Session, col
 
+from app import gcpause
 from app.services import roster
 from app.services.node import Node
 from app.signals.match_index import IndexedSignal
@@ -96,17 +95,6 @@ def _indexed(r: Row[Any]) -> IndexedSignal:
     )
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _max(session: Session, column: Any) -> int:
     from sqlalchemy import func
 
@@ -135,7 +123,7 @@ class IndexSync:
         a signal leaves the index; only cycles among them would linger, and the index makes none.
         Small indexes (tests, small nodes) are left to the collector as usual; `stop` unfreezes.
         """
-        with _collector_paused():
+        with gcpause.paused():
             self._load()
         if len(self.node.index) >= FREEZE_AT:
             gc.collect()
@@ -186,7 +174,7 @@ class IndexSync:
                 # (several objects each): with the collector paused while they are made, the
                 # young ones are scanned once, and the full collections that many young ones
                 # trigger, which walk the whole index, come that much less often.
-                with _collector_paused():
+                with gcpause.paused():
                     self.node.index.apply([_indexed(r) for r in rows])
                 self.applied_seq = rows[-1].change_seq
                 total += len(rows)

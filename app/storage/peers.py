@@ -159,16 +159,83 @@ def signals_by_keys(
 
     One `origin = ? AND uid IN (...)` per origin (and 500 ids), not a row-value
     `(origin, uid) IN (...)`: SQLite answers the latter with a scan of the whole table, so
-    every page applied got slower as the table grew."""
+    every page applied got slower as the table grew. Which of the keys exist is asked on the
+    driver (`select_in`); only those rows are loaded as ORM objects (a page of new records
+    then costs one small query per 500 ids and no ORM work)."""
     out: dict[tuple[str, str], SignalRow] = {}
     for origin, uids in _by_first(keys).items():
-        for i in range(0, len(uids), 500):
+        present = [
+            uid
+            for (uid,) in select_in(session, _SIGNALS, ("uid",), {"origin": origin}, "uid", uids)
+        ]
+        for i in range(0, len(present), 500):
             stmt = select(SignalRow).where(
-                col(SignalRow.origin) == origin, col(SignalRow.uid).in_(uids[i : i + 500])
+                col(SignalRow.origin) == origin, col(SignalRow.uid).in_(present[i : i + 500])
             )
             for row in session.execute(stmt).scalars():
                 out[(row.origin, row.uid)] = row
     return out
+
+
+_SelectKey = tuple[str, str, str, tuple[str, ...], tuple[str, ...], str, int]
+_SELECT_SQL: dict[_SelectKey, str] = {}
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def select_in(
+    session: Session,
+    table: Any,
+    columns: tuple[str, ...],
+    equal: dict[str, str],
+    in_column: str,
+    values: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """`SELECT columns FROM table WHERE a = ? AND ... AND in_column IN (?, ...)`, in chunks of
+    500 values, on the transaction's DBAPI connection: the same statement SQLAlchemy renders
+    for `col.in_(values)` (so the same plan on the same index), without its per-value
+    rendering of the expanding parameter, which cost more than the query. For string and
+    integer columns (no bind or result processing). The session is flushed first, as the
+    ORM's autoflush would before a query."""
+    if not values:
+        return []
+    session.flush()
+    conn = session.connection()
+    dialect = conn.dialect
+    mark = _PLACEHOLDERS.get(dialect.paramstyle)
+    if mark is None:  # another driver: let SQLAlchemy render it
+        c = table.c
+        found: list[tuple[Any, ...]] = []
+        for i in range(0, len(values), 500):
+            stmt = select(*(c[n] for n in columns)).where(
+                *(c[n] == v for n, v in equal.items()), c[in_column].in_(values[i : i + 500])
+            )
+            found.extend(tuple(r) for r in conn.execute(stmt))
+        return found
+    quote = dialect.identifier_preparer.quote
+    names = tuple(equal)
+    fixed = tuple(equal.values())
+    rows: list[tuple[Any, ...]] = []
+    for i in range(0, len(values), 500):
+        chunk = values[i : i + 500]
+        key = (dialect.name, mark, table.name, columns, names, in_column, len(chunk))
+        sql = _SELECT_SQL.get(key)
+        if sql is None:
+            where = [f"{quote(n)} = {mark}" for n in names]
+            where.append(f"{quote(in_column)} IN ({', '.join([mark] * len(chunk))})")
+            # Only quoted names from the caller's code and placeholders: values are bound.
+            sql = (
+                f"SELECT {', '.join(quote(n) for n in columns)} FROM {quote(table.name)}"  # noqa: S608
+                f" WHERE {' AND '.join(where)}"
+            )
+            if len(_SELECT_SQL) < 4096:
+                _SELECT_SQL[key] = sql
+        cur = conn.connection.cursor()
+        try:
+            cur.execute(sql, (*fixed, *chunk))
+            rows.extend(cur.fetchall())
+        finally:
+            cur.close()
+    return rows
 
 
 def _by_first(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -190,18 +257,20 @@ def received_keys(session: Session, keys: Sequence[RecordKey]) -> set[RecordKey]
     groups: dict[tuple[str, str], set[str]] = {}
     for origin, kind, rid, _version in wanted:
         groups.setdefault((origin, kind), set()).add(rid)
-    c = ReceivedRecordRow.__table__.c  # type: ignore[attr-defined]
     found: set[RecordKey] = set()
     for (origin, kind), rid_set in groups.items():
-        rids = sorted(rid_set)
-        for i in range(0, len(rids), 500):
-            stmt = select(c.rid, c.version).where(
-                c.origin == origin, c.kind == kind, c.rid.in_(rids[i : i + 500])
-            )
-            for rid, version in session.connection().execute(stmt):
-                key = (origin, kind, str(rid), int(version))
-                if key in wanted:
-                    found.add(key)
+        rows = select_in(
+            session,
+            _RECEIVED,
+            ("rid", "version"),
+            {"origin": origin, "kind": kind},
+            "rid",
+            sorted(rid_set),
+        )
+        for rid, version in rows:
+            key = (origin, kind, str(rid), int(version))
+            if key in wanted:
+                found.add(key)
     return found
 
 

@@ -9,6 +9,9 @@ from sqlalchemy import insert, select
 from sqlmodel import Session, col
 
 from app.storage.models import TombstoneRow
+from app.storage.peers import select_in
+
+_TABLE = TombstoneRow.__table__  # type: ignore[attr-defined]
 
 
 def tombstones_for(
@@ -19,9 +22,15 @@ def tombstones_for(
     for origin, uid in keys:
         grouped.setdefault(origin, set()).add(uid)
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    # Per origin on the primary key: a row-value IN would scan the table on SQLite.
+    # Per origin on the primary key: a row-value IN would scan the table on SQLite. Which
+    # exist is asked on the driver; only those are loaded (most pages have none).
     for origin, uid_set in grouped.items():
-        uids = sorted(uid_set)
+        uids = [
+            uid
+            for (uid,) in select_in(
+                session, _TABLE, ("uid",), {"origin": origin}, "uid", sorted(uid_set)
+            )
+        ]
         for i in range(0, len(uids), 500):
             stmt = select(TombstoneRow).where(
                 col(TombstoneRow.origin) == origin, col(TombstoneRow.uid).in_(uids[i : i + 500])

@@ -243,3 +243,39 @@ def test_a_peer_over_its_request_budget_gets_429(
     assert int(r.headers["retry-after"]) >= 1
     # The budget is per peer: c is served.
     assert pull_as(c).status_code == 200
+
+
+def test_records_sharing_their_audience_and_vocabulary_are_each_checked(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
+    """The apply memoises the checks a page's records share (sync._Applier: routing meta,
+    may_accept, validate.SharedChecks). A record that differs from an accepted one only in
+    its envelope hops or in a type (1 against true) is still refused, before and after it."""
+    a, b = make_nodes("a.test", "b.test")
+    mesh(a, b)
+    good = [_signal(b.node.key, "b.test", i) for i in range(4)]
+    bool_confidence = _signal(b.node.key, "b.test", 10, confidence=True)
+    bool_hops = _signal(
+        b.node.key, "b.test", 11, audience={"tlp": "clear", "peers": [], "hops": True}
+    )
+    envelopes = [
+        RecordEnvelope(good[0], 1),
+        RecordEnvelope(good[1], 2),  # the origin itself claims a relay: BadHopCount
+        RecordEnvelope(bool_confidence, 1),
+        RecordEnvelope(good[2], 1),
+        RecordEnvelope(bool_hops, 1),
+        RecordEnvelope(good[3], 1),
+    ]
+    page = RecordsPage(envelopes, 1, "x\n1\ny\n", False)
+
+    result = sync.apply_page(a.node, "b.test", 0, page)
+
+    assert (result.applied, result.refused) == (3, 3), result
+    reasons = [r.split(" ", 1)[1] for r in result.reasons]
+    assert reasons[0].startswith("BadHopCount"), reasons
+    assert reasons[1].startswith("confidence"), reasons
+    assert "hops" in reasons[2], reasons
+    a.refresh()
+    for r in (good[0], good[2], good[3]):
+        assert [m["id"] for m in a.match("md5", r["value"])] == [r["id"]]
+    assert a.match("md5", good[1]["value"]) == []
