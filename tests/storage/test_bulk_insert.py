@@ -90,3 +90,39 @@ def test_rows_must_share_their_keys(node: Node) -> None:
     del rows[2]["reason"]
     with pytest.raises(Exception), node.db.write() as session:
         insert_many(session.connection(), FEEDBACK, rows)
+
+
+def test_binary_columns_store_the_same_blob(node: Node) -> None:
+    """On SQLite the driver gets the bytes as they are (not SQLAlchemy's memoryview wrapper):
+    the stored value must still be the same BLOB, read back as the same bytes."""
+    from sqlalchemy import LargeBinary, func
+
+    table = Table(
+        "bulk_blob_test",
+        MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("h", LargeBinary(32), nullable=True),
+    )
+    table.create(node.db.engine)
+    try:
+        values = [bytes(range(32)), b"\x00" * 32, b"", None]
+        with node.db.write() as session:
+            conn = session.connection()
+            conn.execute(table.insert(), [{"id": i, "h": v} for i, v in enumerate(values)])
+            insert_many(conn, table, [{"id": 10 + i, "h": v} for i, v in enumerate(values)])
+        with node.db.read() as session:
+            rows = dict(session.connection().execute(select(table.c.id, table.c.h)).all())
+            # The same type and length in the database itself, not only after reading back.
+            kinds = dict(
+                session.connection().execute(select(table.c.id, func.length(table.c.h))).all()
+            )
+        for i, v in enumerate(values):
+            assert rows[i] == rows[10 + i] == v
+            assert kinds[i] == kinds[10 + i]
+        if node.db.is_sqlite:
+            with node.db.engine.connect() as conn:
+                types = dict(conn.exec_driver_sql("SELECT id, typeof(h) FROM bulk_blob_test").all())
+            assert [types[i] for i in range(4)] == [types[10 + i] for i in range(4)]
+            assert types[10] == "blob"
+    finally:
+        table.drop(node.db.engine)
