@@ -431,8 +431,8 @@ def _commit(
                 elif done.status == "duplicate":
                     duplicate += 1
                 elif done.error is not None:  # too large once signed
-                    line = where[done.index]
-                    rejected.append(Rejection(line, done.error.field, done.error.reason))
+                    number = where[done.index]
+                    rejected.append(Rejection(number, done.error.field, done.error.reason))
         values: dict[str, Any] = {
             "name": str(path)[-1024:],
             "size": state.size,

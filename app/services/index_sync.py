@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlmodel import Session, col
 
 from app import gcpause
@@ -50,7 +50,7 @@ _BATCH = 10_000
 FREEZE_AT = 50_000  # signals; below this a full collection is short anyway (see `load`)
 
 
-def _indexed(r: Row[Any]) -> IndexedSignal:
+def _indexed(r: Any) -> IndexedSignal:
     # Unpacked by position (the order of _COLUMNS): a Row's attributes are looked up by name
     # on each access, which made this most of a refresh's cost.
     (

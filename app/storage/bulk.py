@@ -57,9 +57,9 @@ class Prepared:
         else:
             compiled = stmt.compile(dialect=dialect, column_keys=list(column_keys))
         names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
-        columns = stmt.table.c  # type: ignore[union-attr]
-        processors = []
-        memo = []
+        columns = stmt.table.c
+        processors: list[Callable[[Any], Any] | None] = []
+        memo: list[bool] = []
         for name in names:
             if name in columns:
                 column_type = columns[name].type
@@ -80,14 +80,16 @@ class Prepared:
         """The driver's parameters for `rows` (dicts keyed by `names`), converted per column."""
         if len(rows) == 1:  # most log statements: one row, no per-column lists
             row = rows[0]
-            values = tuple(
+            one = tuple(
                 row[n] if p is None else p(row[n])
                 for n, p in zip(self.names, self.processors, strict=True)
             )
-            return [values if self.positional else dict(zip(self.names, values, strict=True))]
-        columns = []
+            return [one if self.positional else dict(zip(self.names, one, strict=True))]
+        columns: list[list[Any]] = []
         for name, process, memo in zip(self.names, self.processors, self.memo, strict=True):
-            values = [row[name] for row in rows]  # KeyError: a row lacks a column the first has
+            values: list[Any] = [
+                row[name] for row in rows
+            ]  # KeyError: a row lacks a column the first has
             if process is not None:
                 if memo:
                     seen: dict[Any, Any] = {}
