@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable
 from datetime import timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.errors import InvalidSignal
 
@@ -186,7 +186,7 @@ def parse_choice(enum: type[E], value: object, field: str) -> E:
 def _validate_tokens(
     values: object, known: frozenset[str], field: str, what: str, *, required: bool
 ) -> list[str]:
-    if type(values) is list and values and known.issuperset(values):
+    if type(values) is list and values and _all_known(values, known):
         # The usual case, a list of known names, checked in C (every signal has two lists;
         # the loop below, which names the first bad item, was 5 % of a bulk submit).
         return sorted(set(values))
@@ -208,6 +208,13 @@ def _validate_tokens(
     if required and not out:
         raise InvalidSignal(field, f"at least one of: {', '.join(sorted(known))}")
     return sorted(out)
+
+
+def _all_known(values: list[Any], known: frozenset[str]) -> bool:
+    try:
+        return known.issuperset(values)
+    except TypeError:  # an unhashable item (a list, an object): the loop names it
+        return False
 
 
 _SINGULAR = {"categories": "category", "indicators": "indicator"}

@@ -94,3 +94,22 @@ def test_parse_choice() -> None:
     assert "did you mean 'amber'" in exc.value.reason
     with pytest.raises(InvalidSignal):
         parse_choice(Opinion, None, "opinion")
+
+
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ([{"a": 1}], "categories[0]"),
+        ([["csam"]], "categories[0]"),
+        (["csam", {"x": 1}], "categories[1]"),
+        (["csam", ["grooming"]], "categories[1]"),
+    ],
+)
+def test_unhashable_items_are_named_not_crashed_on(values: list[object], field: str) -> None:
+    """A hostile peer's record (or an API item) with a list or an object among its categories
+    gets the item named, never a TypeError from the fast set check."""
+    with pytest.raises(InvalidSignal) as exc:
+        validate_categories(values)
+    assert exc.value.field == field
+    with pytest.raises(InvalidSignal):
+        validate_indicators([{"a": 1}])
