@@ -87,9 +87,8 @@ class Prepared:
             return [one if self.positional else dict(zip(self.names, one, strict=True))]
         columns: list[list[Any]] = []
         for name, process, memo in zip(self.names, self.processors, self.memo, strict=True):
-            values: list[Any] = [
-                row[name] for row in rows
-            ]  # KeyError: a row lacks a column the first has
+            # KeyError: a row lacks a column the first has.
+            values: list[Any] = [row[name] for row in rows]
             if process is not None:
                 if memo:
                     seen: dict[Any, Any] = {}
