@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretBytes, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         False,
         description="Keep the PDQ and vPDQ frame index bases in data_dir/index, one copy mapped "
         "by all workers.",
+    )
+    pdq_layout: Literal["multi-index", "compact"] = Field(
+        "multi-index",
+        description="PDQ and vPDQ frame index bases: 'multi-index' (3.1x the raw codes, fastest "
+        "up to tens of millions of codes) or 'compact' (1.125x, every query scans; as fast at "
+        "100M). Both exact (docs/scaling.md, 'PDQ index layouts').",
     )
     # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
     # 1 MiB: a vpdq signal of 10,000 frames (the type's limit) is about 0.8 MiB; every other

@@ -68,6 +68,7 @@ def open_node(settings: Settings, *, migrate: bool = True) -> Node:
     index = MatchIndex(
         str(pdq_base_path(settings)) if shared else None,
         str(pdq_base_path(settings, "vpdq")) if shared else None,
+        pdq_layout=settings.pdq_layout,
     )
     return Node(settings=settings, db=db, key=key, index=index)
 

@@ -31,7 +31,7 @@ import tlsh
 
 from app.errors import InvalidSignal
 from app.signals.domains import covering_domains
-from app.signals.pdq_index import PDQIndex
+from app.signals.pdq_index import MULTI_INDEX, PDQIndex
 from app.signals.textfold import leet_fold, match_key_text
 from app.signals.types.video import (
     MAX_FRAMES,
@@ -80,28 +80,40 @@ def match_key(type_: str, value: str, key_id: str | None = None) -> str:
     return f"{type_}:{key_id}:{value}" if key_id else f"{type_}:{value}"
 
 
-def _bulk_index(path: str | None, keys: np.ndarray, codes: np.ndarray, seq: int) -> PDQIndex:
+def _bulk_index(
+    path: str | None, keys: np.ndarray, codes: np.ndarray, seq: int, layout: str
+) -> PDQIndex:
     """A PDQ index of exactly `keys`/`codes` (the state at log position `seq`): on the host's
     shared base file at `path`, or private when there is none."""
     if path is not None:
-        return PDQIndex.open_shared(path, keys, codes, tag=seq, background_compaction=True)
+        return PDQIndex.open_shared(
+            path, keys, codes, tag=seq, background_compaction=True, layout=layout
+        )
     if keys.size:
-        return PDQIndex.from_arrays(keys, codes)
-    return PDQIndex()
+        return PDQIndex.from_arrays(keys, codes, layout=layout)
+    return PDQIndex(layout=layout)
 
 
 class MatchIndex:
     """Thread-safe for one writer (the sync loop) and any number of concurrent readers."""
 
-    def __init__(self, pdq_path: str | None = None, vpdq_path: str | None = None) -> None:
+    def __init__(
+        self,
+        pdq_path: str | None = None,
+        vpdq_path: str | None = None,
+        *,
+        pdq_layout: str = MULTI_INDEX,
+    ) -> None:
         """`pdq_path`, `vpdq_path`: keep the base of the PDQ index, and of the vPDQ frame
-        index, in these files, shared by the workers of the host (docs/scaling.md)."""
+        index, in these files, shared by the workers of the host (docs/scaling.md).
+        `pdq_layout`: the kind of base both indexes build, "multi-index" or "compact"."""
         self._pdq_path = pdq_path
         self._vpdq_path = vpdq_path
+        self._pdq_layout = pdq_layout
         self._lock = threading.RLock()
         self._exact: dict[str, set[int]] = {}
-        self._pdq = PDQIndex()
-        self._vpdq = PDQIndex()
+        self._pdq = PDQIndex(layout=pdq_layout)
+        self._vpdq = PDQIndex(layout=pdq_layout)
         self._videos: dict[int, _Video] = {}
         self._tlsh: dict[int, str] = {}
         self._keywords: dict[str, set[int]] = {}
@@ -116,13 +128,15 @@ class MatchIndex:
         """Replace the contents with `signals` (start-up, the state at log position `seq`),
         building the PDQ index in bulk (or reusing the host's shared base file)."""
         with self._lock:
-            self.__init__(self._pdq_path, self._vpdq_path)  # type: ignore[misc]
+            self.__init__(  # type: ignore[misc]
+                self._pdq_path, self._vpdq_path, pdq_layout=self._pdq_layout
+            )
             pdq = [s for s in signals if s.active and s.type == "pdq"]
             keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
             codes = np.frombuffer(
                 b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
             ).reshape(-1, 32)
-            self._pdq = _bulk_index(self._pdq_path, keys, codes, seq)
+            self._pdq = _bulk_index(self._pdq_path, keys, codes, seq, self._pdq_layout)
             for s in pdq:
                 self._rows[s.row_id] = s
             # Video frames in bulk too: one (shared) base rather than a private copy per worker.
@@ -139,6 +153,7 @@ class MatchIndex:
                 np.array(frame_keys, dtype=np.int64),
                 _codes(frame_hashes),
                 seq,
+                self._pdq_layout,
             )
             for s in signals:
                 if s.active and s.type not in ("pdq", "vpdq"):

@@ -1,12 +1,20 @@
 """The immutable base of a PDQ index: in memory, or in a file every worker maps read-only.
 
-Layout (both forms): codes sorted by key; keys narrowed to uint32 offsets from the smallest key
-when the keys span less than 2**32 (row ids always do), else int64; per 16-bit chunk a CSR
-table (uint32 positions sorted by chunk value, 65,537 int64 bounds per chunk). Per code that is
-32 bytes of code + 4 of key + 64 of positions: 3.1x the raw codes. The positions are the floor
-of multi-index hashing with 16 chunks (see docs/scaling.md for why 1.5x is not reachable
-without giving up exactness); what the file changes is that a host holds ONE copy, shared by
-all its workers through the page cache, instead of one private copy per worker.
+Two kinds of base, both exact (docs/scaling.md, "PDQ index layouts"):
+
+- "multi-index" (the default): codes sorted by key; keys narrowed to uint32 offsets from the
+  smallest key when the keys span less than 2**32 (row ids always do), else int64; per 16-bit
+  chunk a CSR table (uint32 positions sorted by chunk value, 65,537 int64 bounds per chunk).
+  Per code that is 32 bytes of code + 4 of key + 64 of positions: 3.1x the raw codes. The
+  positions are the floor of multi-index hashing with 16 chunks; no narrower position table
+  keeps the search exact.
+- "compact": the same keys and codes without the chunk tables, 36 bytes per code (1.125x).
+  Every query reads every code (a scan in C, `pdq_index._range_scan`): slower than the chunk
+  tables up to tens of millions of codes, as fast at 100M, where each probed bucket already
+  holds ~1,500 codes.
+
+What the file changes is that a host holds ONE copy, shared by all its workers through the
+page cache, instead of one private copy per worker.
 
 File format (`*.pdqbase`): a 4 KiB header (JSON, space-padded: magic, version, n, tag, key base,
 array offsets and dtypes), then the arrays, each 4 KiB aligned. A file is written under a
@@ -36,6 +44,10 @@ CHUNK_VALUES: Final = 1 << 16
 OFFSETS_PER_CHUNK: Final = CHUNK_VALUES + 1
 WORDS: Final = 4
 
+MULTI_INDEX: Final = "multi-index"
+COMPACT: Final = "compact"
+KINDS: Final = (MULTI_INDEX, COMPACT)
+
 MAGIC: Final = "signet-pdq-base"
 VERSION: Final = 1
 _HEADER: Final = 4096
@@ -54,14 +66,19 @@ def _align(x: int) -> int:
     return -(-x // _ALIGN) * _ALIGN
 
 
-def _layout(n: int, key_dtype: np.dtype[np.generic]) -> dict[str, tuple[int, str, list[int]]]:
+def _layout(
+    n: int, key_dtype: np.dtype[np.generic], kind: str
+) -> dict[str, tuple[int, str, list[int]]]:
     """name -> (byte offset, dtype, shape) for the arrays of a base of n codes."""
     shapes: list[tuple[str, np.dtype[np.generic], list[int]]] = [
         ("keys", key_dtype, [n]),
         ("codes", np.dtype(np.uint64), [n, WORDS]),
-        ("postings", np.dtype(np.uint32), [CHUNKS * n]),
-        ("offsets", np.dtype(np.int64), [CHUNKS * OFFSETS_PER_CHUNK]),
     ]
+    if kind == MULTI_INDEX:
+        shapes += [
+            ("postings", np.dtype(np.uint32), [CHUNKS * n]),
+            ("offsets", np.dtype(np.int64), [CHUNKS * OFFSETS_PER_CHUNK]),
+        ]
     out: dict[str, tuple[int, str, list[int]]] = {}
     pos = _HEADER
     for name, dtype, shape in shapes:
@@ -91,8 +108,9 @@ class Base:
     key_base: int  # keys[i] + key_base is the real key (0 when keys are int64)
     keys: np.ndarray  # (n,) ascending, unique; uint32 or int64
     codes: U64Array  # (n, 4)
-    postings: NDArray[np.uint32]  # (16 n,) positions, chunk-major, each chunk sorted by value
-    offsets: Int64Array  # (16 * 65537,) bucket bounds into `postings`
+    # Multi-index bases only (None in a compact base):
+    postings: NDArray[np.uint32] | None  # (16 n,) positions, chunk-major, sorted by chunk value
+    offsets: Int64Array | None  # (16 * 65537,) bucket bounds into `postings`
     tag: int  # the log position this base reflects (-1: none given)
     path: str | None = None  # the mapped file, if any
     file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of that file
@@ -106,7 +124,13 @@ class Base:
 
     def shared_bytes(self) -> int:
         """Bytes of the arrays every worker can share (the file, when there is one)."""
-        return sum(a.nbytes for a in (self.keys, self.codes, self.postings, self.offsets))
+        arrays = (self.keys, self.codes, self.postings, self.offsets)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    @property
+    def kind(self) -> str:
+        """"multi-index" (chunk tables to probe) or "compact" (codes only: queries scan)."""
+        return COMPACT if self.postings is None else MULTI_INDEX
 
     def private_bytes(self) -> int:
         return int(self.dead.nbytes) + 100 * len(self.died)  # dict entry: estimated
@@ -169,13 +193,22 @@ class Base:
 
     @classmethod
     def build(
-        cls, keys: Int64Array, codes: U64Array, *, tag: int = -1, path: str | Path | None = None
+        cls,
+        keys: Int64Array,
+        codes: U64Array,
+        *,
+        tag: int = -1,
+        path: str | Path | None = None,
+        kind: str = MULTI_INDEX,
     ) -> Base:
         """A base of unique `keys` (any order) and their codes; in a file when `path` is given.
+        `kind`: "multi-index" or "compact" (see the module docstring).
 
         The file is written under a temporary name in the same directory and renamed over
         `path` only when complete and synced.
         """
+        if kind not in KINDS:
+            raise ValueError(f"unknown PDQ base kind {kind!r}: one of {', '.join(KINDS)}")
         n = int(keys.shape[0])
         if n >= 1 << 32:
             raise ValueError("at most 2**32 - 1 codes per base")
@@ -186,7 +219,7 @@ class Base:
         narrow = n == 0 or int(keys[-1]) - int(keys[0]) < (1 << 32)
         key_base = int(keys[0]) if narrow and n else 0
         key_dtype = np.dtype(np.uint32) if narrow else np.dtype(np.int64)
-        layout = _layout(n, key_dtype)
+        layout = _layout(n, key_dtype, kind)
         tmp: str | None = None
         mm: np.memmap | None = None
         target: Path | None = None
@@ -214,7 +247,8 @@ class Base:
                     codes[start:stop] if order is None else codes[order[start:stop]]
                 )
             del order
-            _fill_postings(out_codes, arrays["postings"], arrays["offsets"])
+            if kind == MULTI_INDEX:
+                _fill_postings(out_codes, arrays["postings"], arrays["offsets"])
             if mm is not None and tmp is not None:
                 header = {
                     "magic": MAGIC,
@@ -222,6 +256,7 @@ class Base:
                     "n": n,
                     "tag": int(tag),
                     "key_base": key_base,
+                    "kind": kind,
                     "layout": layout,
                 }
                 raw = json.dumps(header).encode()
@@ -246,8 +281,8 @@ class Base:
             key_base,
             arrays["keys"],
             arrays["codes"],
-            arrays["postings"],
-            arrays["offsets"],
+            arrays.get("postings"),
+            arrays.get("offsets"),
             int(tag),
             dead=np.zeros((n + 7) // 8, np.uint8),
         )
@@ -268,7 +303,12 @@ class Base:
             raise BaseFileError(f"{path} is not a PDQ base file") from exc
         if header.get("magic") != MAGIC or header.get("version") != VERSION:
             raise BaseFileError(f"{path} is not a version {VERSION} PDQ base file")
+        # Files written before compact bases existed carry no "kind": they are multi-index.
+        kind = header.get("kind", MULTI_INDEX)
         layout = {k: (int(v[0]), str(v[1]), list(v[2])) for k, v in header["layout"].items()}
+        wanted = {"keys", "codes"} | ({"postings", "offsets"} if kind == MULTI_INDEX else set())
+        if kind not in KINDS or set(layout) != wanted:
+            raise BaseFileError(f"{path}: unknown PDQ base kind or arrays")
         if st.st_size < _file_size(layout):
             raise BaseFileError(f"{path} is truncated")
         mm = np.memmap(path, np.uint8, "r")
@@ -278,8 +318,8 @@ class Base:
             int(header["key_base"]),
             arrays["keys"],
             arrays["codes"],
-            arrays["postings"],
-            arrays["offsets"],
+            arrays.get("postings"),
+            arrays.get("offsets"),
             int(header["tag"]),
             path=path,
             file_id=(st.st_dev, st.st_ino),

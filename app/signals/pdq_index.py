@@ -12,7 +12,9 @@ buckets) the query scans instead; the answer is the same, only the cost differs.
 
 Layout. An immutable *base* (`app.signals.pdq_base`: in memory, or a file every worker maps
 read-only) holds codes sorted by key plus, per chunk, a CSR table: positions sorted by chunk
-value and 65,537 offsets, so a bucket is a slice. Inserts go to an append-only *delta* that
+value and 65,537 offsets, so a bucket is a slice. A *compact* base keeps only the keys and
+codes (1.125x the raw codes instead of 3.1x) and every query scans it, in C through FAISS's
+Hamming range search; same answers, a different cost (docs/scaling.md, "PDQ index layouts"). Inserts go to an append-only *delta* that
 queries scan; deletes are tombstones. `compact()` (also run automatically when the delta and
 tombstones outgrow a fraction of the base) folds both into a new base, built outside the
 writer lock: writes made meanwhile are kept in a journal and replayed onto the new base.
@@ -41,10 +43,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.errors import InvalidInput
-from app.signals.pdq_base import Base, BaseFileError, file_id
+from app.signals.pdq_base import COMPACT, KINDS, MULTI_INDEX, Base, BaseFileError, file_id
 
 __all__ = [
     "CODE_BYTES",
+    "COMPACT",
+    "MULTI_INDEX",
     "DEFAULT_THRESHOLD",
     "InvalidPDQInput",
     "PDQIndex",
@@ -230,6 +234,47 @@ def scan_codes(
     return list(zip(pos[order].tolist(), dist[order].tolist(), strict=True))
 
 
+def _range_scan(
+    codes: U64Array, queries: U64Array, threshold: int
+) -> tuple[Int64Array, Int64Array, Int64Array]:
+    """(query row, position, distance) of every code within `threshold` of each query.
+
+    The scan of a compact base. FAISS's Hamming range search reads the codes where they are
+    (a read-only mapping is fine: no copy) and releases the GIL; numpy's own scan (`_scan`)
+    is ~2.7x slower per code on this machine class (bench/pdq_index.py --layout compact).
+    """
+    faiss = _faiss()
+    n, b = codes.shape[0], queries.shape[0]
+    q = np.ascontiguousarray(queries)
+    result = faiss.RangeSearchResult(b)
+    # FAISS keeps distances strictly below its radius: threshold + 1 keeps those <= threshold.
+    faiss.hamming_range_search(
+        faiss.swig_ptr(q.view(np.uint8)),
+        faiss.swig_ptr(codes.view(np.uint8)),
+        b,
+        n,
+        threshold + 1,
+        CODE_BYTES,
+        result,
+    )
+    lims = faiss.rev_swig_ptr(result.lims, b + 1).astype(np.int64)
+    found = int(lims[-1])
+    if found == 0:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty
+    pos = faiss.rev_swig_ptr(result.labels, found).astype(np.int64)
+    dist = faiss.rev_swig_ptr(result.distances, found).astype(np.int64)
+    qid = np.repeat(np.arange(b, dtype=np.int64), np.diff(lims))
+    return qid, pos, dist
+
+
+def _faiss() -> Any:
+    """FAISS, imported on first use: only compact bases need it, and it loads OpenMP."""
+    import faiss  # type: ignore[import-untyped]
+
+    return faiss
+
+
 # --------------------------------------------------------------------------- probe plans
 
 
@@ -325,12 +370,18 @@ class PDQIndex:
         max_candidate_share: float = 0.2,
         path: str | Path | None = None,
         background_compaction: bool = False,
+        layout: str = MULTI_INDEX,
     ) -> None:
         """`delta_fraction`/`min_delta`: compact once delta + tombstones exceed
         max(min_delta, delta_fraction * base size). `max_candidate_share`: scan instead of
         probing when the probes would verify more than this share of the base.
         `path`: the base file (opened if it exists). `background_compaction`: automatic
-        compaction runs on a thread instead of in the writer that crossed the limit."""
+        compaction runs on a thread instead of in the writer that crossed the limit.
+        `layout`: the kind of base compaction builds, "multi-index" or "compact" (a base of
+        the other kind already in `path` is used until then; `open_shared` rebuilds it)."""
+        if layout not in KINDS:
+            raise ValueError(f"unknown PDQ index layout {layout!r}: one of {', '.join(KINDS)}")
+        self._layout = layout
         self._delta_fraction = delta_fraction
         self._min_delta = min_delta
         self._max_share = max_candidate_share
@@ -369,7 +420,7 @@ class PDQIndex:
         key_arr, words = _last_of_each_key(_check_keys(keys, words.shape[0]), words)
         index = cls(**options)
         index._path = str(path) if path is not None else None
-        base = Base.build(key_arr, words, tag=tag, path=path)
+        base = Base.build(key_arr, words, tag=tag, path=path, kind=index._layout)
         index._last_tag = tag
         index._snap = _Snapshot(base, *_EMPTY_DELTA, 0, 0, base.size)
         return index
@@ -405,7 +456,8 @@ class PDQIndex:
             stale_pos = np.setdiff1d(np.arange(base.size), pos[present], assume_unique=True)
             changes = int((~same).sum()) + int(stale_pos.size)
             limit = max(index._min_delta, int(index._delta_fraction * base.size))
-            if changes > limit or base.path is None:  # no file yet: write one, even empty
+            # No file yet, or one of the other layout: write one for everyone (even empty).
+            if changes > limit or base.path is None or base.kind != index._layout:
                 return cls.from_arrays(key_arr, words.view(np.uint8), path=path, tag=tag, **options)
             for k in base.key_at(stale_pos).tolist():
                 index.remove(k, tag=tag)
@@ -470,6 +522,11 @@ class PDQIndex:
     def base_path(self) -> str | None:
         return self._snap.base.path
 
+    @property
+    def layout(self) -> str:
+        """The kind of the base in use: "multi-index" or "compact"."""
+        return self._snap.base.kind
+
     # ----------------------------------------------------------------- writes
 
     def add(self, key: int, code: bytes | str, *, tag: int | None = None) -> None:
@@ -530,6 +587,7 @@ class PDQIndex:
                     s.delta_len == 0
                     and self._base_dead == 0
                     and (self._path is None or s.base.path == self._path)
+                    and s.base.kind == self._layout
                 ):
                     return
                 slots = np.fromiter(self._delta_slot.values(), np.int64, len(self._delta_slot))
@@ -539,7 +597,7 @@ class PDQIndex:
             keys = np.concatenate([s.base.key_at(np.flatnonzero(alive)), s.delta_keys[slots]])
             codes = np.concatenate([s.base.codes[alive], s.delta_codes[slots]])
             del alive
-            base = Base.build(keys, codes, tag=tag, path=self._path)
+            base = Base.build(keys, codes, tag=tag, path=self._path, kind=self._layout)
             del keys, codes
             with self._lock:
                 self._install(base, self._journal[mark:])
@@ -720,6 +778,8 @@ class PDQIndex:
         self, base: Base, queries: U64Array, threshold: int
     ) -> list[tuple[Int64Array, Int64Array, Int64Array]]:
         """(query row, base position, distance) triples of every match in the base, deduped."""
+        if base.offsets is None:  # a compact base: no chunk tables, one scan for the batch
+            return [_range_scan(base.codes, queries, threshold)]
         n = base.size
         b = queries.shape[0]
         plan = _plan(threshold, self._max_share)
@@ -772,6 +832,7 @@ class PDQIndex:
         run_end = np.cumsum(flat_len)
         shift = starts.reshape(-1) - (run_end - flat_len)
         posting_idx = np.arange(total, dtype=np.int64) + np.repeat(shift, flat_len)
+        assert base.postings is not None
         candidates = base.postings[posting_idx]
         per_row = lengths.sum(axis=1)
         owner = np.repeat(rows, per_row)

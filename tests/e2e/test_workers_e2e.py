@@ -121,5 +121,37 @@ def test_every_worker_follows_submit_retract_and_expiry(tmp_path: Path, shared_b
         print(f"expired signal unmatched per worker after (s): {_fmt(expired)}")
 
 
+def test_compact_layout_is_shared_and_matches_after_a_restart(tmp_path: Path) -> None:
+    """An operator switches a host to SIGNET_PDQ_LAYOUT=compact: the restart rebuilds the
+    host's base file without chunk tables (codes and keys only), both workers map it, and
+    they match through its scan."""
+    from app.signals.pdq_base import Base
+
+    env = {"SIGNET_PDQ_SHARED_BASE": "true"}
+    with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
+        key = node.create_key("submit,match,read")
+        status, body, _ = node.post_fresh(
+            "/v1/signals",
+            {"signals": [{"type": "pdq", "value": PDQ_A, "quality": 100, "categories": ["csam"]}]},
+            key,
+        )
+        assert status == 200 and body["items"][0]["status"] == "created", body
+    base = tmp_path / "data" / "index" / "pdq.pdqbase"
+    assert Base.open(base).kind == "multi-index"
+    env["SIGNET_PDQ_LAYOUT"] = "compact"
+    with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
+        pids = node.worker_pids()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(str(base) in Path(f"/proc/{p}/maps").read_text() for p in pids):
+                break
+            time.sleep(0.2)
+        opened = Base.open(base)
+        # The signal is in the base itself now, not in a worker's private delta.
+        assert opened.kind == "compact" and opened.size == 1 and opened.postings is None
+        seen = _until_every_worker(node, key, NEAR_A, want=True)
+        print(f"\ncompact base: matched per worker after (s): {_fmt(seen)}")
+
+
 def _fmt(times: dict[int, float]) -> str:
     return ", ".join(f"pid {pid}: {t:.3f}" for pid, t in sorted(times.items()))

@@ -298,3 +298,65 @@ def test_open_shared_reuses_a_file_but_never_trusts_it(tmp_path: Path) -> None:
         tmp_path / "new.pdqbase", np.empty(0, np.int64), np.empty((0, 32), np.uint8)
     )
     assert len(empty) == 0 and (tmp_path / "new.pdqbase").exists()
+
+
+# --------------------------------------------------------------------------- compact bases
+
+
+def test_compact_file_is_codes_and_keys_only_and_answers_exactly(tmp_path: Path) -> None:
+    """A compact base holds 36 B per code (uint32 key + code): the ≤ 1.5x-raw layout. Other
+    processes map it and answer exactly like the chunk tables, through compaction too."""
+    entries, queries = planted_data(3000, 4, seed=21)
+    entries = {k % (1 << 31): v for k, v in entries.items()}  # keys that narrow to uint32
+    path = tmp_path / "pdq.pdqbase"
+    index = _index_of(entries, path=path, tag=5, layout="compact", min_delta=32)
+    assert index.layout == "compact" and Base.open(path).kind == "compact"
+    _check(index, entries, queries)
+    n = len(entries)
+    assert index.memory_report()["shared"] <= 36 * n + 2 * 4096  # page-aligned arrays
+    other = PDQIndex(path=path)  # another worker, whatever its own setting
+    assert other.layout == "compact"
+    _check(other, entries, queries)
+    rng = random.Random(22)
+    for step in range(150):  # enough writes to cross the limit: compaction keeps the kind
+        key = rng.randrange(5000)
+        entries[key] = flip(queries[step % 4], rng.randrange(40), rng)
+        index.add(key, entries[key], tag=6 + step)
+    assert Base.open(path).tag > 5 and Base.open(path).kind == "compact"
+    _check(index, entries, queries)
+
+
+def test_open_shared_rebuilds_a_base_of_the_other_layout(tmp_path: Path) -> None:
+    """An operator switching SIGNET_PDQ_LAYOUT: the host's file is rebuilt in the new layout
+    at the next start, however small the difference in its contents."""
+    rng = random.Random(23)
+    path = tmp_path / "pdq.pdqbase"
+    entries = {k: rand_code(rng) for k in range(2000)}
+    keys = np.array(list(entries), np.int64)
+    codes = as_array(list(entries.values()))
+    _index_of(entries, path=path, tag=10)
+    assert Base.open(path).kind == "multi-index"
+    index = PDQIndex.open_shared(path, keys, codes, tag=10, layout="compact")
+    assert index.layout == "compact" and Base.open(path).kind == "compact"
+    _check(index, entries, [entries[3], rand_code(rng)])
+    back = PDQIndex.open_shared(path, keys, codes, tag=10)
+    assert back.layout == "multi-index" and Base.open(path).kind == "multi-index"
+    _check(back, entries, [entries[3]])
+
+
+def test_files_without_a_kind_are_multi_index_and_bad_kinds_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.pdqbase"
+    Base.build(np.arange(100, dtype=np.int64), np.zeros((100, 4), np.uint64), path=path)
+    raw = bytearray(path.read_bytes())
+    header = bytes(raw[:4096]).decode()
+    # A file written before compact bases existed has no "kind" in its header.
+    old = header.replace('"kind": "multi-index", ', "")
+    assert old != header
+    raw[:4096] = old.ljust(4095).encode() + b"\n"
+    path.write_bytes(bytes(raw))
+    assert Base.open(path).kind == "multi-index"
+    for bad in ('"kind": "approximate", ', '"kind": "compact", '):  # unknown; arrays mismatch
+        raw[:4096] = header.replace('"kind": "multi-index", ', bad).ljust(4095).encode() + b"\n"
+        path.write_bytes(bytes(raw))
+        with pytest.raises(BaseFileError):
+            Base.open(path)

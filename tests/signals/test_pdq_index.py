@@ -13,7 +13,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from app.signals.pdq_index import PDQIndex, hamming_distance, pdq_hex_to_bytes
+from app.signals.pdq_index import (
+    COMPACT,
+    MULTI_INDEX,
+    PDQIndex,
+    hamming_distance,
+    pdq_hex_to_bytes,
+)
+
+# Both kinds of base must give the same answers: the chunk tables, and the compact base that
+# every query scans (through FAISS).
+LAYOUTS = pytest.mark.parametrize("layout", [MULTI_INDEX, COMPACT])
 
 THRESHOLDS = (0, 1, 15, 16, 31, 32, 47, 64, 256)
 
@@ -122,10 +132,11 @@ def test_bad_arrays_raise_value_error() -> None:
     assert len(index) == 0
 
 
-def test_basic_semantics() -> None:
+@LAYOUTS
+def test_basic_semantics(layout: str) -> None:
     rng = random.Random(1)
     a, b = rand_code(rng), rand_code(rng)
-    index = PDQIndex()
+    index = PDQIndex(layout=layout)
     assert len(index) == 0 and 7 not in index and index.query(a) == []
     index.add(7, a)
     index.add(-8, b.hex())
@@ -138,14 +149,21 @@ def test_basic_semantics() -> None:
     assert index.remove(7) is False
     assert 7 not in index and len(index) == 1
     index.compact()
+    assert index.layout == layout
     assert index.query(b, 0) == [(-8, 0)]
     assert index.memory_bytes() > 0
 
 
-def test_from_arrays_last_duplicate_wins_and_complement_distance() -> None:
+def test_unknown_layout_is_refused() -> None:
+    with pytest.raises(ValueError, match="layout"):
+        PDQIndex(layout="approximate")
+
+
+@LAYOUTS
+def test_from_arrays_last_duplicate_wins_and_complement_distance(layout: str) -> None:
     codes = np.zeros((3, 32), np.uint8)
     codes[1] = 0xFF  # distance 256 from the zero code
-    index = PDQIndex.from_arrays(np.array([5, 9, 5]), codes)
+    index = PDQIndex.from_arrays(np.array([5, 9, 5]), codes, layout=layout)
     assert len(index) == 2
     assert index.query(bytes(32), 255) == [(5, 0)]
     assert index.query(bytes(32), 256) == [(5, 0), (9, 256)]
@@ -168,10 +186,12 @@ def planted_data(n: int, n_queries: int, seed: int) -> tuple[dict[int, bytes], l
     return entries, queries
 
 
-def test_planted_neighbours_all_thresholds() -> None:
+@LAYOUTS
+def test_planted_neighbours_all_thresholds(layout: str) -> None:
     entries, queries = planted_data(3000, 6, seed=2)
     keys = np.array(list(entries), np.int64)
-    index = PDQIndex.from_arrays(keys, as_array(list(entries.values())))
+    index = PDQIndex.from_arrays(keys, as_array(list(entries.values())), layout=layout)
+    assert index.layout == layout
     check_all(index, entries, queries)
 
 
@@ -201,8 +221,8 @@ def test_skewed_near_duplicates() -> None:
     for i in range(5500, 6000):
         entries[i] = flip(half, rng.randrange(0, 8), rng)
     queries = [proto, flip(proto, 20, rng), half, rand_code(rng)]
-    for share in (0.2, 1.0):
-        index = PDQIndex(max_candidate_share=share)
+    for share, layout in ((0.2, MULTI_INDEX), (1.0, MULTI_INDEX), (0.2, COMPACT)):
+        index = PDQIndex(max_candidate_share=share, layout=layout)
         index.add_many(list(entries), as_array(list(entries.values())))
         index.compact()
         check_all(index, entries, queries)
@@ -211,10 +231,12 @@ def test_skewed_near_duplicates() -> None:
 # --------------------------------------------------------------------------- updates
 
 
-def test_randomized_updates_match_brute_force() -> None:
+@LAYOUTS
+def test_randomized_updates_match_brute_force(layout: str) -> None:
     rng = random.Random(5)
     seeds = [rand_code(rng) for _ in range(8)]
-    index = PDQIndex(min_delta=64, delta_fraction=0.25)  # compacts often by itself
+    # compacts often by itself
+    index = PDQIndex(min_delta=64, delta_fraction=0.25, layout=layout)
     entries: dict[int, bytes] = {}
 
     def near() -> bytes:
@@ -249,9 +271,11 @@ def test_randomized_updates_match_brute_force() -> None:
 class IndexMachine(RuleBasedStateMachine):
     """Hypothesis drives add/remove/re-add/compact; every state answers like brute force."""
 
+    layout = MULTI_INDEX
+
     def __init__(self) -> None:
         super().__init__()
-        self.index = PDQIndex(min_delta=8, delta_fraction=0.5)
+        self.index = PDQIndex(min_delta=8, delta_fraction=0.5, layout=self.layout)
         self.entries: dict[int, bytes] = {}
         self.seed = random.Random(0).getrandbits(256).to_bytes(32, "big")
 
@@ -295,13 +319,20 @@ class IndexMachine(RuleBasedStateMachine):
             assert self.index.query(q, t) == ref_query(self.entries, q, t)
 
 
-TestIndexMachine = IndexMachine.TestCase
-TestIndexMachine.settings = settings(
+class CompactIndexMachine(IndexMachine):
+    layout = COMPACT
+
+
+_MACHINE_SETTINGS = settings(
     max_examples=40,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+TestIndexMachine = IndexMachine.TestCase
+TestIndexMachine.settings = _MACHINE_SETTINGS
+TestCompactIndexMachine = CompactIndexMachine.TestCase
+TestCompactIndexMachine.settings = _MACHINE_SETTINGS
 
 
 # --------------------------------------------------------------------------- concurrency
