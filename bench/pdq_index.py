@@ -1,12 +1,15 @@
 """PDQ range search (Hamming <= t) on one core: PDQIndex against the scan baselines.
 
     .venv/bin/python bench/pdq_index.py [--sizes 100000,1000000,10000000] [--queries 1000]
+        [--layouts multi-index,compact]
 
 Data: uniform random 256-bit codes; for every query, neighbours planted at known distances
 (0, 8, 16, 24, 31 inside t = 31; 32 and 40 outside). Baselines measured in the same run: the
 memory-bandwidth bound of a full scan (DRAM read rate / 32 N bytes), numpy brute force
 (blocked bitwise_count scan) and FAISS IndexBinaryFlat.range_search (radius t + 1: FAISS's
-radius is strict). Prints the machine and markdown tables to paste into the README.
+radius is strict). Each PDQIndex layout (SIGNET_PDQ_LAYOUT) gets its own rows: "multi-index"
+probes chunk tables, "compact" keeps only codes and keys and scans them through FAISS's Hamming
+range search over the mapped file. Prints the machine and markdown tables for the README.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import gc
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
@@ -34,7 +38,7 @@ pin_one_core()
 
 import numpy as np  # noqa: E402
 
-from app.signals.pdq_index import PDQIndex, scan_codes  # noqa: E402
+from app.signals.pdq_index import MULTI_INDEX, PDQIndex, scan_codes  # noqa: E402
 
 try:
     import faiss  # type: ignore[import-untyped]
@@ -91,6 +95,7 @@ def memory_row(n: int, index: PDQIndex, path: Path | None) -> None:
     MEMORY.append(
         {
             "codes": f"{n:,}",
+            "layout": index.layout,
             "raw codes": f"{raw / 2**20:,.0f} MiB",
             "base file (shared)": f"{mine['shared'] / 2**20:,.0f} MiB",
             "private per worker": f"{mine['private'] / 2**20:,.1f} MiB",
@@ -103,11 +108,17 @@ def memory_row(n: int, index: PDQIndex, path: Path | None) -> None:
 
 REUSE = False  # --reuse-base: map a base file an earlier run of the same size/seed left
 SKIP_UPDATES = False  # --skip-updates: no insert/delete/compaction section (slow at 100M)
+KEEP = False  # --keep-base: leave the base files in place
 
 
 def run_size(
-    n: int, queries: int, bandwidth: float, seed: int, base_dir: Path | None = None
-) -> tuple[list[dict[str, str]], dict[str, str]]:
+    n: int,
+    queries: int,
+    bandwidth: float,
+    seed: int,
+    base_dir: Path | None = None,
+    layouts: tuple[str, ...] = (MULTI_INDEX,),
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     rng = np.random.default_rng(seed)
     codes, keys, query_codes, planted = make_data(n, queries, rng)
     rows: list[dict[str, str]] = []
@@ -129,45 +140,20 @@ def run_size(
         "memory-bandwidth bound", bandwidth / (32 * n), None, "", f"{bandwidth / 1e9:.1f} GB/s read"
     )
 
-    # ---- PDQIndex (its base in a file under `base_dir`, mapped read-only, when given)
-    # The planted data depend on n, the seed and the query count: all three name the file.
-    path = base_dir / f"bench-{n}-{seed}-{queries}.pdqbase" if base_dir is not None else None
-    with Stopwatch() as build:
-        if REUSE and path is not None and path.exists():
-            index = PDQIndex(path=path)  # same seed, same data: nothing to rebuild
-            assert len(index) == n and index.query(codes[0].tobytes(), 0)
-        else:
-            index = PDQIndex.from_arrays(keys, codes, path=path)
-    build_note = (
-        "reused base file" if REUSE and path is not None else f"build {build.seconds:.2f} s"
-    )
-    index.query(query_codes[0].tobytes())  # warm the probe plan
+    # ---- PDQIndex, each layout (its base in a file under `base_dir`, mapped read-only)
     answers: list[list[tuple[int, int]]] = []
-    batch_answers: list[list[tuple[int, int]]] = []
-
-    def run_single() -> None:
-        answers[:] = [index.query(q.tobytes(), THRESHOLD) for q in query_codes]
-
-    def run_batched() -> None:
-        batch_answers.clear()
-        for start in range(0, queries, BATCH):
-            batch_answers.extend(index.query_many(query_codes[start : start + BATCH], THRESHOLD))
-
-    # Best of a few passes: neighbours on a shared machine add noise, never speed.
-    single_seconds = best_time(run_single, repeat=REPEAT)
-    batched_seconds = best_time(run_batched, repeat=REPEAT)
-    assert batch_answers == answers, "query_many disagrees with query"
-    found = sum(len(planted[i] & {k for k, _ in answers[i]}) for i in range(queries))
-    recall = found / sum(len(p) for p in planted)
-    index_single = queries / single_seconds
-    memory = index.memory_bytes()
-    row(
-        "PDQIndex (numpy, multi-index hashing)",
-        index_single,
-        queries / batched_seconds,
-        f"{recall:.2%}",
-        f"{build_note}; {memory / 2**20:.0f} MiB ({memory / n:.0f} B/code)",
-    )
+    index_rates: dict[int, float] = {}  # row number -> that layout's single queries/s
+    update_rows: list[dict[str, str]] = []
+    for layout in layouts:
+        at = len(rows)
+        got, update, index_rates[at] = run_layout(
+            layout, n, keys, codes, query_codes, planted, row, seed, queries, base_dir, rng
+        )
+        if answers:
+            assert got == answers, f"{layout} disagrees with {layouts[0]}"
+        answers = got
+        update_rows.append(update)
+        gc.collect()
 
     # ---- numpy brute force: also the exactness check of the index on a sample
     sample = max(1, min(queries, int(BASELINE_SECONDS / max(1e-9, 10e-9 * n))))
@@ -211,11 +197,74 @@ def run_size(
         )
         del flat
     if faiss_single:
-        rows[1]["notes"] += f"; {index_single / faiss_single:.1f}x FAISS"
+        for at, index_single in index_rates.items():
+            rows[at]["notes"] += f"; {index_single / faiss_single:.1f}x FAISS"
+    return rows, update_rows
+
+
+def run_layout(
+    layout: str,
+    n: int,
+    keys: np.ndarray,
+    codes: np.ndarray,
+    query_codes: np.ndarray,
+    planted: list[set[int]],
+    row: Any,
+    seed: int,
+    queries: int,
+    base_dir: Path | None,
+    rng: np.random.Generator,
+) -> tuple[list[list[tuple[int, int]]], dict[str, str], float]:
+    """Build (or map) the index in `layout`, time its queries, then its updates."""
+
+    # The planted data depend on n, the seed and the query count: all name the file.
+    path = (
+        base_dir / f"bench-{n}-{seed}-{queries}-{layout}.pdqbase" if base_dir is not None else None
+    )
+    with Stopwatch() as build:
+        if REUSE and path is not None and path.exists():
+            index = PDQIndex(path=path, layout=layout)  # same data: nothing to rebuild
+            assert len(index) == n and index.query(codes[0].tobytes(), 0)
+        else:
+            index = PDQIndex.from_arrays(keys, codes, path=path, layout=layout)
+    build_note = (
+        "reused base file" if REUSE and path is not None else f"build {build.seconds:.2f} s"
+    )
+    index.query(query_codes[0].tobytes())  # warm the probe plan
+    answers: list[list[tuple[int, int]]] = []
+    batch_answers: list[list[tuple[int, int]]] = []
+
+    def run_single() -> None:
+        answers[:] = [index.query(q.tobytes(), THRESHOLD) for q in query_codes]
+
+    def run_batched() -> None:
+        batch_answers.clear()
+        for start in range(0, queries, BATCH):
+            batch_answers.extend(index.query_many(query_codes[start : start + BATCH], THRESHOLD))
+
+    # Best of a few passes: neighbours on a shared machine add noise, never speed.
+    single_seconds = best_time(run_single, repeat=REPEAT)
+    batched_seconds = best_time(run_batched, repeat=REPEAT)
+    assert batch_answers == answers, "query_many disagrees with query"
+    found = sum(len(planted[i] & {k for k, _ in answers[i]}) for i in range(queries))
+    recall = found / sum(len(p) for p in planted)
+    index_single = queries / single_seconds
+    memory = index.memory_bytes()
+    method = {
+        "multi-index": "PDQIndex, multi-index (numpy, multi-index hashing)",
+        "compact": "PDQIndex, compact (FAISS Hamming range search over the mapped codes)",
+    }[layout]
+    row(
+        method,
+        index_single,
+        queries / batched_seconds,
+        f"{recall:.2%}",
+        f"{build_note}; {memory / 2**20:.0f} MiB ({memory / n:.0f} B/code)",
+    )
 
     if SKIP_UPDATES:
         memory_row(n, index, path)
-        return rows, {"codes": f"{n:,}", "build": build_note}
+        return answers, {"codes": f"{n:,}", "layout": layout, "build": build_note}, index_single
     # ---- updates
     fresh = rng.integers(0, 256, size=(1000, 32), dtype=np.uint8)
     fresh_keys = np.arange(1000, dtype=np.int64) * -3 - 1  # disjoint from existing keys
@@ -236,6 +285,7 @@ def run_size(
     memory_row(n, index, path)
     updates = {
         "codes": f"{n:,}",
+        "layout": layout,
         "insert 1,000 (add)": f"{ins.seconds * 1e3:.1f} ms",
         "delete 1,000 (remove)": f"{dele.seconds * 1e3:.1f} ms",
         "add_many 1,000": f"{bulk.seconds * 1e3:.1f} ms",
@@ -243,8 +293,11 @@ def run_size(
         "compact": f"{comp.seconds:.2f} s",
         "build": f"{build.seconds:.2f} s",
     }
-    gc.collect()
-    return rows, updates
+    gc.collect()  # the index (and its mapping) goes with this frame; the file can go too
+    if path is not None and not KEEP:
+        for f in path.parent.glob(path.name + "*"):
+            f.unlink()
+    return answers, updates, index_single
 
 
 def main() -> None:
@@ -271,9 +324,16 @@ def main() -> None:
     parser.add_argument("--reuse-base", action="store_true", help="map a base file left before")
     parser.add_argument("--skip-updates", action="store_true", help="skip the updates section")
     parser.add_argument("--keep-base", action="store_true", help="leave the base files in place")
+    parser.add_argument(
+        "--layouts",
+        default="multi-index,compact",
+        help="PDQIndex layouts to run (SIGNET_PDQ_LAYOUT values), comma-separated",
+    )
     args = parser.parse_args()
-    global REUSE, SKIP_UPDATES, REPEAT
+    layouts = tuple(x for x in args.layouts.split(",") if x)
+    global REUSE, SKIP_UPDATES, REPEAT, KEEP
     REUSE, SKIP_UPDATES, REPEAT = args.reuse_base, args.skip_updates, args.repeat
+    KEEP = args.keep_base
     base_dir = Path(args.base_dir) if args.base_dir else None
     if base_dir is not None:
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -289,12 +349,12 @@ def main() -> None:
     results: list[dict[str, str]] = []
     updates: list[dict[str, str]] = []
     for n in sizes:
-        r, u = run_size(n, args.queries, bandwidth, args.seed, base_dir)
+        r, u = run_size(n, args.queries, bandwidth, args.seed, base_dir, layouts)
         if base_dir is not None and not args.keep_base:
             for f in base_dir.glob(f"bench-{n}-*.pdqbase*"):
                 f.unlink()
         results += r
-        updates.append(u)
+        updates += u
         gc.collect()
         print_table(r)
         print(flush=True)

@@ -129,7 +129,7 @@ class Base:
 
     @property
     def kind(self) -> str:
-        """"multi-index" (chunk tables to probe) or "compact" (codes only: queries scan)."""
+        """ "multi-index" (chunk tables to probe) or "compact" (codes only: queries scan)."""
         return COMPACT if self.postings is None else MULTI_INDEX
 
     def private_bytes(self) -> int:

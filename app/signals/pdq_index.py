@@ -14,10 +14,11 @@ Layout. An immutable *base* (`app.signals.pdq_base`: in memory, or a file every 
 read-only) holds codes sorted by key plus, per chunk, a CSR table: positions sorted by chunk
 value and 65,537 offsets, so a bucket is a slice. A *compact* base keeps only the keys and
 codes (1.125x the raw codes instead of 3.1x) and every query scans it, in C through FAISS's
-Hamming range search; same answers, a different cost (docs/scaling.md, "PDQ index layouts"). Inserts go to an append-only *delta* that
-queries scan; deletes are tombstones. `compact()` (also run automatically when the delta and
-tombstones outgrow a fraction of the base) folds both into a new base, built outside the
-writer lock: writes made meanwhile are kept in a journal and replayed onto the new base.
+Hamming range search; same answers, a different cost (docs/scaling.md, "PDQ index layouts").
+Inserts go to an append-only *delta* that queries scan; deletes are tombstones. `compact()`
+(also run automatically when the delta and tombstones outgrow a fraction of the base) folds
+both into a new base, built outside the writer lock: writes made meanwhile are kept in a
+journal and replayed onto the new base.
 
 Concurrency: one writer at a time (a lock, held briefly), readers never block. A tombstone is
 the epoch at which the entry died; a reader takes the current snapshot (base, delta length,
@@ -48,8 +49,8 @@ from app.signals.pdq_base import COMPACT, KINDS, MULTI_INDEX, Base, BaseFileErro
 __all__ = [
     "CODE_BYTES",
     "COMPACT",
-    "MULTI_INDEX",
     "DEFAULT_THRESHOLD",
+    "MULTI_INDEX",
     "InvalidPDQInput",
     "PDQIndex",
     "hamming_distance",
@@ -270,7 +271,7 @@ def _range_scan(
 
 def _faiss() -> Any:
     """FAISS, imported on first use: only compact bases need it, and it loads OpenMP."""
-    import faiss  # type: ignore[import-untyped]
+    import faiss
 
     return faiss
 

@@ -9,6 +9,7 @@ import pytest
 
 from app.errors import InvalidSignal
 from app.signals.match_index import IndexedSignal, MatchIndex, match_key
+from app.signals.pdq_base import Base
 from app.signals.types import canonicalize
 from app.signals.types.video import VpdqFrame, format_vpdq, parse_vpdq, vpdq_match
 
@@ -148,10 +149,12 @@ def test_removed_and_expired_videos_stop_matching() -> None:
     assert index.stats()["vpdq_frames"] == 0
 
 
-def test_workers_share_one_frame_base_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["multi-index", "compact"])
+def test_workers_share_one_frame_base_file(tmp_path: Path, layout: str) -> None:
     """With a shared base, the video frame index is one file every worker maps (as the PDQ
     index is), each worker's later changes private until a new base is written: two
-    MatchIndex objects on the same files stand for two workers of one host."""
+    MatchIndex objects on the same files stand for two workers of one host. In either
+    layout (SIGNET_PDQ_LAYOUT): the compact base answers through its scan."""
     rng = random.Random(11)
     scenes = [f"{rng.getrandbits(256):064x}" for _ in range(40)]
     videos = {row: _video(rng, rng.sample(scenes, 4), 30, 4) for row in range(1, 21)}
@@ -160,9 +163,11 @@ def test_workers_share_one_frame_base_file(tmp_path: Path) -> None:
         for row, v in videos.items()
     ]
     paths = (str(tmp_path / "pdq.pdqbase"), str(tmp_path / "vpdq.pdqbase"))
-    first, second = MatchIndex(*paths), MatchIndex(*paths)
+    first = MatchIndex(*paths, pdq_layout=layout)
+    second = MatchIndex(*paths, pdq_layout=layout)
     first.load(signals, seq=20)
     base = tmp_path / "vpdq.pdqbase"
+    assert Base.open(base).kind == layout and Base.open(base).size > 100
     written = base.stat().st_mtime_ns, base.stat().st_ino
     second.load(signals, seq=20)  # the same state: the file is reused, not rewritten
     assert (base.stat().st_mtime_ns, base.stat().st_ino) == written
