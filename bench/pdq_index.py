@@ -234,10 +234,10 @@ def run_layout(
     answers: list[list[tuple[int, int]]] = []
     batch_answers: list[list[tuple[int, int]]] = []
 
-    def run_single() -> None:
+    def run_single(index: PDQIndex = index) -> None:
         answers[:] = [index.query(q.tobytes(), THRESHOLD) for q in query_codes]
 
-    def run_batched() -> None:
+    def run_batched(index: PDQIndex = index) -> None:
         batch_answers.clear()
         for start in range(0, queries, BATCH):
             batch_answers.extend(index.query_many(query_codes[start : start + BATCH], THRESHOLD))
@@ -264,6 +264,8 @@ def run_layout(
 
     if SKIP_UPDATES:
         memory_row(n, index, path)
+        del index, run_single, run_batched
+        remove_base(path)
         return answers, {"codes": f"{n:,}", "layout": layout, "build": build_note}, index_single
     # ---- updates
     fresh = rng.integers(0, 256, size=(1000, 32), dtype=np.uint8)
@@ -293,11 +295,18 @@ def run_layout(
         "compact": f"{comp.seconds:.2f} s",
         "build": f"{build.seconds:.2f} s",
     }
-    gc.collect()  # the index (and its mapping) goes with this frame; the file can go too
+    del index, run_single, run_batched
+    remove_base(path)
+    return answers, updates, index_single
+
+
+def remove_base(path: Path | None) -> None:
+    """Drop a layout's base file (and its lock) before the next layout is built: at 100M the
+    files of both layouts would not fit in this machine's page cache together."""
+    gc.collect()
     if path is not None and not KEEP:
         for f in path.parent.glob(path.name + "*"):
             f.unlink()
-    return answers, updates, index_single
 
 
 def main() -> None:

@@ -269,11 +269,21 @@ def _range_scan(
     return qid, pos, dist
 
 
+_FAISS: Any = None
+
+
 def _faiss() -> Any:
     """FAISS, imported on first use: only compact bases need it, and it loads OpenMP."""
-    import faiss
+    global _FAISS
+    if _FAISS is None:
+        import faiss
 
-    return faiss
+        # One OpenMP thread: a node's parallelism is its workers (one per core) and their
+        # request threads; OpenMP teams in every worker would oversubscribe the cores, and
+        # their idle threads spin after each parallel region.
+        faiss.omp_set_num_threads(1)
+        _FAISS = faiss
+    return _FAISS
 
 
 # --------------------------------------------------------------------------- probe plans
