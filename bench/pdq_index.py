@@ -252,7 +252,7 @@ def run_layout(
     memory = index.memory_bytes()
     method = {
         "multi-index": "PDQIndex, multi-index (numpy, multi-index hashing)",
-        "compact": "PDQIndex, compact (FAISS Hamming range search over the mapped codes)",
+        "compact": "PDQIndex, compact (FAISS range search over the code halves, then the tails)",
     }[layout]
     row(
         method,
