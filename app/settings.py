@@ -67,9 +67,9 @@ class Settings(BaseSettings):
     )
     pdq_layout: Literal["multi-index", "compact"] = Field(
         "multi-index",
-        description="PDQ and vPDQ frame index bases: 'multi-index' (3.1x the raw codes, fastest "
-        "up to tens of millions of codes) or 'compact' (1.125x, every query scans; as fast at "
-        "100M). Both exact (docs/scaling.md, 'PDQ index layouts').",
+        description="PDQ and vPDQ frame index bases: 'multi-index' (3.1x the raw codes, the "
+        "fastest) or 'compact' (1.13x; every query scans the codes' halves, 2.6x slower at 100M "
+        "codes). Both exact (docs/scaling.md, 'PDQ index layouts').",
     )
     # Limits on what a peer can make us hold or wait for (docs/security.md, "Threat model: peers").
     # 1 MiB: a vpdq signal of 10,000 frames (the type's limit) is about 0.8 MiB; every other

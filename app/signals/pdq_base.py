@@ -13,7 +13,7 @@ Two kinds of base, both exact (docs/scaling.md, "PDQ index layouts"):
   Every query scans all the heads (in C, `pdq_index._range_scan`): a code within t bits has
   a head within t bits, and for unrelated codes a 128-bit head is almost never that close, so
   only the few survivors' tails are read. Half the bytes of a full scan; exact all the same.
-  Slower than the chunk tables (6x at 100M codes on one core), for a third of the memory.
+  Slower than the chunk tables (2.6x at 100M codes on one core), for a third of the memory.
 
 What the file changes is that a host holds ONE copy, shared by all its workers through the
 page cache, instead of one private copy per worker.
