@@ -153,7 +153,11 @@ class IndexSync:
                 last = rows[-1].id
             self.node.index.load(signals, seq)
             self.applied_seq, self.applied_feedback_seq = seq, fb_seq
-        log.info("match index loaded: %s", self.node.index.stats())
+        log.info(
+            "match index loaded: %s; PDQ bases: %s",
+            self.node.index.stats(),
+            self.node.index.pdq_memory(),
+        )
 
     def refresh(self) -> int:
         """Apply every change committed since the last refresh; returns how many."""

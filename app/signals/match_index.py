@@ -341,6 +341,16 @@ class MatchIndex:
                 "exact_keys": len(self._exact),
             }
 
+    def pdq_memory(self) -> dict[str, dict[str, int | str]]:
+        """Per index ("pdq", "vpdq" frames): its base's layout and bytes. `shared`: the base
+        (one copy per host when it is in a file); `private`: this worker's delta and
+        tombstones."""
+        with self._lock:
+            return {
+                name: {"layout": index.layout, **index.memory_report()}
+                for name, index in (("pdq", self._pdq), ("vpdq", self._vpdq))
+            }
+
 
 def _codes(hashes: Sequence[str]) -> np.ndarray:
     return np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes), dtype=np.uint8).reshape(-1, 32)

@@ -168,6 +168,8 @@ def test_workers_share_one_frame_base_file(tmp_path: Path, layout: str) -> None:
     first.load(signals, seq=20)
     base = tmp_path / "vpdq.pdqbase"
     assert Base.open(base).kind == layout and Base.open(base).size > 100
+    memory = first.pdq_memory()["vpdq"]
+    assert memory["layout"] == layout and memory["shared"] == Base.open(base).shared_bytes()
     written = base.stat().st_mtime_ns, base.stat().st_ino
     second.load(signals, seq=20)  # the same state: the file is reused, not rewritten
     assert (base.stat().st_mtime_ns, base.stat().st_ino) == written
