@@ -26,8 +26,8 @@ import contextvars
 import json
 import logging
 import os
+import random
 import re
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -187,7 +187,10 @@ class Observe:
             await self.app(scope, receive, send)
             return
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        rid = given if _REQUEST_ID.match(given) else secrets.token_hex(8)
+        # A request id correlates log lines; it is not a secret, so the process's Mersenne
+        # Twister (reseeded in each forked child) serves: os.urandom is a system call per
+        # request, ~9 % of the event loop's time under load in a profile of /v1/match.
+        rid = given if _REQUEST_ID.match(given) else f"{random.getrandbits(64):016x}"
         token = request_id.set(rid)
         status = 500
         start = time.perf_counter()
