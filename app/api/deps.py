@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from app.services import apikeys, ratelimit
@@ -25,35 +26,60 @@ async def get_node(request: Request) -> Node:
 NodeDep = Annotated[Node, Depends(get_node)]
 
 
+async def _authorize(request: Request, key: str | None, scope: str) -> Caller:
+    node: Node = request.app.state.node
+    # Async with a cache in front: the hot path (a known key) needs neither a thread nor I/O.
+    caller = apikeys.authenticate_nowait(node, key, scope)
+    if caller is None:
+        caller = await run_in_threadpool(apikeys.authenticate, node, key, scope)
+    # Per-key request limit, shared by the node's workers (app/services/ratelimit.py). Most
+    # requests spend a token leased in memory; a key over its limit is refused from memory.
+    limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
+    if limiter is not None:
+        assert key is not None  # authenticated
+        limiter.note_key(apikeys.key_hash(key), caller.id)  # for app/api/overlimit.py
+        if not limiter.take_local(caller.id):
+            await run_in_threadpool(limiter.take_shared, caller.id)
+    return caller
+
+
 def require(scope: str) -> Callable[..., Awaitable[Caller]]:
     # The node comes from the request, not from `NodeDep`: every dependency FastAPI resolves
-    # costs a few microseconds of bookkeeping per request, and this one runs on every call.
+    # costs it a pass of its own bookkeeping on every request.
     async def check(
         request: Request,
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Caller:
-        node: Node = request.app.state.node
-        key = creds.credentials if creds else None
-        # Async with a cache in front: the hot path (a known key) needs neither a thread nor I/O.
-        caller = apikeys.authenticate_nowait(node, key, scope)
-        if caller is None:
-            caller = await run_in_threadpool(apikeys.authenticate, node, key, scope)
-        # Per-key request limit, shared by the node's workers (app/services/ratelimit.py). Most
-        # requests spend a token leased in memory; a key over its limit is refused from memory.
-        limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
-        if limiter is not None:
-            assert key is not None  # authenticated
-            limiter.note_key(apikeys.key_hash(key), caller.id)  # for app/api/overlimit.py
-            if not limiter.take_local(caller.id):
-                await run_in_threadpool(limiter.take_shared, caller.id)
-        return caller
+        return await _authorize(request, creds.credentials if creds else None, scope)
 
     check.__name__ = f"require_{scope}"
     return check
 
 
+def require_hot(scope: str) -> Callable[..., Awaitable[Caller]]:
+    """`require` for the hottest route (/v1/match): reads the bearer key itself rather than
+    through `HTTPBearer`, one dependency fewer per request. The route declares the bearer
+    scheme for the OpenAPI document itself (`BEARER_SECURITY`), since no `HTTPBearer`
+    dependency is there to add it."""
+
+    async def check(request: Request) -> Caller:
+        return await _authorize(request, bearer_key(request), scope)
+
+    check.__name__ = f"require_{scope}"
+    return check
+
+
+def bearer_key(request: Request) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header; None for anything else, exactly as
+    `HTTPBearer(auto_error=False)` decides (tests/api/test_bearer_key.py)."""
+    scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+    return key if scheme.lower() == "bearer" and key else None
+
+
+BEARER_SECURITY: dict[str, Any] = {"security": [{_bearer.scheme_name: []}]}
+
 SubmitKey = Annotated[Caller, Depends(require("submit"))]
-MatchKey = Annotated[Caller, Depends(require("match"))]
+MatchKey = Annotated[Caller, Depends(require_hot("match"))]
 ReadKey = Annotated[Caller, Depends(require("read"))]
 FeedbackKey = Annotated[Caller, Depends(require("feedback"))]
 AdminKey = Annotated[Caller, Depends(require("admin"))]

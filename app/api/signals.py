@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from app import observability
-from app.api.deps import FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
+from app.api.deps import BEARER_SECURITY, FeedbackKey, MatchKey, NodeDep, ReadKey, SubmitKey
 from app.api.fairness import MatchCoalescer, MatchGate
 from app.schemas import (
     BatchResult,
@@ -83,7 +83,13 @@ def retract_signal(signal_id: SignalId, body: RetractIn, node: NodeDep, _: Submi
     return signals.retract(node, signal_id, body.reason)
 
 
-@router.post("/match", operation_id="match", response_model=MatchBatchResult, tags=["match"])
+@router.post(
+    "/match",
+    operation_id="match",
+    response_model=MatchBatchResult,
+    tags=["match"],
+    openapi_extra=BEARER_SECURITY,
+)
 async def match(body: MatchBatchIn, key: MatchKey, request: Request) -> MatchBatchResult:
     """Match a batch of values against every active signal this node holds.
 
