@@ -19,6 +19,7 @@ from app.api import log as log_api
 from app.api import oprf as oprf_api
 from app.api import roster as roster_api
 from app.api import taxii as taxii_api
+from app.api.fastmatch import MatchFastPath
 from app.api.limits import BodyLimit
 from app.api.overlimit import RefuseOverLimit
 from app.console import install as _console_install
@@ -107,6 +108,8 @@ def create_app(
     app.include_router(taxii_api.router)
     app.include_router(oprf_api.router)
     app.include_router(roster_api.router)
+    # Innermost: answers the plain upload-time matches ahead of the router (app/api/fastmatch.py).
+    app.add_middleware(MatchFastPath)
     _console_install(app)  # /console: operator and auditor pages (app/console/)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Added last, so it runs first: an over-limit key is refused before anything reads its body.

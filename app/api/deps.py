@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
+from app.errors import SignetError
 from app.services import apikeys, ratelimit
 from app.services.apikeys import Caller
 from app.services.node import Node
@@ -43,6 +44,25 @@ async def _authorize(request: Request, key: str | None, scope: str) -> Caller:
     return caller
 
 
+def authorize_nowait(node: Node, key: str | None, scope: str) -> Caller | None:
+    """`_authorize` where it needs no thread and refuses nothing: the caller when its key is
+    cached, holds `scope` and a leased token was spent; otherwise None, and no token spent
+    (`_authorize` then decides, with the answer it would have given alone)."""
+    try:
+        caller = apikeys.authenticate_nowait(node, key, scope)
+        if caller is None:
+            return None
+        limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
+        if limiter is not None:
+            assert key is not None  # authenticated
+            limiter.note_key(apikeys.key_hash(key), caller.id)
+            if not limiter.take_local(caller.id):
+                return None
+    except SignetError:  # refused (unknown key, scope, over the limit): `_authorize` answers
+        return None
+    return caller
+
+
 def require(scope: str) -> Callable[..., Awaitable[Caller]]:
     # The node comes from the request, not from `NodeDep`: every dependency FastAPI resolves
     # costs it a pass of its own bookkeeping on every request.
@@ -72,7 +92,12 @@ def require_hot(scope: str) -> Callable[..., Awaitable[Caller]]:
 def bearer_key(request: Request) -> str | None:
     """The key of an `Authorization: Bearer <key>` header; None for anything else, exactly as
     `HTTPBearer(auto_error=False)` decides (tests/api/test_bearer_key.py)."""
-    scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+    return bearer_key_of(request.headers.get("authorization"))
+
+
+def bearer_key_of(authorization: str | None) -> str | None:
+    """`bearer_key` of an Authorization header's value."""
+    scheme, key = get_authorization_scheme_param(authorization)
     return key if scheme.lower() == "bearer" and key else None
 
 

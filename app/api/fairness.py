@@ -61,8 +61,13 @@ class MatchCoalescer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def eligible(cls, queries: list[Any], default_threshold: int) -> bool:
-        if not 0 < len(queries) <= cls.MAX_REQUEST:
+    def eligible(
+        cls, queries: list[Any], default_threshold: int, max_queries: int = MAX_REQUEST
+    ) -> bool:
+        """`default_threshold` is the lower of the default and the node's widest allowed
+        threshold, `max_queries` the node's batch limit: an eligible request can never be refused
+        as a whole, so it can never fail the combined batch it joins."""
+        if not 0 < len(queries) <= min(cls.MAX_REQUEST, max_queries):
             return False
         for q in queries:
             if not isinstance(q, dict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
@@ -100,21 +100,13 @@ async def match(body: MatchBatchIn, key: MatchKey, request: Request) -> MatchBat
     # The node from the request rather than `NodeDep`: one dependency fewer for FastAPI to
     # resolve on the busiest route.
     node: Node = request.app.state.node
-    # In worker threads, a few per key: a heavy batch never stalls the event loop, and one key's
-    # flood queues behind itself (app/api/fairness.py).
-    gate: MatchGate | None = getattr(request.app.state, "match_gate", None)
-    if gate is None:
-        gate = request.app.state.match_gate = MatchGate()
-        request.app.state.match_coalescer = MatchCoalescer(gate)
     result: MatchBatchResult
-    if MatchCoalescer.eligible(body.queries, matching.DEFAULT_PDQ_THRESHOLD):
+    if plain_match(node, body.queries):
         # A few plain PDQ codes or md5s: searched with this key's other requests (fairness.py).
-        coalescer: MatchCoalescer = request.app.state.match_coalescer
-        result = await coalescer.run(
-            key.id, partial(matching.match_batch, node), body.queries, node.settings.max_batch
-        )
+        # Most of these never get here: app/api/fastmatch.py answers them ahead of the router.
+        result = await match_plain(request.app, node, key.id, body.queries)
     else:
-        result = await gate.run(key.id, matching.match_batch, node, body.queries)
+        result = await match_gate(request.app).run(key.id, matching.match_batch, node, body.queries)
     observability.count_matches(body.queries, result)
     seen = [
         (m.id, m.origin)
@@ -124,6 +116,38 @@ async def match(body: MatchBatchIn, key: MatchKey, request: Request) -> MatchBat
     ]
     if seen:
         await run_in_threadpool(feedback.report_seen, node, seen, key.id)
+    return result
+
+
+def match_gate(app: Any) -> MatchGate:
+    """The worker's gate for match work: in worker threads, a few per key, so a heavy batch
+    never stalls the event loop and one key's flood queues behind itself (app/api/fairness.py).
+    """
+    gate: MatchGate | None = getattr(app.state, "match_gate", None)
+    if gate is None:
+        gate = app.state.match_gate = MatchGate()
+        app.state.match_coalescer = MatchCoalescer(gate)
+    return gate
+
+
+def plain_match(node: Node, queries: list[Any]) -> bool:
+    """True for a request the coalescer may take: a few plain PDQ codes or md5s that cannot be
+    refused as a whole under this node's limits."""
+    settings = node.settings
+    return MatchCoalescer.eligible(
+        queries,
+        min(matching.DEFAULT_PDQ_THRESHOLD, settings.max_pdq_threshold),
+        settings.max_batch,
+    )
+
+
+async def match_plain(app: Any, node: Node, key_id: int, queries: list[Any]) -> MatchBatchResult:
+    """Match a `plain_match` request together with this key's other plain requests."""
+    match_gate(app)
+    coalescer: MatchCoalescer = app.state.match_coalescer
+    result: MatchBatchResult = await coalescer.run(
+        key_id, partial(matching.match_batch, node), queries, node.settings.max_batch
+    )
     return result
 
 
