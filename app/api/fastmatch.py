@@ -80,7 +80,7 @@ class MatchFastPath:
             return None
         try:
             queries = MatchBatchIn.model_validate(json.loads(body)).queries
-        except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError too
+        except (ValueError, ValidationError, RecursionError):  # bad JSON, deep nesting too
             return None
         app = scope["app"]
         node = app.state.node

@@ -118,6 +118,11 @@ def _refusals(auth: dict[str, str], read_only: dict[str, str]) -> Iterator[tuple
     yield "basic auth", {"json": md5, "headers": {"Authorization": "Basic eDp5"}}
     yield "not JSON", {"content": b"{", "headers": {**auth, "Content-Type": "application/json"}}
     yield "not an object", {"json": [1], "headers": auth}
+    deep = b"[" * 100_000 + b"]" * 100_000  # deeper than the JSON parser's recursion limit
+    yield (
+        "nested too deep",
+        {"content": deep, "headers": {**auth, "Content-Type": "application/json"}},
+    )
     yield "no queries", {"json": {}, "headers": auth}
     yield "an extra field", {"json": {**md5, "x": 1}, "headers": auth}
     yield (
