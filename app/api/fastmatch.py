@@ -67,10 +67,11 @@ class MatchFastPath:
     async def _answer(self, scope: Scope, body: bytes) -> bytes | None:
         """The response body, or None to leave the request to the route."""
         content_type = authorization = None
+        # The first of each, as Starlette's `headers.get` reads them for the route.
         for name, value in scope["headers"]:
-            if name == b"content-type":
+            if name == b"content-type" and content_type is None:
                 content_type = value
-            elif name == b"authorization":
+            elif name == b"authorization" and authorization is None:
                 authorization = value
         # FastAPI parses the body as JSON for application/json and application/*+json; the
         # common form is enough here, the rest takes the route.

@@ -118,6 +118,11 @@ def _refusals(auth: dict[str, str], read_only: dict[str, str]) -> Iterator[tuple
     yield "basic auth", {"json": md5, "headers": {"Authorization": "Basic eDp5"}}
     yield "not JSON", {"content": b"{", "headers": {**auth, "Content-Type": "application/json"}}
     yield "not an object", {"json": [1], "headers": auth}
+    two_types = [("Content-Type", "text/plain"), ("Content-Type", "application/json")]
+    two_keys = [("Authorization", "Bearer nope"), *auth.items()]
+    raw = b'{"queries": [{"type": "md5", "value": "' + MD5.encode() + b'"}]}'
+    yield "two content types", {"content": raw, "headers": [*auth.items(), *two_types]}
+    yield "two keys", {"content": raw, "headers": [*two_keys, ("Content-Type", "application/json")]}
     deep = b"[" * 100_000 + b"]" * 100_000  # deeper than the JSON parser's recursion limit
     yield (
         "nested too deep",
