@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -49,6 +50,8 @@ class Tx:
         # Group commit: opens this caller's savepoint, the first time it uses the session.
         self._on_session = on_session
         self._now: datetime | None = None
+        # Entry templates of `_append_with_record`, per (kind, time, extra member names).
+        self._templates: dict[tuple[str, str, tuple[str, ...]], _Template | None] = {}
 
     @property
     def now(self) -> datetime:
@@ -112,18 +115,92 @@ class Tx:
         return index
 
     def _append_with_record(self, kind: str, record_bytes: bytes, extra: dict[str, Any]) -> int:
-        """`append(kind, {"record": record, **extra})` without re-encoding the record: the entry
-        is encoded with a placeholder string in its place, then the record's canonical bytes
-        are put where the placeholder's are. RFC 8785 encodes each member's value on its own
-        and orders members by key alone, so the result is the entry's canonical form exactly.
-        The placeholder holds a NUL, which no other member (kind, time, origins, digests) can."""
-        entry = {"kind": kind, "time": rfc3339(self.now), "record": _PLACEHOLDER, **extra}
+        """`append(kind, {"record": record, **extra})` without encoding the record again: RFC
+        8785 encodes each member's value on its own and orders members by key alone, so the
+        entry's canonical form is a fixed sequence of bytes with the record's canonical bytes,
+        and each extra member's, in their places.
+
+        That sequence (the template) is made once per transaction and (kind, time, extra
+        member names) by encoding the entry with placeholders (`_Template`). A received record
+        fills it with its bytes and with its extra values (the sender, the digest) as plain
+        ASCII strings, whose canonical form is their text in quotes; any other value takes
+        the general path, which encodes the entry with only the record's placeholder."""
+        time = rfc3339(self.now)
+        if _bare_strings(extra):
+            key = (kind, time, tuple(extra))
+            template = self._templates.get(key, _MISSING)
+            if template is _MISSING:
+                template = self._templates[key] = _Template.make(kind, time, key[2])
+            if template is not None:
+                return self.log.append(kind, template.fill(record_bytes, extra))
+        entry = {"kind": kind, "time": time, "record": _PLACEHOLDER, **extra}
         encoded = canonical_json(entry)
         if encoded.count(_PLACEHOLDER_JSON) != 1:  # never expected; the slow path is exact
             return self.append(kind, {"record": orjson.loads(record_bytes), **extra})
         return self.log.append(kind, encoded.replace(_PLACEHOLDER_JSON, record_bytes))
 
 
+# A string made of these only (printable ASCII but the quote and the backslash) is encoded by
+# RFC 8785 as itself between quotes: nothing in it is escaped.
+_BARE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+def _bare_strings(extra: dict[str, Any]) -> bool:
+    # A loop, not all() over a generator (its frame per call): two values per record.
+    for v in extra.values():  # noqa: SIM110
+        if type(v) is not str or _BARE.fullmatch(v) is None:
+            return False
+    return True
+
+
+class _Template:
+    """An entry `{kind, time, record, **extra}`'s canonical bytes with gaps for the record and
+    the extra members' values: `parts` alternates literal bytes and the name of the member
+    whose value's bytes go there ("record" for the record's canonical bytes)."""
+
+    def __init__(self, parts: list[bytes | str]) -> None:
+        self.parts = parts
+
+    @classmethod
+    def make(cls, kind: str, time: str, names: tuple[str, ...]) -> _Template | None:
+        """Encode the entry with a distinct placeholder per gap and cut it at them. None if a
+        placeholder's bytes do not occur exactly once (never expected: they hold NULs)."""
+        slots = {
+            "record": _PLACEHOLDER,
+            **{n: f"\x00signet-extra-{i}\x00" for i, n in enumerate(names)},
+        }
+        encoded = canonical_json({"kind": kind, "time": time, **slots})
+        cuts: list[tuple[int, int, str]] = []
+        for name, placeholder in slots.items():
+            marker = canonical_json(placeholder)
+            at = encoded.find(marker)
+            if at < 0 or encoded.count(marker) != 1:
+                return None
+            cuts.append((at, at + len(marker), name))
+        cuts.sort()
+        parts: list[bytes | str] = []
+        pos = 0
+        for start, end, name in cuts:
+            parts.append(encoded[pos:start])
+            parts.append(name)
+            pos = end
+        parts.append(encoded[pos:])
+        return cls(parts)
+
+    def fill(self, record_bytes: bytes, extra: dict[str, Any]) -> bytes:
+        """The entry's bytes; every value in `extra` must match `_BARE`."""
+        out = []
+        for part in self.parts:
+            if type(part) is bytes:
+                out.append(part)
+            elif part == "record":
+                out.append(record_bytes)
+            else:
+                out.append(b'"' + extra[part].encode() + b'"')  # type: ignore[index]
+        return b"".join(out)
+
+
+_MISSING: Any = object()
 _PLACEHOLDER = "\x00signet-record\x00"
 _PLACEHOLDER_JSON = canonical_json(_PLACEHOLDER)
 
