@@ -33,7 +33,6 @@ from typing import Any
 
 import orjson
 
-from app import gcpause
 from app.crypto.canonical import canonical_json
 from app.crypto.keys import VerifierKey
 from app.crypto.records import verify_record
@@ -665,9 +664,11 @@ def apply_page(node: Node, peer: str, after: int, page: RecordsPage) -> ApplyRes
     """Apply a page pulled from `peer` with `after`, and move the cursor, in one transaction.
     The cyclic garbage collector is paused while the page is applied (`app.gcpause`: the
     full-heap passes that the page's allocations trigger cost a tenth of the apply), from
-    when the sequencer lock is held to the end of the work: never while waiting for the lock
-    or for a group commit."""
-    with transaction(node) as tx, gcpause.paused():
+    when the sequencer lock is held until the page's changes are committed (the log rows and
+    the commit allocate too, with the whole page still alive): never while waiting for the
+    lock or for a group commit (`Tx.pause_gc_until_committed`)."""
+    with transaction(node) as tx:
+        tx.pause_gc_until_committed()
         return _apply_page(tx, peer, after, page)
 
 

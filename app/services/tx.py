@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
+from app import gcpause
 from app.crypto.canonical import canonical_json
 from app.services.node import Node
 from app.services.timefmt import rfc3339
@@ -52,6 +53,24 @@ class Tx:
         self._now: datetime | None = None
         # Entry templates of `_append_with_record`, per (kind, time, extra member names).
         self._templates: dict[tuple[str, str, tuple[str, ...]], _Template | None] = {}
+        self._pause: AbstractContextManager[None] | None = None  # pause_gc_until_committed
+
+    def pause_gc_until_committed(self) -> None:
+        """Pause the cyclic collector (app/gcpause.py) from now until this caller's changes
+        are committed: for bodies that allocate a bounded burst of objects that stay alive
+        until the commit (a page of peer records). A pause that ended with the body would let
+        the first allocation after it run a collection over everything the body built, in the
+        transaction's exit. In a group commit the pause ends when this caller's turn ends: if
+        others still join the group, it is not held while waiting for their commit."""
+        if self._pause is None:
+            pause = gcpause.paused()
+            pause.__enter__()
+            self._pause = pause
+
+    def _end_pause(self) -> None:
+        pause, self._pause = self._pause, None
+        if pause is not None:
+            pause.__exit__(None, None, None)
 
     @property
     def now(self) -> datetime:
@@ -215,9 +234,13 @@ def transaction(node: Node) -> Iterator[Tx]:
         with _committer(node).transaction() as tx:
             yield tx
     else:
-        with node.db.write_tx() as wt:
+        with contextlib.ExitStack() as closing, node.db.write_tx() as wt:
             tx = Tx(node, wt, LogAppender(wt))
+            closing.callback(tx._end_pause)  # after the commit (or the rollback)
             yield tx
+            # The log rows and the commit, lock held: no collector passes over what the
+            # body allocated (see `_commit_if_last`).
+            closing.enter_context(gcpause.paused())
             tx.log.close()
         tx.log.committed()
     _after_commit(node)
@@ -275,6 +298,7 @@ class GroupCommit:
 
     @contextmanager
     def transaction_for(self, node: Node) -> Iterator[Tx]:
+        ended: Tx | None = None  # whose collector pause ends with its turn
         with self._mu:
             self._waiting += 1
         self._turn.acquire()
@@ -301,6 +325,7 @@ class GroupCommit:
                 nested.append(group.wt.session.begin_nested())
 
             tx = Tx(node, group.wt, group.log, None if first else savepoint)
+            ended = tx
             try:
                 yield tx
                 # The log rows are written once for the whole group, at its commit (as in a
@@ -322,6 +347,8 @@ class GroupCommit:
             self._commit_if_last(group)
         finally:
             self._turn.release()
+            if ended is not None:
+                ended._end_pause()  # committed by now, or others are joining: not held waiting
         group.done.wait()
         if group.error is not None:
             raise group.error
@@ -353,9 +380,15 @@ class GroupCommit:
         self._group = None
         exiting = False
         try:
-            group.log.close()
-            exiting = True
-            group.cm.__exit__(None, None, None)
+            # Writing the log rows allocates a tuple or two per entry while everything the
+            # members built (a page of peer records: hundreds of thousands of objects) is still
+            # alive, so the collector ran young and full passes over all of it here, after the
+            # members' own pauses had ended (app/gcpause.py). Paused from here to the commit's
+            # end: bounded work, the sequencer lock held, nobody waited for.
+            with gcpause.paused():
+                group.log.close()
+                exiting = True
+                group.cm.__exit__(None, None, None)
         except BaseException as exc:
             if not exiting:  # close() failed: roll back (a failed commit already has)
                 with contextlib.suppress(BaseException):  # reported through group.error
