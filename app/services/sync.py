@@ -303,7 +303,7 @@ class _Applier:
         # what passed is kept, so a record that differs in any way is checked in full).
         self.shared_checks = validate.SharedChecks()
         self.metas: dict[tuple[int, bytes], RecordMeta] = {}
-        self.accepted: set[RecordMeta] = set()
+        self.accepted: set[tuple[int, bytes]] = set()  # keys of `metas` that may_accept passed
 
     def run(self, envelopes: list[RecordEnvelope]) -> None:
         session = self.tx.session
@@ -429,10 +429,14 @@ class _Applier:
             self._feedback(env, key)
         return True
 
-    def _meta(self, record: dict[str, Any], hops: int) -> RecordMeta:
-        """`RecordMeta.from_record(record, hops)`, built once per distinct routing input in a
-        page. The key is the exact JSON (orjson) of everything `from_record` reads; only a
-        meta that was built (so passed its checks) is kept, and RecordMeta is immutable."""
+    def _accepted_meta(self, record: dict[str, Any], hops: int) -> RecordMeta:
+        """`RecordMeta.from_record(record, hops)` that `may_accept` passed for this page's
+        sender, each done once per distinct routing input in a page. The key is the exact JSON
+        (orjson) of everything `from_record` reads, and `may_accept`'s only other inputs (the
+        page's sender, trusted set and our origin) are fixed for the page; only a meta that was
+        built (so passed its checks) is kept, and RecordMeta is immutable. A key stands for
+        its one meta, so "accepted" is remembered by key (hashing the meta itself was a Python
+        call per record)."""
         try:
             key = (
                 hops,
@@ -446,23 +450,21 @@ class _Applier:
                 ),
             )
         except (TypeError, ValueError):  # not plain JSON: no memo, from_record refuses it
-            return RecordMeta.from_record(record, hops)
-        meta = self.metas.get(key)
-        if meta is None:
-            meta = self.metas[key] = RecordMeta.from_record(record, hops)
-        return meta
-
-    def _accept(self, meta: RecordMeta) -> None:
-        """`may_accept` for this page's sender, once per distinct meta (its only inputs
-        besides the page's fixed sender, trusted set and our origin)."""
-        if meta not in self.accepted:
+            meta = RecordMeta.from_record(record, hops)
             may_accept(meta, self.peer, self.trusted, self.node.origin)
-            self.accepted.add(meta)
+            return meta
+        found = self.metas.get(key)
+        if found is None:
+            found = self.metas[key] = RecordMeta.from_record(record, hops)
+        meta = found
+        if key not in self.accepted:
+            may_accept(meta, self.peer, self.trusted, self.node.origin)
+            self.accepted.add(key)
+        return meta
 
     def _signal(self, env: RecordEnvelope, key: store.RecordKey) -> bool:
         record = env.record
-        meta = self._meta(record, env.hops)
-        self._accept(meta)
+        meta = self._accepted_meta(record, env.hops)
         checked = validate.check_signal(
             record,
             extra_categories=self.node.settings.extra_categories,
