@@ -33,10 +33,13 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Connection, DateTime, Dialect, Insert, LargeBinary, Table, Update
+
+from app.storage.types import UTCDateTime
 
 __all__ = ["Prepared", "insert_many"]
 
@@ -92,7 +95,10 @@ class Prepared:
                     processors.append(None)
                 else:
                     impl = column_type.dialect_impl(dialect)
-                    processors.append(impl.bind_processor(dialect))
+                    process: Callable[[Any], Any] | None = impl.bind_processor(dialect)
+                    if process is not None:
+                        process = _utc_text(column_type, dialect, process)
+                    processors.append(process)
                     direct = _json_serializer(impl, dialect)
                 memo.append(_is_datetime(column_type))
             else:
@@ -194,6 +200,48 @@ def _json_serializer(impl: Any, dialect: Dialect) -> Callable[[Any], Any] | None
         return None
     serializer: Callable[[Any], Any] = getattr(dialect, "_json_serializer", None) or json.dumps
     return serializer
+
+
+# SQLite's DATETIME text (SQLAlchemy's default storage format for it), and what the check of
+# `_utc_text` compares on: whole seconds, microseconds, other zones, a year below 1000.
+_SQLITE_DATETIME = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+_SAMPLES = (
+    datetime(2026, 12, 4, 14, 2, 10, 907534, tzinfo=UTC),
+    datetime(2026, 12, 4, 14, 2, 10, tzinfo=UTC),
+    datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    datetime(2026, 1, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=14))),
+)
+
+
+def _utc_text(
+    column_type: Any, dialect: Dialect, process: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    """For a `UTCDateTime` column on SQLite, a converter that gives `process`'s text for an
+    aware datetime from `datetime.isoformat` (C) instead of `process`'s chain (the type's
+    `process_bind_param`, then SQLite's DATETIME formatting through a dict per value): 5 us
+    against 1.4 us, and every log entry has its own `created_at`. Anything else, and any
+    column whose storage format is not the one known here, goes to `process` itself; so
+    does every column if `process` gives other text for the samples above."""
+    if dialect.name != "sqlite" or not isinstance(column_type, UTCDateTime):
+        return process
+    impl = column_type.impl_instance.dialect_impl(dialect)
+    if getattr(impl, "_storage_format", None) != _SQLITE_DATETIME:
+        return process
+
+    def convert(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is not None:
+            # "YYYY-MM-DD HH:MM:SS.ffffff+00:00": the text without the offset
+            return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        return process(value)
+
+    try:
+        same = all(convert(v) == process(v) for v in _SAMPLES)
+    except Exception:  # any surprise: keep SQLAlchemy's own conversion
+        same = False
+    return convert if same else process
 
 
 def _is_datetime(column_type: Any) -> bool:

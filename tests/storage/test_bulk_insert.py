@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
 from app.services.node import Node
@@ -204,11 +206,14 @@ def test_parameters_are_what_the_column_processors_give(node: Node) -> None:
         prepared = Prepared.of(table.insert(), dialect, sorted(rows[0]))
         if dialect.name == "sqlite":
             assert any(prepared.json_direct)  # the fast path is taken there
+        # SQLAlchemy's own processor of each column (not the ones Prepared keeps).
+        own = [
+            table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in prepared.names
+        ]
         expected = []
         for row in rows:
             one = tuple(
-                row[n] if p is None else p(row[n])
-                for n, p in zip(prepared.names, prepared.processors, strict=True)
+                row[n] if p is None else p(row[n]) for n, p in zip(prepared.names, own, strict=True)
             )
             expected.append(one if prepared.positional else dict(zip(prepared.names, one)))
         assert _comparable(prepared.parameters(rows)) == _comparable(expected)
@@ -272,3 +277,34 @@ def test_run_values_takes_rows_in_any_field_order(node: Node) -> None:
     for d, v in zip(by_dict, by_values, strict=True):
         assert d.pop("uid")[len("dict") :] == v.pop("uid")[len("vals") :]
         assert d == v
+
+
+_zones = st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-24 * 60 + 1, 24 * 60 - 1)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC) | _zones | st.none()))
+def test_utc_datetimes_convert_as_sqlalchemy_does(value: datetime) -> None:
+    """The fast text of a UTCDateTime on SQLite (`bulk._utc_text`) is SQLAlchemy's: the type's
+    own processing, then SQLite's DATETIME format; a naive datetime is refused the same way."""
+    from sqlalchemy import create_engine
+
+    from app.storage.bulk import _utc_text
+    from app.storage.types import UTCDateTime
+
+    dialect = create_engine("sqlite://").dialect
+    column_type = UTCDateTime()
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    fast = _utc_text(column_type, dialect, process)
+    assert fast is not process  # the fast path is taken on this SQLAlchemy
+    if value.tzinfo is None:
+        with pytest.raises(ValueError):
+            process(value)
+        with pytest.raises(ValueError):
+            fast(value)
+    else:
+        assert fast(value) == process(value)
+    assert fast(None) is process(None) is None
