@@ -89,6 +89,16 @@ _NOT_EXACT = re.compile(
 )
 _SUPPLEMENTARY = re.compile(rb"[\xf0-\xf4]")
 
+# The same test without the regex, which scans the whole output in Python's regex engine
+# (~3.5 us for a 500-byte record, more than orjson's encoding): delete every digit and `-`, and
+# turn `,` and `[` into `:` and `.`, `e`, `E` and `n` into `#`. A value that follows `:`, `,` or
+# `[` then begins with what follows its sign and digits, so a float (`-?digits` then `.`, `e` or
+# `E`) and a null both leave `:#`, one substring search (C). Strings that happen to hold such
+# bytes only take the slower exact paths, as with the regex. Every value the regex finds leaves
+# the marker (tests/crypto/test_canonical_fast.py checks that the two agree).
+_MARK = bytes.maketrans(b",[.eEn", b"::####")
+_MARK_DELETE = b"-0123456789"
+
 
 def _not_json(value: object) -> object:
     raise TypeError(f"not a JSON type: {type(value).__name__}")
@@ -96,6 +106,16 @@ def _not_json(value: object) -> object:
 
 def _fast_output_is_exact(out: bytes) -> bool:
     if out[:1] not in (b"{", b"["):  # a bare scalar: not worth a fast path
+        return False
+    if not out.isascii() and _SUPPLEMENTARY.search(out):
+        return False
+    return b":#" not in out.translate(_MARK, _MARK_DELETE)
+
+
+def _fast_output_is_exact_by_regex(out: bytes) -> bool:
+    """The test `_fast_output_is_exact` makes, as a regex: kept as its specification (tests
+    compare the two)."""
+    if out[:1] not in (b"{", b"["):
         return False
     if not out.isascii() and _SUPPLEMENTARY.search(out):
         return False

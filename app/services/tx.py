@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -19,6 +20,7 @@ import orjson
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
+from app import gcpause
 from app.crypto.canonical import canonical_json
 from app.services.node import Node
 from app.services.timefmt import rfc3339
@@ -49,6 +51,26 @@ class Tx:
         # Group commit: opens this caller's savepoint, the first time it uses the session.
         self._on_session = on_session
         self._now: datetime | None = None
+        # Entry templates of `_append_with_record`, per (kind, time, extra member names).
+        self._templates: dict[tuple[str, str, tuple[str, ...]], _Template | None] = {}
+        self._pause: AbstractContextManager[None] | None = None  # pause_gc_until_committed
+
+    def pause_gc_until_committed(self) -> None:
+        """Pause the cyclic collector (app/gcpause.py) from now until this caller's changes
+        are committed: for bodies that allocate a bounded burst of objects that stay alive
+        until the commit (a page of peer records). A pause that ended with the body would let
+        the first allocation after it run a collection over everything the body built, in the
+        transaction's exit. In a group commit the pause ends when this caller's turn ends: if
+        others still join the group, it is not held while waiting for their commit."""
+        if self._pause is None:
+            pause = gcpause.paused()
+            pause.__enter__()
+            self._pause = pause
+
+    def _end_pause(self) -> None:
+        pause, self._pause = self._pause, None
+        if pause is not None:
+            pause.__exit__(None, None, None)
 
     @property
     def now(self) -> datetime:
@@ -112,18 +134,92 @@ class Tx:
         return index
 
     def _append_with_record(self, kind: str, record_bytes: bytes, extra: dict[str, Any]) -> int:
-        """`append(kind, {"record": record, **extra})` without re-encoding the record: the entry
-        is encoded with a placeholder string in its place, then the record's canonical bytes
-        are put where the placeholder's are. RFC 8785 encodes each member's value on its own
-        and orders members by key alone, so the result is the entry's canonical form exactly.
-        The placeholder holds a NUL, which no other member (kind, time, origins, digests) can."""
-        entry = {"kind": kind, "time": rfc3339(self.now), "record": _PLACEHOLDER, **extra}
+        """`append(kind, {"record": record, **extra})` without encoding the record again: RFC
+        8785 encodes each member's value on its own and orders members by key alone, so the
+        entry's canonical form is a fixed sequence of bytes with the record's canonical bytes,
+        and each extra member's, in their places.
+
+        That sequence (the template) is made once per transaction and (kind, time, extra
+        member names) by encoding the entry with placeholders (`_Template`). A received record
+        fills it with its bytes and with its extra values (the sender, the digest) as plain
+        ASCII strings, whose canonical form is their text in quotes; any other value takes
+        the general path, which encodes the entry with only the record's placeholder."""
+        time = rfc3339(self.now)
+        if _bare_strings(extra):
+            key = (kind, time, tuple(extra))
+            template = self._templates.get(key, _MISSING)
+            if template is _MISSING:
+                template = self._templates[key] = _Template.make(kind, time, key[2])
+            if template is not None:
+                return self.log.append(kind, template.fill(record_bytes, extra))
+        entry = {"kind": kind, "time": time, "record": _PLACEHOLDER, **extra}
         encoded = canonical_json(entry)
         if encoded.count(_PLACEHOLDER_JSON) != 1:  # never expected; the slow path is exact
             return self.append(kind, {"record": orjson.loads(record_bytes), **extra})
         return self.log.append(kind, encoded.replace(_PLACEHOLDER_JSON, record_bytes))
 
 
+# A string made of these only (printable ASCII but the quote and the backslash) is encoded by
+# RFC 8785 as itself between quotes: nothing in it is escaped.
+_BARE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+def _bare_strings(extra: dict[str, Any]) -> bool:
+    # A loop, not all() over a generator (its frame per call): two values per record.
+    for v in extra.values():  # noqa: SIM110
+        if type(v) is not str or _BARE.fullmatch(v) is None:
+            return False
+    return True
+
+
+class _Template:
+    """An entry `{kind, time, record, **extra}`'s canonical bytes with gaps for the record and
+    the extra members' values: `parts` alternates literal bytes and the name of the member
+    whose value's bytes go there ("record" for the record's canonical bytes)."""
+
+    def __init__(self, parts: list[bytes | str]) -> None:
+        self.parts = parts
+
+    @classmethod
+    def make(cls, kind: str, time: str, names: tuple[str, ...]) -> _Template | None:
+        """Encode the entry with a distinct placeholder per gap and cut it at them. None if a
+        placeholder's bytes do not occur exactly once (never expected: they hold NULs)."""
+        slots = {
+            "record": _PLACEHOLDER,
+            **{n: f"\x00signet-extra-{i}\x00" for i, n in enumerate(names)},
+        }
+        encoded = canonical_json({"kind": kind, "time": time, **slots})
+        cuts: list[tuple[int, int, str]] = []
+        for name, placeholder in slots.items():
+            marker = canonical_json(placeholder)
+            at = encoded.find(marker)
+            if at < 0 or encoded.count(marker) != 1:
+                return None
+            cuts.append((at, at + len(marker), name))
+        cuts.sort()
+        parts: list[bytes | str] = []
+        pos = 0
+        for start, end, name in cuts:
+            parts.append(encoded[pos:start])
+            parts.append(name)
+            pos = end
+        parts.append(encoded[pos:])
+        return cls(parts)
+
+    def fill(self, record_bytes: bytes, extra: dict[str, Any]) -> bytes:
+        """The entry's bytes; every value in `extra` must match `_BARE`."""
+        out = []
+        for part in self.parts:
+            if type(part) is bytes:
+                out.append(part)
+            elif part == "record":
+                out.append(record_bytes)
+            else:
+                out.append(b'"' + extra[part].encode() + b'"')  # type: ignore[index]
+        return b"".join(out)
+
+
+_MISSING: Any = object()
 _PLACEHOLDER = "\x00signet-record\x00"
 _PLACEHOLDER_JSON = canonical_json(_PLACEHOLDER)
 
@@ -138,9 +234,13 @@ def transaction(node: Node) -> Iterator[Tx]:
         with _committer(node).transaction() as tx:
             yield tx
     else:
-        with node.db.write_tx() as wt:
+        with contextlib.ExitStack() as closing, node.db.write_tx() as wt:
             tx = Tx(node, wt, LogAppender(wt))
+            closing.callback(tx._end_pause)  # after the commit (or the rollback)
             yield tx
+            # The log rows and the commit, lock held: no collector passes over what the
+            # body allocated (see `_commit_if_last`).
+            closing.enter_context(gcpause.paused())
             tx.log.close()
         tx.log.committed()
     _after_commit(node)
@@ -198,6 +298,7 @@ class GroupCommit:
 
     @contextmanager
     def transaction_for(self, node: Node) -> Iterator[Tx]:
+        ended: Tx | None = None  # whose collector pause ends with its turn
         with self._mu:
             self._waiting += 1
         self._turn.acquire()
@@ -224,6 +325,7 @@ class GroupCommit:
                 nested.append(group.wt.session.begin_nested())
 
             tx = Tx(node, group.wt, group.log, None if first else savepoint)
+            ended = tx
             try:
                 yield tx
                 # The log rows are written once for the whole group, at its commit (as in a
@@ -245,6 +347,8 @@ class GroupCommit:
             self._commit_if_last(group)
         finally:
             self._turn.release()
+            if ended is not None:
+                ended._end_pause()  # committed by now, or others are joining: not held waiting
         group.done.wait()
         if group.error is not None:
             raise group.error
@@ -276,9 +380,15 @@ class GroupCommit:
         self._group = None
         exiting = False
         try:
-            group.log.close()
-            exiting = True
-            group.cm.__exit__(None, None, None)
+            # Writing the log rows allocates a tuple or two per entry while everything the
+            # members built (a page of peer records: hundreds of thousands of objects) is still
+            # alive, so the collector ran young and full passes over all of it here, after the
+            # members' own pauses had ended (app/gcpause.py). Paused from here to the commit's
+            # end: bounded work, the sequencer lock held, nobody waited for.
+            with gcpause.paused():
+                group.log.close()
+                exiting = True
+                group.cm.__exit__(None, None, None)
         except BaseException as exc:
             if not exiting:  # close() failed: roll back (a failed commit already has)
                 with contextlib.suppress(BaseException):  # reported through group.error

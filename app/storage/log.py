@@ -59,6 +59,11 @@ def _statements(dialect: Dialect) -> _Statements:
 
 
 Mark = tuple[int, int, Frontier | None, int, int, int]
+# The buffered rows' fields: rows are kept as lists and tuples in this order, not dicts (two
+# rows or more per entry, thousands per transaction when a peer's page is applied).
+_ENTRY_FIELDS = ("idx", "kind", "data", "salt", "created_at")
+_SALT = _ENTRY_FIELDS.index("salt")
+_NODE_FIELDS = ("level", "idx", "hash")  # as merkle.nodes_completed_by_append gives them
 _TICK = timedelta(microseconds=1)
 
 
@@ -79,8 +84,8 @@ class LogAppender:
         self.start = self.size = wt.log_size
         # The frontier at `size`; None until the first append loads it.
         self._frontier: Frontier | None = None
-        self._entries: list[dict[str, Any]] = []
-        self._nodes: list[dict[str, Any]] = []
+        self._entries: list[list[Any]] = []  # _ENTRY_FIELDS (a list: the salt is set later)
+        self._nodes: list[tuple[int, int, bytes]] = []  # _NODE_FIELDS
         self._last_time: datetime | None = None
 
     def _load_frontier(self) -> Frontier:
@@ -110,22 +115,14 @@ class LogAppender:
             frontier = self._frontier = self._load_frontier()
         index = self.size
         rows = merkle.nodes_completed_by_append(index, data, lambda lv, i: frontier[(lv, i)])
-        self._entries.append(
-            {
-                "idx": index,
-                "kind": kind,
-                "data": data.decode(),
-                "salt": None,
-                "created_at": created_at,
-            }
-        )
+        self._entries.append([index, kind, data.decode(), None, created_at])
         # The left siblings this leaf completed are inside a bigger subtree now; the biggest
         # subtree it completed joins the right edge.
         for level, i, _h in rows[:-1]:
             del frontier[(level, i - 1)]
         level, i, h = rows[-1]
         frontier[(level, i)] = h
-        self._nodes.extend({"level": lv, "idx": ix, "hash": hx} for lv, ix, hx in rows)
+        self._nodes.extend(rows)
         self.size += 1
         return index
 
@@ -151,7 +148,7 @@ class LogAppender:
 
     def set_salt(self, index: int, salt: bytes) -> None:
         """Remember the salt of a commitment entry appended in this transaction."""
-        self._entries[index - self.start]["salt"] = salt
+        self._entries[index - self.start][_SALT] = salt
 
     def close(self) -> None:
         """Write the buffered entries and nodes and move the head.
@@ -163,8 +160,8 @@ class LogAppender:
         sql = _statements(self._wt.conn.dialect)
         cur = self._wt.cursor()
         try:
-            sql.entries.run(cur, self._entries)
-            sql.nodes.run(cur, self._nodes)
+            sql.entries.run_values(cur, _ENTRY_FIELDS, self._entries)
+            sql.nodes.run_values(cur, _NODE_FIELDS, self._nodes)
             sql.size.run(cur, [{"new_size": self.size}])
         finally:
             cur.close()

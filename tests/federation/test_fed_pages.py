@@ -155,3 +155,74 @@ def test_notify_round_trip_and_checks() -> None:
 def test_garbage_notify_raises_only_malformed_page(data: str) -> None:
     with contextlib.suppress(MalformedPage):
         Notify.from_json(data)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Compact, as pages are written: orjson parses these, so they must still be refused.
+        '{"next":1,"next":2}',
+        _compact(page()).replace('"id":"r1"', '"id":"r1","id":"r2"'),
+        _compact(page()).replace('"id":"r1"', '"id":"r1","id":"r1"'),
+        _compact(page()).replace('"next":7', '"next":NaN'),
+        _compact(page()).replace('"next":7', '"next":-Infinity'),
+        _compact(page()).replace('"hops":1', '"hops":1,"hops":1'),
+    ],
+)
+def test_compact_pages_are_as_strictly_parsed(text: str) -> None:
+    for data in (text, text.encode()):
+        with pytest.raises(MalformedPage):
+            RecordsPage.from_json(data)
+
+
+def _strict(data: str | bytes) -> Any:
+    from app.federation.pages import _reject_constant, _unique_object
+
+    return json.loads(data, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_values, st.sampled_from(["compact", "spaced", "ascii", "duplicate"]))
+def test_parsed_as_the_strict_parser_parses(value: Any, spelling: str) -> None:
+    """`pages._load` (orjson when the text is exactly orjson's encoding of its value, the
+    strict parser otherwise) gives the strict parser's value, or refuses what it refuses."""
+    from app.federation.pages import _load
+
+    body = {"v": value}
+    if spelling == "compact":
+        text = _compact(body)
+    elif spelling == "spaced":
+        text = json.dumps(body, ensure_ascii=False)
+    elif spelling == "ascii":
+        text = json.dumps(body, separators=(",", ":"))
+    else:
+        text = _compact(body)[:-1] + ',"v":' + _compact(value) + "}"
+    for data in (text, text.encode("utf-8", "surrogatepass")):
+        try:
+            expected = _strict(data)
+        except (ValueError, RecursionError, MalformedPage):
+            with pytest.raises(MalformedPage):
+                _load(data, 10**9)
+            continue
+        got = _load(data, 10**9)
+        assert got == expected
+        assert _compact(got) == _compact(expected)  # same key order, same types (1 vs 1.0)
+
+
+def test_written_pages_take_orjson() -> None:
+    from app.federation.pages import _NOT_COMPACT, _load_compact
+
+    p = RecordsPage.from_json(_compact(page()))
+    assert _load_compact(p.to_json()) is not _NOT_COMPACT
+    assert _load_compact(p.to_json().encode()) is not _NOT_COMPACT

@@ -42,3 +42,43 @@ def test_spliced_entry_is_the_canonical_entry(node: Node) -> None:
     for p, f in zip(plain, fast, strict=True):
         assert rows[p] == rows[f]
         assert canonical_json(json.loads(rows[f])).decode() == rows[f]
+
+
+# Extra members of every sort: plain ASCII (the template's case), strings RFC 8785 escapes or
+# that are not ASCII, non-strings, and names that sort anywhere around the entry's own.
+EXTRAS: list[dict[str, Any]] = [
+    {"from": "p.example", "digest": "ab" * 32},
+    {"digest": "ab" * 32, "from": "p.example"},
+    {"from": "", "digest": "~!#$%&'()*+,-./:;<=>?@[]^_`{|}"},
+    {"from": 'q"uote', "digest": "back\\slash"},
+    {"from": "tab\there", "digest": "new\nline", "zz": "\x7f"},
+    {"from": "p\u00e9.example", "digest": "\U0001f600"},
+    {"from": "p.example", "n": 5, "flag": True, "none": None, "list": ["x"]},
+    {"aaa": "first", "zzz": "last", "recorc": "before", "recordz": "after"},
+    {"kinc": "k", "kinda": "k", "tim": "t", "timez": "t"},
+    {},
+]
+
+
+def test_templated_entry_is_the_canonical_entry(node: Node) -> None:
+    """The template of `Tx._append_with_record` (made once per kind, time and extra member
+    names, filled per record) gives the plain path's bytes for every record and extra, in one
+    transaction where templates are reused and across two (a new time)."""
+    for _ in range(2):
+        with transaction(node) as tx:
+            pairs = []
+            for extra in EXTRAS:
+                for r in RECORDS:
+                    plain = tx.append("received", {"record": r, **extra})
+                    fast = tx.append_record(
+                        "received", r, "green", record_bytes=canonical_json(r), **extra
+                    )
+                    pairs.append((plain, fast))
+            # The template was used (not only the general path): one per set of names.
+            made = [k[2] for k, t in tx._templates.items() if t is not None]
+            assert ("from", "digest") in made and ("digest", "from") in made
+        with node.db.read() as session:
+            rows = {e.idx: e.data for e in log_store.entries(session, 0, pairs[-1][1] + 1)}
+        for p, f in pairs:
+            assert rows[p] == rows[f]
+            assert canonical_json(json.loads(rows[f])).decode() == rows[f]

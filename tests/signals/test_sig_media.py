@@ -81,3 +81,23 @@ def test_photodna_refused(bad: object) -> None:
     with pytest.raises(InvalidSignal) as exc:
         canonicalize("photodna", bad)
     assert exc.value.field == "value"
+
+
+def test_type_lookup_accepts_and_refuses_what_the_enum_does() -> None:
+    """`canonicalize` looks a type string up in a dict before Enum's own lookup: members, str
+    subclasses and plain strings give the same type, and anything else the same refusal."""
+    from app.errors import InvalidSignal
+    from app.signals.types import canonicalize
+    from app.signals.vocab import SignalType
+
+    class Name(str):
+        pass
+
+    md5 = "d41d8cd98f00b204e9800998ecf8427f".replace("d41d", "aaaa")
+    for spelling in ("md5", SignalType.MD5, Name("md5")):
+        assert canonicalize(spelling, md5).type is SignalType.MD5  # type: ignore[arg-type]
+    for bad in ("MD5", "md5 ", "", None, 5, ["md5"], {"md5": 1}, b"md5"):
+        with pytest.raises(InvalidSignal) as exc:
+            canonicalize(bad, md5)  # type: ignore[arg-type]
+        assert exc.value.field == "type"
+        assert "unknown signal type" in exc.value.reason

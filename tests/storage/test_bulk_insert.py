@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
 from app.services.node import Node
@@ -126,3 +128,183 @@ def test_binary_columns_store_the_same_blob(node: Node) -> None:
             assert types[10] == "blob"
     finally:
         table.drop(node.db.engine)
+
+
+def _signal_rows() -> list[dict[str, Any]]:
+    """Signal rows whose JSON columns hold every kind of value: dicts, lists, strings, None
+    and SQLAlchemy's JSON.NULL (which the generic processor must still see). (Not a bare
+    number: SQLite's JSON column affinity would store the text "3" as an integer, which no
+    reader of these columns expects, on either path.)"""
+    from sqlalchemy import JSON
+
+    kinds: list[Any] = [
+        {"b": 1, "a": [True, None]},
+        ["x", "\u00fc", 2],
+        "a string",
+        None,
+        JSON.NULL,
+        {},
+        [],
+    ]
+    return [
+        {
+            "uid": f"u{i}",
+            "origin": "peer.example",
+            "version": 1,
+            "type": "md5",
+            "value": f"{i:032x}",
+            "match_key": f"md5:{i:032x}",
+            "attrs": kinds[i % len(kinds)],
+            "categories": kinds[(i + 1) % len(kinds)],
+            "indicators": kinds[(i + 2) % len(kinds)],
+            "opinion": "negative",
+            "confidence": 50,
+            "reviewed": bool(i % 2),
+            "tlp": "green",
+            "audience_peers": [],
+            "audience_hops": 2,
+            "valid_from": NOW,
+            "valid_until": NOW + timedelta(days=i),
+            "status": "active",
+            "retracted_at": None,
+            "retract_reason": None,
+            "retraction": kinds[(i + 3) % len(kinds)],
+            "created_at": NOW,
+            "updated_at": NOW,
+            "submitted_by": None,
+            "received_from": "peer.example",
+            "hops": 1,
+            "change_seq": i,
+            "created_seq": None,
+            "feedback_counts": {},
+            "feedback_status": "none",
+            "record": {"kind": "signal", "n": i},
+        }
+        for i in range(len(kinds) * 2)
+    ]
+
+
+def test_parameters_are_what_the_column_processors_give(node: Node) -> None:
+    """`Prepared.parameters` (columns converted together, JSON dicts and lists handed to the
+    serializer directly) gives the driver exactly what each column's own bind processor gives
+    value by value, on this engine's dialect and on both dialects' defaults."""
+    from sqlalchemy import create_engine
+
+    from app.storage.bulk import Prepared
+    from app.storage.db import _json_dumps
+    from app.storage.models import SignalRow
+
+    table = SignalRow.__table__  # type: ignore[attr-defined]
+    dialects = [
+        node.db.engine.dialect,
+        create_engine("sqlite://", json_serializer=_json_dumps).dialect,
+        create_engine("sqlite://").dialect,  # json.dumps, SQLAlchemy's default
+    ]
+    for dialect in dialects:
+        rows = [r for r in _signal_rows() if set(r) == {c.name for c in table.c} - {"id"}]
+        assert rows
+        prepared = Prepared.of(table.insert(), dialect, sorted(rows[0]))
+        if dialect.name == "sqlite":
+            assert any(prepared.json_direct)  # the fast path is taken there
+        # SQLAlchemy's own processor of each column (not the ones Prepared keeps).
+        own = [
+            table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in prepared.names
+        ]
+        expected = []
+        for row in rows:
+            one = tuple(
+                row[n] if p is None else p(row[n]) for n, p in zip(prepared.names, own, strict=True)
+            )
+            expected.append(one if prepared.positional else dict(zip(prepared.names, one)))
+        assert _comparable(prepared.parameters(rows)) == _comparable(expected)
+        assert _comparable(prepared.parameters(rows[:1])) == _comparable(expected[:1])
+        assert prepared.parameters([]) == []
+
+
+def _comparable(params: list[Any]) -> list[Any]:
+    """psycopg's Json/Jsonb wrappers do not compare by value: compare their type and value."""
+
+    def one(v: Any) -> Any:
+        return (type(v).__name__, v.obj) if hasattr(v, "obj") and hasattr(v, "dumps") else v
+
+    return [
+        {k: one(v) for k, v in p.items()} if isinstance(p, dict) else tuple(map(one, p))
+        for p in params
+    ]
+
+
+def test_json_values_of_every_kind_store_as_the_core_insert_does(node: Node) -> None:
+    from app.storage.models import SignalRow
+
+    table = SignalRow.__table__  # type: ignore[attr-defined]
+    core = _signal_rows()
+    fast = _signal_rows()
+    for r in fast:
+        r["uid"] = "f" + r["uid"]
+        r["match_key"] = "f" + r["match_key"]
+    with node.db.write() as session:
+        session.connection().execute(table.insert(), core)
+        insert_many(session.connection(), table, fast)
+    with node.db.read() as session:
+        got = {
+            r.uid: {k: v for k, v in r._mapping.items() if k not in ("id", "uid", "match_key")}
+            for r in session.connection().execute(select(table))
+        }
+    for r in core:
+        assert got[r["uid"]] == got["f" + r["uid"]]
+
+
+def test_run_values_takes_rows_in_any_field_order(node: Node) -> None:
+    """`Prepared.run_values` (the log's buffered rows, kept as tuples) stores what `run` stores
+    from the same rows as dicts, whatever the order of the given fields; fields that are not
+    exactly the statement's are refused."""
+    from app.storage.bulk import Prepared
+
+    rows = _feedback_rows("dict")
+    prepared = Prepared.of(FEEDBACK.insert(), node.db.engine.dialect, sorted(rows[0]))
+    fields = tuple(reversed(prepared.names))
+    values = [tuple(r[f] for f in fields) for r in _feedback_rows("vals")]
+    with node.db.write() as session:
+        cur = session.connection().connection.cursor()
+        prepared.run(cur, rows)
+        prepared.run_values(cur, fields, values)
+        prepared.run_values(cur, fields, [])
+        with pytest.raises(KeyError):
+            prepared.run_values(cur, fields[1:], [v[1:] for v in values])
+        cur.close()
+    by_dict, by_values = _read(node, "dict"), _read(node, "vals")
+    assert len(by_dict) == len(by_values) == 6
+    for d, v in zip(by_dict, by_values, strict=True):
+        assert d.pop("uid")[len("dict") :] == v.pop("uid")[len("vals") :]
+        assert d == v
+
+
+_zones = st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-24 * 60 + 1, 24 * 60 - 1)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC) | _zones | st.none()))
+def test_utc_datetimes_convert_as_sqlalchemy_does(value: datetime) -> None:
+    """The fast text of a UTCDateTime on SQLite (`bulk._utc_text`) is SQLAlchemy's: the type's
+    own processing, then SQLite's DATETIME format; a naive datetime is refused the same way."""
+    from sqlalchemy import create_engine
+
+    from app.storage.bulk import _utc_text
+    from app.storage.types import UTCDateTime
+
+    dialect = create_engine("sqlite://").dialect
+    column_type = UTCDateTime()
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    fast = _utc_text(column_type, dialect, process)
+    assert fast is not process  # the fast path is taken on this SQLAlchemy
+    if value.tzinfo is None:
+        with pytest.raises(ValueError):
+            process(value)
+        with pytest.raises(ValueError):
+            fast(value)
+    else:
+        assert fast(value) == process(value)
+    assert fast(None) is process(None) is None
