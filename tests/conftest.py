@@ -145,3 +145,15 @@ def make_key(node: Node) -> Callable[..., dict[str, str]]:
 def auth(make_key: Callable[..., dict[str, str]]) -> dict[str, str]:
     """A key with every platform scope."""
     return make_key("submit", "match", "read", "feedback")
+
+
+@pytest.fixture
+def collector_on() -> Iterator[None]:
+    """The cyclic garbage collector on for the test, as it was afterwards (app/gcpause.py)."""
+    import gc
+
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 from app import gcpause
 
-
-@pytest.fixture(autouse=True)
-def _collector_on() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    yield
-    if not was:
-        gc.disable()
+# Each test starts with the collector on (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("collector_on")
 
 
 def test_off_inside_on_after() -> None:

@@ -22,13 +22,8 @@ def gnode(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
     n.db.dispose()
 
 
-@pytest.fixture(autouse=True)
-def _collector_on() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    yield
-    if not was:
-        gc.disable()
+# Each test starts with the collector on (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("collector_on")
 
 
 def test_paused_through_the_log_rows_and_the_commit(
