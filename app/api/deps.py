@@ -33,15 +33,23 @@ async def _authorize(request: Request, key: str | None, scope: str) -> Caller:
     caller = apikeys.authenticate_nowait(node, key, scope)
     if caller is None:
         caller = await run_in_threadpool(apikeys.authenticate, node, key, scope)
-    # Per-key request limit, shared by the node's workers (app/services/ratelimit.py). Most
-    # requests spend a token leased in memory; a key over its limit is refused from memory.
-    limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
+    limiter = _take_leased(node, key, caller)
     if limiter is not None:
-        assert key is not None  # authenticated
-        limiter.note_key(apikeys.key_hash(key), caller.id)  # for app/api/overlimit.py
-        if not limiter.take_local(caller.id):
-            await run_in_threadpool(limiter.take_shared, caller.id)
+        await run_in_threadpool(limiter.take_shared, caller.id)
     return caller
+
+
+def _take_leased(node: Node, key: str | None, caller: Caller) -> ratelimit.RateLimiter | None:
+    """Per-key request limit, shared by the node's workers (app/services/ratelimit.py): most
+    requests spend a token leased in memory, and a key over its limit is refused from memory
+    (RateLimited). Returns the limiter when the shared bucket must be asked instead (no token
+    spent), None when a token was spent or there is no limit."""
+    limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
+    if limiter is None:
+        return None
+    assert key is not None  # authenticated
+    limiter.note_key(apikeys.key_hash(key), caller.id)  # for app/api/overlimit.py
+    return None if limiter.take_local(caller.id) else limiter
 
 
 def authorize_nowait(node: Node, key: str | None, scope: str) -> Caller | None:
@@ -50,14 +58,8 @@ def authorize_nowait(node: Node, key: str | None, scope: str) -> Caller | None:
     (`_authorize` then decides, with the answer it would have given alone)."""
     try:
         caller = apikeys.authenticate_nowait(node, key, scope)
-        if caller is None:
+        if caller is None or _take_leased(node, key, caller) is not None:
             return None
-        limiter = ratelimit.for_db(node.db, node.settings.rate_limit)
-        if limiter is not None:
-            assert key is not None  # authenticated
-            limiter.note_key(apikeys.key_hash(key), caller.id)
-            if not limiter.take_local(caller.id):
-                return None
     except SignetError:  # refused (unknown key, scope, over the limit): `_authorize` answers
         return None
     return caller
