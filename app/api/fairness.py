@@ -55,16 +55,16 @@ class MatchCoalescer:
     MAX_BATCH = 64  # queries in one combined search
 
     def __init__(self, gate: MatchGate) -> None:
-        self._gate = gate
+        self.gate = gate  # the match work of every request, batched or not, runs through it
         self._pending: dict[int, list[tuple[list[Any], asyncio.Future[Any]]]] = {}
         self._draining: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def eligible(
-        cls, queries: list[Any], default_threshold: int, max_queries: int = MAX_REQUEST
+        cls, queries: list[Any], max_threshold: int, max_queries: int = MAX_REQUEST
     ) -> bool:
-        """`default_threshold` is the lower of the default and the node's widest allowed
+        """`max_threshold` is the lower of the default and the node's widest allowed
         threshold, `max_queries` the node's batch limit: an eligible request can never be refused
         as a whole, so it can never fail the combined batch it joins."""
         if not 0 < len(queries) <= min(cls.MAX_REQUEST, max_queries):
@@ -88,7 +88,7 @@ class MatchCoalescer:
             if not isinstance(value, str) or not _HEX64.fullmatch(value):
                 return False
             if threshold is not None and (
-                type(threshold) is not int or not 0 <= threshold <= default_threshold
+                type(threshold) is not int or not 0 <= threshold <= max_threshold
             ):
                 return False
         return True
@@ -120,7 +120,7 @@ class MatchCoalescer:
                     size += len(item[0])
                 combined = [q for queries, _ in batch for q in queries]
                 try:
-                    result = await self._gate.run(key_id, fn, combined)
+                    result = await self.gate.run(key_id, fn, combined)
                 except Exception as exc:  # every member gets the error
                     for _, future in batch:
                         if not future.done():

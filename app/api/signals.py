@@ -106,7 +106,8 @@ async def match(body: MatchBatchIn, key: MatchKey, request: Request) -> MatchBat
         # Most of these never get here: app/api/fastmatch.py answers them ahead of the router.
         result = await match_plain(request.app, node, key.id, body.queries)
     else:
-        result = await match_gate(request.app).run(key.id, matching.match_batch, node, body.queries)
+        gate = match_coalescer(request.app).gate
+        result = await gate.run(key.id, matching.match_batch, node, body.queries)
     observability.count_matches(body.queries, result)
     seen = [
         (m.id, m.origin)
@@ -119,15 +120,14 @@ async def match(body: MatchBatchIn, key: MatchKey, request: Request) -> MatchBat
     return result
 
 
-def match_gate(app: Any) -> MatchGate:
-    """The worker's gate for match work: in worker threads, a few per key, so a heavy batch
-    never stalls the event loop and one key's flood queues behind itself (app/api/fairness.py).
-    """
-    gate: MatchGate | None = getattr(app.state, "match_gate", None)
-    if gate is None:
-        gate = app.state.match_gate = MatchGate()
-        app.state.match_coalescer = MatchCoalescer(gate)
-    return gate
+def match_coalescer(app: Any) -> MatchCoalescer:
+    """The worker's coalescer and, as its `gate`, the gate all match work runs through: in
+    worker threads, a few per key, so a heavy batch never stalls the event loop and one key's
+    flood queues behind itself (app/api/fairness.py)."""
+    coalescer: MatchCoalescer | None = getattr(app.state, "match_coalescer", None)
+    if coalescer is None:
+        coalescer = app.state.match_coalescer = MatchCoalescer(MatchGate())
+    return coalescer
 
 
 def plain_match(node: Node, queries: list[Any]) -> bool:
@@ -143,9 +143,7 @@ def plain_match(node: Node, queries: list[Any]) -> bool:
 
 async def match_plain(app: Any, node: Node, key_id: int, queries: list[Any]) -> MatchBatchResult:
     """Match a `plain_match` request together with this key's other plain requests."""
-    match_gate(app)
-    coalescer: MatchCoalescer = app.state.match_coalescer
-    result: MatchBatchResult = await coalescer.run(
+    result: MatchBatchResult = await match_coalescer(app).run(
         key_id, partial(matching.match_batch, node), queries, node.settings.max_batch
     )
     return result
