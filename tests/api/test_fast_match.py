@@ -6,6 +6,7 @@ above all every request that will be refused, to the route.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -193,6 +194,23 @@ def test_a_narrow_node_keeps_its_limits(
         node.db.dispose()
     assert not MatchCoalescer.eligible([{"type": "pdq", "value": "0" * 64, "threshold": 20}], 16)
     assert not MatchCoalescer.eligible([{"type": "md5", "value": MD5}] * 3, 31, 2)
+
+
+def test_large_bodies_go_to_the_route(
+    client: TestClient, auth: dict[str, str], answered: list[bool]
+) -> None:
+    """Only small bodies are parsed ahead of the route (a refused one is parsed twice): a plain
+    request padded past the bound is answered by the route, the same way."""
+    body = {"queries": [{"type": "md5", "value": MD5}]}
+    client.post("/v1/match", json=body, headers=auth)
+    small = json.dumps(body).encode()
+    padded = small[:-1] + b" " * fastmatch.MAX_PLAIN_BODY + b"}"
+    headers = {**auth, "Content-Type": "application/json"}
+    answered.clear()
+    a = client.post("/v1/match", content=small, headers=headers)
+    b = client.post("/v1/match", content=padded, headers=headers)
+    assert answered == [True, False]
+    assert (a.status_code, a.content) == (b.status_code, b.content) == (200, a.content)
 
 
 def test_metrics_name_the_route(
