@@ -23,6 +23,7 @@ from app.services import roster
 from app.services.node import Node
 from app.signals.match_index import IndexedSignal
 from app.storage.models import FeedbackRow, SignalRow
+from app.storage.sqlplan import unindexed
 
 log = logging.getLogger("signet.index")
 
@@ -141,7 +142,9 @@ class IndexSync:
                     session.connection()
                     .execute(  # Core rows: see `refresh`
                         select(*_COLUMNS)
-                        .where(_SIGNAL.status == "active", _SIGNAL.id > last)
+                        # In id order on the primary key: SQLite would otherwise sort every
+                        # active signal for each batch (app/storage/sqlplan.py).
+                        .where(_SIGNAL.id > last, unindexed(_SIGNAL.status) == "active")
                         .order_by(_SIGNAL.id)
                         .limit(_BATCH)
                     )

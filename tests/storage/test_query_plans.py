@@ -1,0 +1,96 @@
+"""Queries that page through `signal` in row-id order must walk the primary key on SQLite.
+
+SQLite plans without statistics, so `status = 'active'` looks selective and it read every active
+signal through ix_signal_status_valid_until, then sorted them all, for each page: a worker's
+index load took over 5 minutes at 5M signals, quadratic in the list (app/storage/sqlplan.py).
+Plans do not depend on the table's size here, so a few rows show the plan a large list gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.services import signals
+from app.services.index_sync import IndexSync
+from app.services.node import Node
+from app.storage.models import SignalRow
+from app.storage.sqlplan import unindexed
+
+
+def _md5(i: int) -> str:
+    return f"{i * 7919:032x}"
+
+
+@contextmanager
+def _statements(node: Node) -> Iterator[list[tuple[str, Any]]]:
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        seen.append((statement, params))
+
+    event.listen(node.db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(node.db.engine, "before_cursor_execute", record)
+
+
+def _sqlite_plan(node: Node, statement: str, params: Any) -> str:
+    with node.db.engine.connect() as conn:
+        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+    return " | ".join(str(r[-1]) for r in rows)
+
+
+def test_index_load_pages_on_the_primary_key(node: Node) -> None:
+    created = signals.submit_batch(
+        node, [{"type": "md5", "value": _md5(i), "categories": ["csam"]} for i in range(30)], None
+    )
+    uids = [r.id for r in created.items if r.id]
+    signals.retract(node, uids[3], "test")
+    sync = IndexSync(node)
+    with _statements(node) as seen:
+        sync.load()
+    pages = [(s, p) for s, p in seen if "FROM signal" in s and "LIMIT" in s.upper()]
+    assert pages, seen
+    # The load is right: every active signal, not the retracted one.
+    assert len(node.index) == 29
+    if node.db.is_sqlite:
+        for statement, params in pages:
+            plan = _sqlite_plan(node, statement, params)
+            assert "TEMP B-TREE" not in plan, plan
+            assert "PRIMARY KEY" in plan, plan
+
+
+def test_unindexed_renders_sqlites_unary_plus_and_nothing_elsewhere() -> None:
+    c = SignalRow.__table__.c  # type: ignore[attr-defined]
+    stmt = select(c.id).where(unindexed(c.status) == "active")
+    assert "+signal.status = ?" in str(stmt.compile(dialect=sqlite.dialect()))
+    pg = str(stmt.compile(dialect=postgresql.dialect()))
+    assert "signal.status = " in pg and "+" not in pg
+
+
+def test_unindexed_comparisons_bind_as_the_column_type(node: Node) -> None:
+    """The compared value goes through the column's own conversion (a UTC datetime here), so
+    the condition means what it means on the plain column."""
+    from datetime import timedelta
+
+    from app.storage.types import utcnow
+
+    signals.submit_batch(node, [{"type": "md5", "value": _md5(1), "categories": ["csam"]}], None)
+    c = SignalRow.__table__.c  # type: ignore[attr-defined]
+    now = utcnow()
+    with node.db.read() as s:
+        later = s.execute(select(c.id).where(unindexed(c.valid_until) > now)).all()
+        never = s.execute(
+            select(c.id).where(unindexed(c.valid_until) > now + timedelta(days=36500))
+        ).all()
+        plain = s.execute(select(c.id).where(c.valid_until > now)).all()
+    assert len(later) == len(plain) == 1 and never == []
+    if node.db.is_sqlite:
+        with node.db.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM signal")).scalar() == 1
