@@ -31,7 +31,7 @@ class unindexed(FunctionElement[Any]):  # lower case: it reads as SQL, like func
     inherit_cache = True
     name = "unindexed"
 
-    def __init__(self, column: ColumnElement[Any]) -> None:
+    def __init__(self, column: ColumnElement[Any] | Any) -> None:  # Any: sqlmodel's col()
         super().__init__(column)
         self.type = column.type  # comparisons bind their values as the column's type
 

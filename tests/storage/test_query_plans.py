@@ -94,3 +94,31 @@ def test_unindexed_comparisons_bind_as_the_column_type(node: Node) -> None:
     if node.db.is_sqlite:
         with node.db.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM signal")).scalar() == 1
+
+
+def test_signal_list_pages_walk_ids(node: Node) -> None:
+    """GET /v1/signals with the filters a platform pages its own list with: each page is read
+    in id order, never by sorting every matching row (0.5-2.7 s a page at 5M signals)."""
+    signals.submit_batch(
+        node, [{"type": "md5", "value": _md5(i), "categories": ["csam"]} for i in range(12)], None
+    )
+    variants: list[dict[str, Any]] = [
+        {"status": "active"},
+        {"status": "active", "origin": node.origin},
+        {"origin": node.origin},
+        {"status": "active", "type_": "md5"},
+        {"status": "active", "category": "csam"},
+        {},
+    ]
+    for variant in variants:
+        args: dict[str, Any] = {"type_": None, "category": None, "status": None, "origin": None}
+        args.update(variant)
+        first = signals.list_page(node, **args, after=None, limit=5)
+        with _statements(node) as seen:
+            second = signals.list_page(node, **args, after=first.next, limit=5)
+        got = [s.id for s in first.items + second.items]
+        assert len(got) == 10 and len(set(got)) == 10, variant  # pages are right, no overlap
+        if node.db.is_sqlite:
+            (statement, params), *_ = [(s, p) for s, p in seen if "FROM signal" in s]
+            plan = _sqlite_plan(node, statement, params)
+            assert "TEMP B-TREE" not in plan, (variant, plan)
