@@ -22,8 +22,9 @@ def log_index_at(session: Session, at: datetime) -> int:
     never decrease along the index: a binary search over primary-key lookups finds the boundary
     in O(log n) without an index on the time column.
     """
-    size = session.exec(select(func.count()).select_from(LogEntryRow)).one()
-    lo, hi = 0, int(size)
+    # The sequencer's committed size, not count(*): counting scans the whole log (45 ms at
+    # 5M entries, per TAXII or StopNCII request that names a time).
+    lo, hi = 0, log_size(session)
     while lo < hi:
         mid = (lo + hi) // 2
         entry = session.get(LogEntryRow, mid)
