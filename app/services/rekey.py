@@ -33,8 +33,9 @@ from app.crypto.keys import VerifierKey
 from app.errors import InvalidInput, NotFound, SignetError, VerificationError
 from app.services.node import Node
 from app.services.tx import transaction
+from app.storage import logscan
 from app.storage import peers as store
-from app.storage.models import LogEntryRow, PeerKeyRow, PeerRow
+from app.storage.models import PeerKeyRow, PeerRow
 from app.storage.types import utcnow
 
 log = logging.getLogger("signet.rekey")
@@ -57,12 +58,8 @@ def rotation_records(node: Node) -> list[dict[str, Any]]:
     import json
 
     with node.db.read() as session:
-        rows = session.execute(
-            select(LogEntryRow.data)
-            .where(col(LogEntryRow.kind) == "key.rotated")
-            .order_by(col(LogEntryRow.idx))
-        ).all()
-    return [json.loads(r[0])["record"] for r in rows]
+        rows = logscan.entries_of_kind(session, "key.rotated")
+    return [json.loads(r.data)["record"] for r in rows]
 
 
 # --- the peer's side: following -------------------------------------------------------------

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, text
 from sqlmodel import Session, col
 
-from app.storage.models import LogEntryRow, LogNodeRow
+from app.storage.models import LOOKED_UP_KINDS, LOOKED_UP_KINDS_SQL, LogEntryRow, LogNodeRow
 
 _CHUNK = 200  # terms per OR: far below SQLite's expression-depth limit
 
@@ -69,18 +69,25 @@ def leaf_hashes(session: Session, start: int, end: int) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
-def last_entry_of_kind(session: Session, kind: str) -> LogEntryRow | None:
-    """The newest entry of `kind`.
+def of_kind(kind: str) -> ColumnElement[bool]:
+    """The condition for entries of `kind`, one of the kinds the partial index
+    ix_log_entry_looked_up_kind holds (`models.LOOKED_UP_KINDS`). It repeats the index's own
+    condition beside `kind = ?`, the form SQLite needs to use a partial index; any other kind
+    is refused, as it would be a walk over the whole log."""
+    if kind not in LOOKED_UP_KINDS:
+        raise ValueError(f"log entries of kind {kind!r} are not indexed for lookup")
+    return and_(col(LogEntryRow.kind) == kind, text(LOOKED_UP_KINDS_SQL))
 
-    There is no index on `kind` (no migration for it yet), so this walks the primary key
-    backwards to the newest such entry: fine at start-up, not for per-request use.
-    """
-    stmt = (
-        select(LogEntryRow)
-        .where(col(LogEntryRow.kind) == kind)
-        .order_by(col(LogEntryRow.idx).desc())
-        .limit(1)
-    )
+
+def entries_of_kind(session: Session, kind: str) -> list[LogEntryRow]:
+    """Every entry of `kind`, oldest first (an index search)."""
+    stmt = select(LogEntryRow).where(of_kind(kind)).order_by(col(LogEntryRow.idx))
+    return list(session.execute(stmt).scalars())
+
+
+def last_entry_of_kind(session: Session, kind: str) -> LogEntryRow | None:
+    """The newest entry of `kind` (an index search)."""
+    stmt = select(LogEntryRow).where(of_kind(kind)).order_by(col(LogEntryRow.idx).desc()).limit(1)
     return session.execute(stmt).scalars().first()
 
 
