@@ -35,6 +35,12 @@ MAX_PAGE = 1000
 # Upper bound on rows a single request examines while skipping ones a feed does not carry, so one
 # request's cost stays bounded; the cursor then points past the rows skipped.
 _SCAN_FACTOR = 10
+# Upper bound on the log positions one request's query walks. The audience and type conditions
+# have no index, so the database reads every signal changed in the range to test them: a key that
+# may read none of a node's signals made each request read them all (10 s a page at 5M
+# signals). A request now looks at most this far past its cursor and, if it found nothing
+# there, answers an empty page whose cursor is the end of that stretch, with `more` set.
+_SCAN_WINDOW = 50_000
 
 
 class FeedLeak(AssertionError):
@@ -70,24 +76,34 @@ def _scan(
 ) -> tuple[list[tuple[SignalRow, datetime]], int, datetime | None, bool]:
     """Walk signals after `after` in change order, keeping those `keep(row)` accepts.
 
-    Returns (kept rows, at most `want`; the change_seq of the last row examined; its time;
-    whether rows remain). Examines at most `want * _SCAN_FACTOR` rows.
+    Returns (kept rows, at most `want`; the last log position examined: the cursor to go on
+    from; the time of the last row examined, if any; whether there may be more). Examines at
+    most `want * _SCAN_FACTOR` rows, within `_SCAN_WINDOW` log positions of `after`.
     """
     kept: list[tuple[SignalRow, datetime]] = []
     cursor, cursor_at = after, None
     budget = max(want, 1) * _SCAN_FACTOR
     with node.db.read() as session:
-        while budget > 0:
-            batch = q.signals_by_change(
+        # Positions below the committed size are all committed (commit-ordered), so every
+        # change in the window is visible now and nothing later can land in it.
+        size = q.log_size(session)
+        end = min(size, max(after, -1) + 1 + _SCAN_WINDOW)  # examine (after, end)
+
+        def batch_after(seq: int, limit: int) -> list[tuple[SignalRow, datetime]]:
+            return q.signals_by_change(
                 session,
                 tlps=tlps,
-                after_seq=cursor,
-                limit=min(budget, want + 1),
+                after_seq=seq,
+                before_seq=end,
+                limit=limit,
                 types=types,
                 category=category,
             )
-            if not batch:
-                return kept, cursor, cursor_at, False
+
+        while budget > 0:
+            batch = batch_after(cursor, min(budget, want + 1))
+            if not batch:  # the window is done: go on from its end next time
+                return kept, max(cursor, end - 1), cursor_at, end < size
             for row, at in batch:
                 if len(kept) == want:
                     return kept, cursor, cursor_at, True
@@ -96,7 +112,7 @@ def _scan(
                 budget -= 1
                 if keep(row) and _feed_may_serve(row):
                     kept.append((row, at))
-        more = bool(q.signals_by_change(session, tlps=tlps, after_seq=cursor, limit=1))
+        more = end < size or bool(batch_after(cursor, 1))
     return kept, cursor, cursor_at, more
 
 
