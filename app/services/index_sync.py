@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import select
@@ -134,24 +135,27 @@ class IndexSync:
         with self._lock, self.node.db.read() as session:
             seq = _max(session, col(SignalRow.change_seq))
             fb_seq = _max(session, col(FeedbackRow.change_seq))
-            signals: list[IndexedSignal] = []
-            last = 0
-            while True:
-                rows = (
-                    session.connection()
-                    .execute(  # Core rows: see `refresh`
-                        select(*_COLUMNS)
-                        .where(_SIGNAL.status == "active", _SIGNAL.id > last)
-                        .order_by(_SIGNAL.id)
-                        .limit(_BATCH)
+
+            def signals() -> Iterator[IndexedSignal]:
+                # A batch at a time: the index keeps only columns of each (no list of them all).
+                last = 0
+                while True:
+                    rows = (
+                        session.connection()
+                        .execute(  # Core rows: see `refresh`
+                            select(*_COLUMNS)
+                            .where(_SIGNAL.status == "active", _SIGNAL.id > last)
+                            .order_by(_SIGNAL.id)
+                            .limit(_BATCH)
+                        )
+                        .all()
                     )
-                    .all()
-                )
-                if not rows:
-                    break
-                signals += [_indexed(r) for r in rows]
-                last = rows[-1].id
-            self.node.index.load(signals, seq)
+                    if not rows:
+                        return
+                    yield from map(_indexed, rows)
+                    last = rows[-1].id
+
+            self.node.index.load(signals(), seq, max_row_id=_max(session, _SIGNAL.id))
             self.applied_seq, self.applied_feedback_seq = seq, fb_seq
         log.info(
             "match index loaded: %s; PDQ bases: %s",
