@@ -115,10 +115,13 @@ class IndexSync:
     def load(self) -> None:
         """Full load at start-up, in id order and in batches.
 
-        The index is millions of long-lived Python objects (a few per signal). The cyclic
-        garbage collector would walk all of them on every full collection (2.2 s at 1M signals,
-        measured; the request stalls that follow are the tail of `/v1/match`), and the collections
-        it triggers while they are being created make the load itself slower. So collection is
+        The index was once millions of long-lived Python objects (a few per signal). PDQ
+        signals now leave none (columns in `SignalTable`), but exact-match, keyword and video
+        signals still leave a few each (match keys, sets of row ids). The cyclic garbage
+        collector would walk all of them on every full collection (2.2 s at 1M signals when
+        every signal had its objects; the request stalls that follow are the tail of
+        `/v1/match`), and the collections it triggers while they are being created make the load
+        itself slower (the rows being read are objects too, a batch at a time). So collection is
         paused during the load, and what the load left is then frozen (`gc.freeze`): moved out of
         the collector's sight for good. Frozen objects are still freed by reference counting when
         a signal leaves the index; only cycles among them would linger, and the index makes none.

@@ -8,10 +8,11 @@ is one origin, a handful of category sets, one opinion, ...), so a row here is o
 - `valid_until`: int64 microseconds since the epoch (exact for what the database gives; a row
   not in the table reads as the smallest int64, so it is never live);
 - `profile`: int32, the row's interned `Profile` (every shared field; -1: no row);
-- `uid`: 26 bytes (the node's ids are 26 base32 characters); a longer or non-ASCII uid (a
-  peer's) goes to a small dict instead.
+- `uid`: 16 bytes. Signet's ids (`app.services.ids`, also a Signet peer's) are 128 bits written
+  as 26 base32 digits; they are kept as those bits, and written out again for a hit. Any other
+  uid (another spelling, another length) goes to a small dict instead.
 
-38 bytes per row, in numpy arrays indexed by row id (the database's dense autoincrement ids;
+28 bytes per row, in numpy arrays indexed by row id (the database's dense autoincrement ids;
 the arrays double when a larger id arrives). A hit's public answer is built on demand
 (`public`), and a feedback change moves a row to another profile (`update`).
 
@@ -29,7 +30,13 @@ import numpy as np
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 ABSENT = np.iinfo(np.int64).min  # valid_until of a row that is not in the table
-UID_BYTES = 26  # new_id(): 128 bits as 26 base32 digits
+# Signet ids (app.services.ids): 128 bits as 26 base32 digits, most significant first, in this
+# alphabet; 26 digits hold 130 bits, so the first digit of an id is below 8.
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]
+_DIGIT = np.full(256, 255, dtype=np.uint8)
+_DIGIT[np.frombuffer(ID_ALPHABET.encode(), dtype=np.uint8)] = np.arange(32, dtype=np.uint8)
+_LOW60 = (1 << 60) - 1
 _MIN_CAPACITY = 1024
 
 
@@ -66,8 +73,10 @@ class SignalTable:
         capacity = max(capacity, _MIN_CAPACITY)
         self._valid = np.full(capacity, ABSENT, dtype=np.int64)
         self._profile = np.full(capacity, -1, dtype=np.int32)
-        self._uid = np.zeros(capacity, dtype=f"S{UID_BYTES}")
-        self._long_uids: dict[int, str] = {}  # uids that do not fit `_uid`
+        # A Signet id's 128 bits: digits 2-13 and 14-25 (60 bits each) in the low bits of the
+        # two words, digits 0-1 (8 bits) in their top four bits.
+        self._uid = np.zeros((capacity, 2), dtype=np.uint64)
+        self._other_uids: dict[int, str] = {}  # uids that are not Signet ids
         self._profiles: list[Profile] = []
         self._profile_ids: dict[Profile, int] = {}
         self._count = 0
@@ -123,7 +132,7 @@ class SignalTable:
         valid[:size] = self._valid
         profile = np.full(new, -1, dtype=np.int32)
         profile[:size] = self._profile
-        uid = np.zeros(new, dtype=self._uid.dtype)
+        uid = np.zeros((new, 2), dtype=np.uint64)
         uid[:size] = self._uid
         self._valid, self._profile, self._uid = valid, profile, uid
 
@@ -136,12 +145,13 @@ class SignalTable:
             self._count += 1
         self._valid[row_id] = valid_until_us
         self._profile[row_id] = profile
-        self._long_uids.pop(row_id, None)
-        if _fits(uid):
-            self._uid[row_id] = uid.encode("ascii")
+        self._other_uids.pop(row_id, None)
+        words = _pack([uid]) if len(uid) == 26 and uid.isascii() else None
+        if words is not None and words[1][0]:
+            self._uid[row_id] = words[0][0]
         else:
-            self._uid[row_id] = b""
-            self._long_uids[row_id] = uid
+            self._uid[row_id] = 0
+            self._other_uids[row_id] = uid
 
     def put_many(
         self,
@@ -153,7 +163,8 @@ class SignalTable:
         """Add or replace rows in bulk (distinct row ids)."""
         if not row_ids.size:
             return
-        if not all(_fits(u) for u in uids):
+        words = _pack(uids) if all(len(u) == 26 and u.isascii() for u in uids) else None
+        if words is None or not words[1].all():
             for r, u, v, p in zip(
                 row_ids.tolist(), uids, valid_until_us.tolist(), profiles.tolist(), strict=True
             ):
@@ -165,10 +176,10 @@ class SignalTable:
         self._count += np.unique(row_ids[self._profile[row_ids] < 0]).size
         self._valid[row_ids] = valid_until_us
         self._profile[row_ids] = profiles
-        self._uid[row_ids] = np.array(uids, dtype=self._uid.dtype)
-        if self._long_uids:
+        self._uid[row_ids] = words[0]
+        if self._other_uids:
             for r in row_ids.tolist():
-                self._long_uids.pop(r, None)
+                self._other_uids.pop(r, None)
 
     def remove(self, row_id: int) -> Profile | None:
         """Remove a row; returns its profile (None: there was none)."""
@@ -177,8 +188,8 @@ class SignalTable:
             return None
         self._valid[row_id] = ABSENT
         self._profile[row_id] = -1
-        self._uid[row_id] = b""
-        self._long_uids.pop(row_id, None)
+        self._uid[row_id] = 0
+        self._other_uids.pop(row_id, None)
         self._count -= 1
         return profile
 
@@ -191,10 +202,36 @@ class SignalTable:
     def uid(self, row_id: int) -> str | None:
         if self.profile(row_id) is None:
             return None
-        return self._long_uids.get(row_id) or self._uid[row_id].decode("ascii")
+        return self._uid_of(row_id)
+
+    def _uid_of(self, row_id: int) -> str:
+        other = self._other_uids.get(row_id)
+        if other is not None:
+            return other
+        hi, lo = self._uid[row_id].tolist()
+        a, b, p = hi & _LOW60, lo & _LOW60, _PAIRS
+        # Digits two by two (10 bits): 0-1 from the words' top bits, then 6 pairs from each
+        # word's 60 low bits; unrolled, as this runs for every hit (0.9 µs).
+        return "".join(
+            (
+                p[(hi >> 56 & 0xF0) | lo >> 60],
+                p[a >> 50],
+                p[a >> 40 & 1023],
+                p[a >> 30 & 1023],
+                p[a >> 20 & 1023],
+                p[a >> 10 & 1023],
+                p[a & 1023],
+                p[b >> 50],
+                p[b >> 40 & 1023],
+                p[b >> 30 & 1023],
+                p[b >> 20 & 1023],
+                p[b >> 10 & 1023],
+                p[b & 1023],
+            )
+        )
 
     def live(self, row_id: int, now: float) -> bool:
-        """In the table and not expired at `now` (POSIX seconds)."""
+        """In the table and not expired at `now` (POSIX seconds; compared in microseconds)."""
         return 0 <= row_id < self._valid.size and int(self._valid[row_id]) > now * 1e6
 
     def live_mask(self, row_ids: np.ndarray, now: float) -> np.ndarray:
@@ -213,7 +250,7 @@ class SignalTable:
             return None
         p = self._profiles[pid]
         return {
-            "id": self._long_uids.get(row_id) or self._uid[row_id].decode("ascii"),
+            "id": self._uid_of(row_id),
             "origin": p.origin,
             "type": p.type,
             "categories": list(p.categories),
@@ -247,5 +284,19 @@ class SignalTable:
             self._profile[row_id] = self.intern(p._replace(**changes))
 
 
-def _fits(uid: str) -> bool:
-    return len(uid) <= UID_BYTES and uid.isascii() and not uid.endswith("\0")
+def _pack(uids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """26-character ASCII uids as (n, 2) uint64 words (see `SignalTable.__init__`), and which of
+    them are Signet ids (the others' words are meaningless)."""
+    digits = _DIGIT[np.frombuffer("".join(uids).encode("ascii"), dtype=np.uint8)].reshape(-1, 26)
+    ok = (digits != 255).all(axis=1) & (digits[:, 0] < 8)
+    d = digits.astype(np.uint64)
+    words = np.zeros((len(uids), 2), dtype=np.uint64)
+    for col, first in ((0, 2), (1, 14)):
+        w = words[:, col]
+        for i in range(first, first + 12):
+            w <<= np.uint64(5)
+            w |= d[:, i]
+    top = d[:, 0] << np.uint64(5) | d[:, 1]
+    words[:, 0] |= (top >> np.uint64(4)) << np.uint64(60)
+    words[:, 1] |= (top & np.uint64(15)) << np.uint64(60)
+    return words, ok

@@ -86,7 +86,8 @@ def test_table_behaves_like_a_dict_of_public_answers(
     t = now.timestamp()
     for row in {*model, *(a[1] for a in steps if isinstance(a[1], int)), 0, 6000, -1}:
         assert table.public(row) == model.get(row)
-        live = row in model and model[row]["valid_until"].timestamp() > t
+        # Compared in microseconds (float seconds differ only below one).
+        live = row in model and to_micros(model[row]["valid_until"]) > t * 1e6
         assert table.live(row, t) == live
     probe = np.array(sorted({*model, 0, 4999, 9999}), dtype=np.int64)
     assert table.live_mask(probe, t).tolist() == [table.live(int(r), t) for r in probe]
@@ -211,3 +212,20 @@ def test_public_answers_are_what_the_signals_carried_for_every_type() -> None:
         assert index.domains_over("x.bad.example", 0) == []
         assert index.keywords_in(["snap", "me"], 0) == []
         assert index.stats()["exact_keys"] == 4
+
+
+@given(st.integers(0, 2**128 - 1))
+def test_signet_ids_are_kept_in_16_bytes(n: int) -> None:
+    from app.services.ids import _PAIRS, _SHIFTS, new_id
+
+    table = SignalTable()
+    uid = "".join(_PAIRS[(n >> s) & 1023] for s in _SHIFTS)
+    table.put(3, uid, 0, table.intern_public({}))
+    table.put_many(
+        np.array([4, 5], dtype=np.int64),
+        [uid, new_id()],
+        np.zeros(2, dtype=np.int64),
+        np.zeros(2, dtype=np.int32),
+    )
+    assert table.uid(3) == table.uid(4) == uid
+    assert not table._other_uids  # no side dict for a Signet id
