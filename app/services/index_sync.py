@@ -10,6 +10,8 @@ only refreshes the `feedback_status` a hit shows.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import logging
 import threading
@@ -96,6 +98,15 @@ def _indexed(r: Any) -> IndexedSignal:
     )
 
 
+def _release_free_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's `malloc_trim`; elsewhere a
+    no-op). A large load frees most of what it allocated (the rows read, the codes gathered
+    for the PDQ base), but glibc returns freed memory below its top only when asked: at 1M
+    signals 62 MiB of a worker's 126 MiB private RSS was such free memory."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols, libc among them
+
+
 def _max(session: Session, column: Any) -> int:
     from sqlalchemy import func
 
@@ -133,6 +144,7 @@ class IndexSync:
             gc.collect()
             gc.freeze()
             self._froze = True
+            _release_free_heap()
 
     def _load(self) -> None:
         with self._lock, self.node.db.read() as session:
