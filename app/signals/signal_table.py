@@ -21,6 +21,7 @@ Not thread-safe by itself: `MatchIndex` guards it with its lock (one writer, man
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -232,13 +233,13 @@ class SignalTable:
 
     def live(self, row_id: int, now: float) -> bool:
         """In the table and not expired at `now` (POSIX seconds; compared in microseconds)."""
-        return 0 <= row_id < self._valid.size and int(self._valid[row_id]) > now * 1e6
+        return 0 <= row_id < self._valid.size and int(self._valid[row_id]) > _limit(now)
 
     def live_mask(self, row_ids: np.ndarray, now: float) -> np.ndarray:
         """`live` for many row ids at once."""
         inside = (row_ids >= 0) & (row_ids < self._valid.size)
         out = np.zeros(row_ids.shape, dtype=bool)
-        out[inside] = self._valid[row_ids[inside]] > now * 1e6
+        out[inside] = self._valid[row_ids[inside]] > _limit(now)
         return out
 
     def public(self, row_id: int) -> dict[str, Any] | None:
@@ -282,6 +283,12 @@ class SignalTable:
                 changes[name] = tuple(changes[name])
         if changes:
             self._profile[row_id] = self.intern(p._replace(**changes))
+
+
+def _limit(now: float) -> int:
+    """Live rows have valid_until above this (an int: comparing int64 microseconds with a float
+    would round them to float64, which is coarser than a microsecond from 2255 on)."""
+    return math.floor(now * 1e6)
 
 
 def _pack(uids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
