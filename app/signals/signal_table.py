@@ -79,7 +79,7 @@ class SignalTable:
         self._uid = np.zeros((capacity, 2), dtype=np.uint64)
         self._other_uids: dict[int, str] = {}  # uids that are not Signet ids
         self._profiles: list[Profile] = []
-        self._profile_ids: dict[Profile, int] = {}
+        self._profile_ids: dict[tuple[Any, ...], int] = {}  # Profile -> its id
         self._count = 0
 
     def __len__(self) -> int:
@@ -106,19 +106,22 @@ class SignalTable:
         self, public: Mapping[str, Any], type_: str | None = None, subdomains: bool = False
     ) -> int:
         """The profile id of a public answer (as `index_sync` builds it)."""
-        return self.intern(
-            Profile(
-                public.get("origin"),
-                public.get("type", type_),
-                tuple(public.get("categories") or ()),
-                tuple(public.get("indicators") or ()),
-                public.get("opinion"),
-                public.get("confidence"),
-                public.get("reviewed"),
-                public.get("feedback_status"),
-                subdomains,
-            )
+        get = public.get
+        # A plain tuple finds its Profile in the dict (equal and of equal hash); only a new
+        # profile pays for the NamedTuple. Once per signal on a start-up load.
+        key = (
+            get("origin"),
+            get("type", type_),
+            tuple(get("categories") or ()),
+            tuple(get("indicators") or ()),
+            get("opinion"),
+            get("confidence"),
+            get("reviewed"),
+            get("feedback_status"),
+            subdomains,
         )
+        pid = self._profile_ids.get(key)
+        return self.intern(Profile._make(key)) if pid is None else pid
 
     # --- rows ----------------------------------------------------------------------------
 
