@@ -25,6 +25,10 @@ cost much less. The per-key rate limit is off for the signet processes (one key 
 load). `--gc` also loads a worker's index in a fresh process and times one full garbage
 collection over it, with the index visible to the collector and frozen (`IndexSync.load`), and
 the match work of one request of each kind without HTTP: where a request's time goes.
+`--memory` loads a worker's index (`IndexSync.load`) in a fresh process with the signet
+processes' environment and reports what it costs: RSS after minus before (all of it, and the
+anonymous part, which is not shared with other workers), per signal, the peak, and the load
+time, beside the raw PDQ code bytes (32 per code); `--workers 0` measures only that.
 `--env KEY=VALUE` passes settings to the signet processes (e.g. `PYTHONPATH=` an older checkout,
 to measure before and after in one sitting); `--data DIR` keeps the loaded nodes for reuse.
 
@@ -412,6 +416,81 @@ def in_process(data_dir: Path, bodies: dict[str, list[str]]) -> dict[str, float]
     return res
 
 
+# --- a worker's index load: memory and time --------------------------------------------------
+
+# Run as `python -c` with the signet processes' environment (so `--env PYTHONPATH=<tree>`
+# measures that tree's code), in a fresh process: argv[1] is the node's data dir.
+MEASURE_LOAD = """
+import gc, json, resource, sys, time
+from pathlib import Path
+
+from app.services.index_sync import IndexSync
+from app.services.node import open_node
+from app.settings import load_settings
+
+
+def rss():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: int(status[k].split()[0]) * 1024 for k in ("VmRSS", "RssAnon", "RssFile")}
+
+
+node = open_node(load_settings(data_dir=Path(sys.argv[1]), origin="bench.example"))
+with node.db.read() as session:  # the connection and its first query, before measuring
+    session.connection().exec_driver_sql("SELECT count(*) FROM signal").scalar()
+gc.collect()
+before = rss()
+t = time.perf_counter()
+sync = IndexSync(node)
+sync.load()
+load_s = time.perf_counter() - t
+gc.collect()
+after = rss()
+stats = node.index.stats()
+print("JSON " + json.dumps({
+    "signals": len(node.index),
+    "pdq": stats["pdq"],
+    "load_s": load_s,
+    "rss": after["VmRSS"] - before["VmRSS"],
+    "anon": after["RssAnon"] - before["RssAnon"],
+    "file": after["RssFile"] - before["RssFile"],
+    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before["VmRSS"],
+    "pdq_memory": node.index.pdq_memory(),
+}))
+"""
+
+
+def measure_load(data_dir: Path, env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE_LOAD, str(data_dir)],
+        env={"PYTHONPATH": str(ROOT), **env},
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3600,
+    ).stdout
+    res: dict[str, Any] = json.loads(out[out.index("JSON ") + 5 :].splitlines()[0])
+    return res
+
+
+def _memory_row(n: int, r: dict[str, Any]) -> dict[str, Any]:
+    mib = 1024 * 1024
+    signals = r["signals"]
+    return {
+        "signals": f"{signals:,}",
+        "PDQ": f"{r['pdq']:,}",
+        "load s": f"{r['load_s']:.1f}",
+        "RSS MiB": f"{r['rss'] / mib:,.0f}",
+        "anon MiB": f"{r['anon'] / mib:,.0f}",
+        "peak MiB": f"{r['peak'] / mib:,.0f}",
+        "B/signal": f"{r['rss'] / signals:,.0f}",
+        "anon B/signal": f"{r['anon'] / signals:,.0f}",
+        "raw PDQ codes MiB": f"{32 * r['pdq'] / mib:,.0f}",
+        "PDQ base MiB": f"{r['pdq_memory']['pdq']['layout']} "
+        f"{r['pdq_memory']['pdq'].get('shared', 0) / mib:,.0f}",
+    }
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -439,6 +518,11 @@ def main() -> None:
         action="store_true",
         help="also time one full garbage collection in a worker's index, frozen and not",
     )
+    ap.add_argument(
+        "--memory",
+        action="store_true",
+        help="also load a worker's index in a fresh process: RSS, bytes per signal, load time",
+    )
     ap.add_argument("--generator", choices=["wrk", "python"], default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temp data dirs")
     ap.add_argument(
@@ -455,11 +539,13 @@ def main() -> None:
     args = ap.parse_args()
     gen = args.generator or ("wrk" if shutil.which("wrk") else "python")
     sizes = [int(s) for s in args.sizes.split(",")]
-    worker_counts = [int(w) for w in args.workers.split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",") if int(w) > 0]
     print(machine_info({"load generator": gen, "connections": str(CONNECTIONS)}))
     rng = random.Random(7)
     rows: list[dict[str, Any]] = []
     gc_rows: list[dict[str, Any]] = []
+    mem_rows: list[dict[str, Any]] = []
+    env_args = dict(e.split("=", 1) for e in args.env)
     work = Path(tempfile.mkdtemp(prefix="signet-bench-"))
 
     def drive(
@@ -553,6 +639,11 @@ def main() -> None:
                     }
                 )
                 print(gc_rows[-1], file=sys.stderr)
+            if args.memory:
+                env = {**os.environ, "SIGNET_LOG_LEVEL": "warning", **env_args}
+                env.pop("SIGNET_DATABASE_URL", None)
+                mem_rows.append(_memory_row(n, measure_load(data, env)))
+                print(mem_rows[-1], file=sys.stderr)
             for workers in worker_counts:
                 port = free_port()
                 env = {
@@ -566,7 +657,7 @@ def main() -> None:
                     # One key drives all the load: the per-key limit (100/s by default) would
                     # answer most of it with 429s, which is not what this measures.
                     "SIGNET_RATE_LIMIT": "0",
-                    **dict(e.split("=", 1) for e in args.env),
+                    **env_args,
                 }
                 env.pop("SIGNET_DATABASE_URL", None)
                 url = f"http://127.0.0.1:{port}"
@@ -611,7 +702,11 @@ def main() -> None:
     for r in rows:
         if r["workers"] in bare:
             r["vs bare def"] = f"{float(r['req/s']) / bare[r['workers']]:.0%}"
-    print_table(rows)
+    if rows:
+        print_table(rows)
+    if mem_rows:
+        print()
+        print_table(mem_rows)
     if gc_rows:
         print()
         print_table(gc_rows)

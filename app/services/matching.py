@@ -116,14 +116,14 @@ def match_batch(node: Node, queries: list[Any]) -> MatchBatchResult:
         matches: list[MatchHit] = []
         truncated = False
         for row_id, distance, matched, video in hs:  # closest first for pdq and text_tlsh
-            s = node.index.get(row_id)
+            public = node.index.public(row_id)
             # None: removed between the search and now, no longer a hit.
-            if s is None or s.public.get("origin") in dropped:
+            if public is None or public["origin"] in dropped:
                 continue
             if len(matches) == cap:
                 truncated = True
                 break
-            matches.append(MatchHit(**s.public, distance=distance, matched=matched, video=video))
+            matches.append(MatchHit(**public, distance=distance, matched=matched, video=video))
         results.append(MatchResult(index=i, status="ok", matches=matches, truncated=truncated))
     return MatchBatchResult(results=results)
 

@@ -13,6 +13,11 @@
   and a second dict under the leetspeak fold of that key; probed with every word n-gram of the
   text, so a message is checked in time linear in its length, not in the number of keywords.
 
+What a hit answers about each signal (id, origin, categories, ...) is in a `SignalTable`
+(`app.signals.signal_table`): columns by row id and interned profiles, not an object per signal.
+PDQ rows need nothing else per row; exact-type rows keep their match key (to leave `exact` when
+removed), keyword and whole-domain rows their value.
+
 Pure: it knows nothing of the database. `app.services.index_sync` feeds it changes in commit
 order. Expiry is checked at query time against `valid_until`, so an expired signal stops
 matching at once, before any purge.
@@ -22,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,7 @@ import tlsh
 from app.errors import InvalidSignal
 from app.signals.domains import covering_domains
 from app.signals.pdq_index import MULTI_INDEX, PDQIndex
+from app.signals.signal_table import SignalTable, to_micros
 from app.signals.textfold import leet_fold, match_key_text
 from app.signals.types.video import (
     MAX_FRAMES,
@@ -43,11 +51,13 @@ from app.signals.types.video import (
 )
 
 MAX_KEYWORD_WORDS = 8
+_LOAD_BATCH = 10_000  # signals per step of a start-up load
 
 
 @dataclass(frozen=True, slots=True)
 class IndexedSignal:
-    """What the index needs to know of one signal."""
+    """One signal as the index is fed it (a change, or a row of the start-up load); the index
+    keeps only what it needs of it (see the module docstring)."""
 
     row_id: int
     type: str
@@ -55,8 +65,8 @@ class IndexedSignal:
     value: str
     valid_until: float  # POSIX seconds
     active: bool
-    # What a match answers about the signal (id, origin, categories, ...), kept here so a hit
-    # needs no database read.
+    # What a match answers about the signal (id, origin, categories, ...), kept in the index's
+    # SignalTable so a hit needs no database read.
     public: Mapping[str, Any] = field(default_factory=dict)
     seq: int | None = None  # the log position of this version (tags the PDQ index's writes)
     subdomains: bool = False  # a domain signal that also covers its subdomains
@@ -119,35 +129,54 @@ class MatchIndex:
         self._keywords: dict[str, set[int]] = {}
         self._keywords_leet: dict[str, set[int]] = {}
         self._domains: dict[str, set[int]] = {}  # domain signals covering their subdomains
-        self._rows: dict[int, IndexedSignal] = {}
+        self._table = SignalTable()
+        self._keys: dict[int, str] = {}  # exact-type rows: their match key
+        self._values: dict[int, str] = {}  # keyword and whole-domain rows: their value
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._table)
 
-    def load(self, signals: Sequence[IndexedSignal], seq: int = -1) -> None:
+    def load(self, signals: Iterable[IndexedSignal], seq: int = -1, *, max_row_id: int = 0) -> None:
         """Replace the contents with `signals` (start-up, the state at log position `seq`),
-        building the PDQ index in bulk (or reusing the host's shared base file)."""
+        building the PDQ index in bulk (or reusing the host's shared base file).
+
+        `signals` is read once, a batch at a time: a PDQ signal leaves only its row in the
+        table and its code in a byte buffer, so a generator (`IndexSync`) never has more than
+        a batch of them alive as objects. `max_row_id`, if known, sizes the table at once."""
         with self._lock:
             self.__init__(  # type: ignore[misc]
                 self._pdq_path, self._vpdq_path, pdq_layout=self._pdq_layout
             )
-            pdq = [s for s in signals if s.active and s.type == "pdq"]
-            keys = np.fromiter((s.row_id for s in pdq), dtype=np.int64, count=len(pdq))
-            codes = np.frombuffer(
-                b"".join(bytes.fromhex(s.value) for s in pdq), dtype=np.uint8
-            ).reshape(-1, 32)
-            self._pdq = _bulk_index(self._pdq_path, keys, codes, seq, self._pdq_layout)
-            for s in pdq:
-                self._rows[s.row_id] = s
+            self._table.reserve(max_row_id, exact=True)
+            keys = bytearray()  # int64 row ids of the PDQ signals, in order
+            codes = bytearray()  # their codes, 32 bytes each
+            videos: list[IndexedSignal] = []
+            others: list[IndexedSignal] = []
+            for batch in _batches(signals, _LOAD_BATCH):
+                pdq = [s for s in batch if s.active and s.type == "pdq"]
+                if pdq:
+                    rows = self._put_rows(pdq)
+                    keys += rows.tobytes()
+                    codes += bytes.fromhex("".join([s.value for s in pdq]))
+                for s in batch:
+                    if s.active and s.type != "pdq":
+                        (videos if s.type == "vpdq" else others).append(s)
+            self._pdq = _bulk_index(
+                self._pdq_path,
+                np.frombuffer(keys, dtype=np.int64),
+                np.frombuffer(codes, dtype=np.uint8).reshape(-1, 32),
+                seq,
+                self._pdq_layout,
+            )
+            del keys, codes
             # Video frames in bulk too: one (shared) base rather than a private copy per worker.
             frame_keys: list[int] = []
             frame_hashes: list[str] = []
-            for s in signals:
-                if s.active and s.type == "vpdq":
-                    self._rows[s.row_id] = s
-                    for key, h in self._register_video(s):
-                        frame_keys.append(key)
-                        frame_hashes.append(h)
+            for s in videos:
+                self._put_row(s)
+                for key, h in self._register_video(s):
+                    frame_keys.append(key)
+                    frame_hashes.append(h)
             self._vpdq = _bulk_index(
                 self._vpdq_path,
                 np.array(frame_keys, dtype=np.int64),
@@ -155,9 +184,8 @@ class MatchIndex:
                 seq,
                 self._pdq_layout,
             )
-            for s in signals:
-                if s.active and s.type not in ("pdq", "vpdq"):
-                    self._add(s)
+            for s in others:
+                self._add(s)
 
     def apply(self, changes: Iterable[IndexedSignal]) -> None:
         """Apply changes in commit order: an active signal is (re)indexed, others removed."""
@@ -167,8 +195,33 @@ class MatchIndex:
                 if s.active:
                     self._add(s)
 
+    def _put_row(self, s: IndexedSignal) -> None:
+        """The signal's row in the table: what a hit answers, and its type for `_remove`."""
+        self._table.put(
+            s.row_id,
+            str(s.public.get("id", "")),
+            _micros(s),
+            self._table.intern_public(s.public, s.type, s.subdomains),
+        )
+
+    def _put_rows(self, signals: Sequence[IndexedSignal]) -> np.ndarray:
+        """`_put_row` for many (distinct row ids); returns their row ids."""
+        table = self._table
+        rows = np.fromiter((s.row_id for s in signals), dtype=np.int64, count=len(signals))
+        table.put_many(
+            rows,
+            [str(s.public.get("id", "")) for s in signals],
+            np.fromiter((_micros(s) for s in signals), dtype=np.int64, count=len(signals)),
+            np.fromiter(
+                (table.intern_public(s.public, s.type, s.subdomains) for s in signals),
+                dtype=np.int32,
+                count=len(signals),
+            ),
+        )
+        return rows
+
     def _add(self, s: IndexedSignal) -> None:
-        self._rows[s.row_id] = s
+        self._put_row(s)
         if s.type == "pdq":
             self._pdq.add(s.row_id, s.value, tag=s.seq)
         elif s.type == "vpdq":
@@ -177,6 +230,9 @@ class MatchIndex:
             self._tlsh[s.row_id] = s.value
         else:
             self._exact.setdefault(s.match_key, set()).add(s.row_id)
+            self._keys[s.row_id] = s.match_key
+            if s.subdomains or s.type == "keyword":
+                self._values[s.row_id] = s.value
             if s.subdomains:
                 self._domains.setdefault(s.value, set()).add(s.row_id)
             if s.type == "keyword":
@@ -185,7 +241,7 @@ class MatchIndex:
                 self._keywords_leet.setdefault(leet_fold(key), set()).add(s.row_id)
 
     def _remove(self, row_id: int, seq: int | None = None) -> None:
-        old = self._rows.pop(row_id, None)
+        old = self._table.remove(row_id)
         if old is None:
             return
         if old.type == "pdq":
@@ -197,11 +253,12 @@ class MatchIndex:
         elif old.type == "text_tlsh":
             self._tlsh.pop(row_id, None)
         else:
-            _discard(self._exact, old.match_key, row_id)
-            if old.subdomains:
-                _discard(self._domains, old.value, row_id)
-            if old.type == "keyword":
-                key = match_key_text(old.value)
+            _discard(self._exact, self._keys.pop(row_id, ""), row_id)
+            value = self._values.pop(row_id, None)
+            if old.subdomains and value is not None:
+                _discard(self._domains, value, row_id)
+            if old.type == "keyword" and value is not None:
+                key = match_key_text(value)
                 _discard(self._keywords, key, row_id)
                 _discard(self._keywords_leet, leet_fold(key), row_id)
 
@@ -229,19 +286,20 @@ class MatchIndex:
             index.note_tag(seq)
             index.refresh_base()
 
-    def get(self, row_id: int) -> IndexedSignal | None:
-        return self._rows.get(row_id)
+    def public(self, row_id: int) -> dict[str, Any] | None:
+        """What a hit on the signal answers (id, origin, type, categories, indicators,
+        opinion, confidence, reviewed, valid_until, feedback_status), built now; None if the
+        signal is no longer indexed."""
+        with self._lock:
+            return self._table.public(row_id)
 
     def update_public(self, row_id: int, **changes: Any) -> None:
         """Refresh what a hit shows (e.g. the feedback status) without re-indexing."""
         with self._lock:
-            s = self._rows.get(row_id)
-            if s is not None:
-                self._rows[row_id] = replace(s, public={**s.public, **changes})
+            self._table.update(row_id, **changes)
 
     def _live(self, row_id: int, now: float) -> bool:
-        s = self._rows.get(row_id)
-        return s is not None and s.valid_until > now
+        return self._table.live(row_id, now)
 
     def exact(self, key: str, now: float) -> list[int]:
         with self._lock:
@@ -251,7 +309,13 @@ class MatchIndex:
         """For each code (uint8 rows of 32), the live signals within `threshold` bits."""
         results = self._pdq.query_many(codes, threshold)
         with self._lock:
-            return [[(r, d) for r, d in hits if self._live(r, now)] for hits in results]
+            return [self._live_hits(hits, now) for hits in results]
+
+    def _live_hits(self, hits: list[tuple[int, int]], now: float) -> list[tuple[int, int]]:
+        if len(hits) <= 8:
+            return [(r, d) for r, d in hits if self._table.live(r, now)]
+        live = self._table.live_mask(np.fromiter((r for r, _ in hits), np.int64, len(hits)), now)
+        return [h for h, ok in zip(hits, live.tolist(), strict=True) if ok]
 
     def vpdq(
         self, frames: Sequence[VpdqFrame], threshold: int, now: float
@@ -333,12 +397,13 @@ class MatchIndex:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {
-                "signals": len(self._rows),
+                "signals": len(self._table),
                 "pdq": len(self._pdq),
                 "vpdq": len(self._videos),
                 "vpdq_frames": len(self._vpdq),
                 "text_tlsh": len(self._tlsh),
                 "exact_keys": len(self._exact),
+                "profiles": self._table.profiles,
             }
 
     def pdq_memory(self) -> dict[str, dict[str, int | str]]:
@@ -350,6 +415,19 @@ class MatchIndex:
                 name: {"layout": index.layout, **index.memory_report()}
                 for name, index in (("pdq", self._pdq), ("vpdq", self._vpdq))
             }
+
+
+def _micros(s: IndexedSignal) -> int:
+    """A signal's valid_until in microseconds: exactly the database's datetime when the public
+    answer carries it, else from the POSIX seconds."""
+    when = s.public.get("valid_until")
+    return to_micros(when) if isinstance(when, datetime) else round(s.valid_until * 1e6)
+
+
+def _batches(items: Iterable[IndexedSignal], size: int) -> Iterator[list[IndexedSignal]]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
 
 
 def _codes(hashes: Sequence[str]) -> np.ndarray:
