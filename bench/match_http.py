@@ -21,10 +21,13 @@ Each point is measured after `--warmup` unmeasured seconds of the same load (the
 after start-up pay one-off costs that are not the steady state) and reports requests/s, latency
 p50 / p99 / p99.9 / max, and the server's CPU time per answered request (all its processes, read
 from /proc): on a machine shared with other work the latencies swing from run to run, the CPU
-cost much less. The per-key rate limit is off for the signet processes (one key drives all the
-load). `--gc` also loads a worker's index in a fresh process and times one full garbage
-collection over it, with the index visible to the collector and frozen (`IndexSync.load`), and
-the match work of one request of each kind without HTTP: where a request's time goes.
+cost much less. Once the workers are ready it also reads the server's memory: the sum of its
+processes' PSS (a page shared by n processes counts 1/n, so a shared PDQ base file counts once)
+and the largest private RSS of one process. The per-key rate limit is off for the signet
+processes (one key drives all the load). `--gc` also loads a worker's index in a fresh process
+and times one full garbage collection over it, with the index visible to the collector and
+frozen (`IndexSync.load`), and the match work of one request of each kind without HTTP: where a
+request's time goes.
 `--memory` loads a worker's index (`IndexSync.load`) in a fresh process with the signet
 processes' environment and reports what it costs: RSS after minus before (all of it, and the
 anonymous part, which is not shared with other workers), per signal, the peak, and the load
@@ -203,6 +206,26 @@ def group_cpu(pgid: int) -> float:
         if int(fields[2]) == pgid:  # field 5 of stat: the process group
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
+
+
+def group_memory(pgid: int) -> dict[str, float]:
+    """Memory of a process group (the server's processes), in MiB: the sum of their PSS (each
+    page shared by n processes counted 1/n: what the host spends on the server, page cache of
+    shared files included) and the largest single process's private (anonymous) RSS."""
+    pss = anon = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            rollup = (stat.parent / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        fields = {
+            k: v.split()[0] for k, v in (line.split(":", 1) for line in rollup.splitlines()[1:])
+        }
+        pss += int(fields.get("Pss", 0))
+        anon = max(anon, int(fields.get("Anonymous", 0)))
+    return {"pss_mib": pss / 1024, "anon_mib": anon / 1024}
 
 
 @contextmanager
@@ -669,7 +692,13 @@ def main() -> None:
                     signet_ready(url, n + MD5_SIGNALS, workers),
                 ) as pgid:
                     start_s = time.perf_counter() - t0
-                    print(f"  {workers} worker(s) ready in {start_s:.1f} s", file=sys.stderr)
+                    memory = group_memory(pgid)
+                    print(
+                        f"  {workers} worker(s) ready in {start_s:.1f} s; server PSS"
+                        f" {memory['pss_mib']:,.0f} MiB, largest private RSS"
+                        f" {memory['anon_mib']:,.0f} MiB",
+                        file=sys.stderr,
+                    )
                     for kind, label in (
                         (k, lbl)
                         for k, lbl in (
@@ -688,6 +717,7 @@ def main() -> None:
                                 "query": label,
                                 **_fmt(r),
                                 "start s": f"{start_s:.0f}",
+                                "server PSS MiB": f"{memory['pss_mib']:,.0f}",
                             }
                         )
                         print(rows[-1], file=sys.stderr)
