@@ -88,8 +88,8 @@ def flip(code: bytes, bits: int, rng: random.Random) -> bytes:
 
 def load_signals(data_dir: Path, n_pdq: int, seed: int = 1) -> tuple[list[str], list[str], str]:
     """Create a node with n_pdq PDQ + MD5_SIGNALS MD5 signals; returns (pdq codes, md5s, key)."""
+    from app.ids import new_id
     from app.services import apikeys, records
-    from app.services.ids import new_id
     from app.services.node import open_node
     from app.services.tx import transaction
     from app.settings import load_settings

@@ -9,7 +9,7 @@ from unittest import mock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.services import ids
+from app import ids
 
 CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 

@@ -27,9 +27,9 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from app.errors import NotFound
+from app.ids import new_id
 from app.schemas import FeedbackIn, FeedbackOut
 from app.services import records
-from app.services.ids import new_id
 from app.services.node import Node
 from app.services.tx import Tx, transaction
 from app.storage import limits, repos

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from app.errors import Forbidden, InvalidInput, InvalidSignal, NotFound
+from app.ids import new_id
 from app.schemas import (
     Audience,
     BatchResult,
@@ -20,7 +21,6 @@ from app.schemas import (
     SignalPage,
 )
 from app.services import receipts, records
-from app.services.ids import new_id
 from app.services.narrowing import Narrowing
 from app.services.node import Node
 from app.services.tx import transaction

@@ -8,7 +8,7 @@ is one origin, a handful of category sets, one opinion, ...), so a row here is o
 - `valid_until`: int64 microseconds since the epoch (exact for what the database gives; a row
   not in the table reads as the smallest int64, so it is never live);
 - `profile`: int32, the row's interned `Profile` (every shared field; -1: no row);
-- `uid`: 16 bytes. Signet's ids (`app.services.ids`, also a Signet peer's) are 128 bits written
+- `uid`: 16 bytes. Signet's ids (`app.ids`, also a Signet peer's) are 128 bits written
   as 26 base32 digits; they are kept as those bits, and written out again for a hit. Any other
   uid (another spelling, another length) goes to a small dict instead.
 
@@ -28,13 +28,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from app.ids import ALPHABET as ID_ALPHABET
+from app.ids import PAIRS as _PAIRS
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 ABSENT = np.iinfo(np.int64).min  # valid_until of a row that is not in the table
-# Signet ids (app.services.ids): 128 bits as 26 base32 digits, most significant first, in this
-# alphabet; 26 digits hold 130 bits, so the first digit of an id is below 8.
-ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_PAIRS = [a + b for a in ID_ALPHABET for b in ID_ALPHABET]
+# Signet ids (app.ids): 128 bits as 26 base32 digits, most significant first; 26 digits hold
+# 130 bits, so the first digit of an id is below 8.
 _DIGIT = np.full(256, 255, dtype=np.uint8)
 _DIGIT[np.frombuffer(ID_ALPHABET.encode(), dtype=np.uint8)] = np.arange(32, dtype=np.uint8)
 _LOW60 = (1 << 60) - 1

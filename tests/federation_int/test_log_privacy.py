@@ -11,8 +11,8 @@ from app.audit.federation import Reconciliation, reconcile, scan
 from app.audit.verify import LINKING_FIELDS, LogAuditor
 from app.crypto.keys import VerifierKey
 from app.federation.pages import RecordEnvelope, RecordsPage
+from app.ids import new_id
 from app.services import apikeys, records, sync
-from app.services.ids import new_id
 from app.storage import log as log_store
 from app.storage import peers as peer_store
 from app.storage.types import utcnow

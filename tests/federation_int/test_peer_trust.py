@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from app.federation.pages import RecordEnvelope, RecordsPage
+from app.ids import new_id
 from app.services import records, sync
-from app.services.ids import new_id
 from app.storage import peers as peer_store
 from app.storage.types import utcnow
 from tests.federation_int.conftest import TNode, mesh

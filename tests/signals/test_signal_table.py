@@ -216,10 +216,10 @@ def test_public_answers_are_what_the_signals_carried_for_every_type() -> None:
 
 @given(st.integers(0, 2**128 - 1))
 def test_signet_ids_are_kept_in_16_bytes(n: int) -> None:
-    from app.services.ids import _PAIRS, _SHIFTS, new_id
+    from app.ids import _SHIFTS, PAIRS, new_id
 
     table = SignalTable()
-    uid = "".join(_PAIRS[(n >> s) & 1023] for s in _SHIFTS)
+    uid = "".join(PAIRS[(n >> s) & 1023] for s in _SHIFTS)
     table.put(3, uid, 0, table.intern_public({}))
     table.put_many(
         np.array([4, 5], dtype=np.int64),
