@@ -78,6 +78,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _POPCOUNT16 = np.bitwise_count(np.arange(_CHUNK_VALUES, dtype=np.uint16))
 _MASKS_BY_WEIGHT = np.argsort(_POPCOUNT16, kind="stable").astype(np.int64)
 _BALL_SIZE = np.cumsum(np.bincount(_POPCOUNT16, minlength=17))  # masks within radius r
+_COMPARE_CHUNK = 1 << 16  # keys compared with a shared base file at a time (open_shared)
 
 Int64Array = NDArray[np.int64]
 U64Array = NDArray[np.uint64]
@@ -165,7 +166,9 @@ def _check_keys(keys: object, n: int) -> Int64Array:
 
 def _last_of_each_key(keys: Int64Array, codes: U64Array) -> tuple[Int64Array, U64Array]:
     """Drop all but the last occurrence of each key (a re-added key replaces the earlier one)."""
-    if keys.size < 2:
+    if keys.size < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        # Strictly increasing (a start-up load, in row-id order) has no repeats: np.unique
+        # would sort a copy of every key to find none (~30 B a code at the load's peak).
         return keys, codes
     rev_unique, rev_first = np.unique(keys[::-1], return_index=True)
     if rev_unique.size == keys.size:
@@ -466,22 +469,30 @@ class PDQIndex:
         with _file_lock(str(path), wait=True):
             index = cls(path=path, **options)
             base = index._snap.base
-            pos = base.find(key_arr)
-            present = pos >= 0
-            same = np.zeros(key_arr.shape[0], bool)
-            if present.any():
-                idx = np.flatnonzero(present)
-                same[idx] = (base.codes_at(pos[idx]) == words[idx]).all(axis=1)
-            stale_pos = np.setdiff1d(np.arange(base.size), pos[present], assume_unique=True)
-            changes = int((~same).sum()) + int(stale_pos.size)
+            # Compared a chunk of keys at a time: done at once, the lookups' and comparisons'
+            # temporaries were several times the codes' own size (a worker's load peak at 1M
+            # signals: 228 -> 147 MiB; docs/scaling.md).
+            seen = np.zeros(base.size, bool)  # base entries that `keys` still hold
+            changed_parts = []  # positions in `keys` whose code the base lacks or differs
+            for start in range(0, key_arr.shape[0], _COMPARE_CHUNK):
+                chunk = slice(start, start + _COMPARE_CHUNK)
+                pos = base.find(key_arr[chunk])
+                present = np.flatnonzero(pos >= 0)
+                seen[pos[present]] = True
+                same = np.zeros(pos.shape[0], bool)
+                same[present] = (base.codes_at(pos[present]) == words[chunk][present]).all(axis=1)
+                changed_parts.append(np.flatnonzero(~same) + start)
+            changed = np.concatenate(changed_parts) if changed_parts else np.empty(0, np.int64)
+            stale_pos = np.flatnonzero(~seen)
+            changes = int(changed.size) + int(stale_pos.size)
             limit = max(index._min_delta, int(index._delta_fraction * base.size))
             # No file yet, or one of the other layout: write one for everyone (even empty).
             if changes > limit or base.path is None or base.kind != index._layout:
                 return cls.from_arrays(key_arr, words.view(np.uint8), path=path, tag=tag, **options)
             for k in base.key_at(stale_pos).tolist():
                 index.remove(k, tag=tag)
-            if not same.all():
-                index.add_many(key_arr[~same], words[~same].view(np.uint8), tag=tag)
+            if changed.size:
+                index.add_many(key_arr[changed], words[changed].view(np.uint8), tag=tag)
             index.note_tag(tag)
             return index
 

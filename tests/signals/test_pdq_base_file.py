@@ -300,6 +300,25 @@ def test_open_shared_reuses_a_file_but_never_trusts_it(tmp_path: Path) -> None:
     assert len(empty) == 0 and (tmp_path / "new.pdqbase").exists()
 
 
+def test_open_shared_compares_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison with the file runs a chunk of keys at a time (it bounds a start-up load's
+    peak memory); chunks far smaller than the differences give the same answers."""
+    monkeypatch.setattr(pdq_index_module, "_COMPARE_CHUNK", 7)
+    test_open_shared_reuses_a_file_but_never_trusts_it(tmp_path)
+
+
+def test_repeated_keys_keep_their_last_code_and_increasing_keys_are_not_copied() -> None:
+    rng = random.Random(3)
+    codes = as_array([rand_code(rng) for _ in range(6)]).view(np.uint64)
+    keys = np.array([5, 9, 5, 12, 9, 20], np.int64)
+    kept_keys, kept_codes = pdq_index_module._last_of_each_key(keys, codes)
+    assert kept_keys.tolist() == [5, 12, 9, 20]
+    assert (kept_codes == codes[[2, 3, 4, 5]]).all()
+    increasing = np.array([1, 2, 7, 30, 31, 40], np.int64)
+    same_keys, same_codes = pdq_index_module._last_of_each_key(increasing, codes)
+    assert same_keys is increasing and same_codes is codes
+
+
 # --------------------------------------------------------------------------- compact bases
 
 
