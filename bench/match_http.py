@@ -198,14 +198,21 @@ def group_cpu(pgid: int) -> float:
     server's cost per request, which (unlike latency) a busy machine does not inflate much."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
+    for _proc, fields in _group_stats(pgid):
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _group_stats(pgid: int) -> Iterator[tuple[Path, list[str]]]:
+    """(/proc/<pid>, the fields of its stat after the command name) for each process of a
+    process group."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid:  # field 5 of stat: the process group
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+            yield stat.parent, fields
 
 
 def group_memory(pgid: int) -> dict[str, float]:
@@ -213,11 +220,9 @@ def group_memory(pgid: int) -> dict[str, float]:
     page shared by n processes counted 1/n: what the host spends on the server, page cache of
     shared files included) and the largest single process's private (anonymous) RSS."""
     pss = anon = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc, _fields in _group_stats(pgid):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            rollup = (stat.parent / "smaps_rollup").read_text()
+            rollup = (proc / "smaps_rollup").read_text()
         except OSError:
             continue
         fields = {

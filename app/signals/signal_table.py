@@ -248,12 +248,9 @@ class SignalTable:
 
     def public(self, row_id: int) -> dict[str, Any] | None:
         """What a hit answers about the row (a new dict), or None if it is not in the table."""
-        if not 0 <= row_id < self._profile.size:
+        p = self.profile(row_id)
+        if p is None:
             return None
-        pid = int(self._profile[row_id])
-        if pid < 0:
-            return None
-        p = self._profiles[pid]
         return {
             "id": self._uid_of(row_id),
             "origin": p.origin,
@@ -268,17 +265,12 @@ class SignalTable:
         }
 
     def update(self, row_id: int, **changes: Any) -> None:
-        """Change fields of the public answer of a row (e.g. its feedback status): the row
-        moves to the profile with those fields. A row not in the table is left alone."""
+        """Change shared fields of the public answer of a row (e.g. its feedback status): the
+        row moves to the profile with those fields. A row not in the table is left alone; its
+        id and validity change only with the signal itself (`put`)."""
         p = self.profile(row_id)
         if p is None:
             return
-        if "id" in changes:
-            self.put(
-                row_id, changes.pop("id"), int(self._valid[row_id]), int(self._profile[row_id])
-            )
-        if "valid_until" in changes:
-            self._valid[row_id] = to_micros(changes.pop("valid_until"))
         unknown = set(changes) - {*_SHARED, "categories", "indicators"}
         if unknown:
             raise ValueError(f"not fields of a match answer: {sorted(unknown)}")

@@ -45,14 +45,17 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 
 class QueryCounter:
-    """Counts SQL statements sent to a database while active."""
+    """Counts SQL statements sent to a database while active (`executed`: each with its
+    parameters, to EXPLAIN it)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.statements: list[str] = []
+        self.executed: list[tuple[str, Any]] = []
 
-    def _on(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def _on(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         self.statements.append(statement)
+        self.executed.append((statement, parameters))
 
     def __enter__(self) -> QueryCounter:
         event.listen(self.db.engine, "before_cursor_execute", self._on)

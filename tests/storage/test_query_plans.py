@@ -8,11 +8,9 @@ Plans do not depend on the table's size here, so a few rows show the plan a larg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.services import signals
@@ -20,24 +18,11 @@ from app.services.index_sync import IndexSync
 from app.services.node import Node
 from app.storage.models import SignalRow
 from app.storage.sqlplan import unindexed
+from tests.hostile.helpers import QueryCounter
 
 
 def _md5(i: int) -> str:
     return f"{i * 7919:032x}"
-
-
-@contextmanager
-def _statements(node: Node) -> Iterator[list[tuple[str, Any]]]:
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        seen.append((statement, params))
-
-    event.listen(node.db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(node.db.engine, "before_cursor_execute", record)
 
 
 def _sqlite_plan(node: Node, statement: str, params: Any) -> str:
@@ -53,10 +38,10 @@ def test_index_load_pages_on_the_primary_key(node: Node) -> None:
     uids = [r.id for r in created.items if r.id]
     signals.retract(node, uids[3], "test")
     sync = IndexSync(node)
-    with _statements(node) as seen:
+    with QueryCounter(node.db) as counter:
         sync.load()
-    pages = [(s, p) for s, p in seen if "FROM signal" in s and "LIMIT" in s.upper()]
-    assert pages, seen
+    pages = [(s, p) for s, p in counter.executed if "FROM signal" in s and "LIMIT" in s.upper()]
+    assert pages, counter.executed
     # The load is right: every active signal, not the retracted one.
     assert len(node.index) == 29
     if node.db.is_sqlite:
@@ -114,12 +99,12 @@ def test_signal_list_pages_walk_ids(node: Node) -> None:
         args: dict[str, Any] = {"type_": None, "category": None, "status": None, "origin": None}
         args.update(variant)
         first = signals.list_page(node, **args, after=None, limit=5)
-        with _statements(node) as seen:
+        with QueryCounter(node.db) as counter:
             second = signals.list_page(node, **args, after=first.next, limit=5)
         got = [s.id for s in first.items + second.items]
         assert len(got) == 10 and len(set(got)) == 10, variant  # pages are right, no overlap
         if node.db.is_sqlite:
-            (statement, params), *_ = [(s, p) for s, p in seen if "FROM signal" in s]
+            (statement, params), *_ = [(s, p) for s, p in counter.executed if "FROM signal" in s]
             plan = _sqlite_plan(node, statement, params)
             assert "TEMP B-TREE" not in plan, (variant, plan)
 
@@ -134,11 +119,11 @@ def test_log_lookups_by_kind_search_an_index(node: Node) -> None:
     signals.submit_batch(
         node, [{"type": "md5", "value": _md5(i), "categories": ["csam"]} for i in range(5)], None
     )
-    with _statements(node) as seen:
+    with QueryCounter(node.db) as counter:
         log_config_if_changed(node)
         descriptor(node)
-    lookups = [(s, p) for s, p in seen if "FROM log_entry" in s and "kind" in s]
-    assert len(lookups) == 2, seen
+    lookups = [(s, p) for s, p in counter.executed if "FROM log_entry" in s and "kind" in s]
+    assert len(lookups) == 2, counter.executed
     with node.db.engine.connect() as conn:
         for statement, params in lookups:
             if node.db.is_sqlite:
