@@ -107,12 +107,68 @@ def pull_rate(records: int, profile: str | None = None) -> dict[str, float]:
     return {"wall": records / wall, "cpu": records / cpu}
 
 
-def apply_ratios(records: int, repeats: int) -> list[tuple[float, float]]:
+# The tables a received signal writes, in the order the apply writes them.
+_INGEST_TABLES = ("signal", "received_record", "log_entry", "log_node")
+
+
+def sqlite_floor(db_path: Path, page: int = 1000) -> tuple[float, dict[str, float]]:
+    """What SQLite alone costs for the rows a receiver wrote: the signal, received-record, log
+    entry and Merkle node rows of `db_path` (a receiver's database after the apply) inserted
+    again with the stdlib driver's `executemany` into an empty copy of those tables (same
+    indexes, WAL, synchronous=NORMAL as the node), one transaction per `page` records.
+    Returns (CPU microseconds per record, the same split by table and commit): with the verify,
+    the floor of any receiver that keeps these rows, whatever its Python costs."""
+    import sqlite3
+
+    src = sqlite3.connect(db_path)
+    names = ",".join(f"'{t}'" for t in _INGEST_TABLES)
+    schema = [
+        sql
+        for (sql,) in src.execute(
+            f"SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name IN ({names})"
+        )
+    ]
+    rows = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in _INGEST_TABLES}
+    src.close()
+    n = len(rows["signal"])
+    if not n:
+        raise ValueError("no signals to replay")
+    # Entries and nodes per record are spread evenly over the pages (the log also holds the
+    # receiver's own few entries: config, peer pins).
+    with tempfile.TemporaryDirectory(prefix="signet-floor-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        for sql in schema:
+            db.execute(sql)
+        spent = dict.fromkeys((*_INGEST_TABLES, "commit"), 0.0)
+        pages = (n + page - 1) // page
+        for k in range(pages):
+            db.execute("BEGIN IMMEDIATE")
+            for table in _INGEST_TABLES:
+                all_rows = rows[table]
+                share = all_rows[k * len(all_rows) // pages : (k + 1) * len(all_rows) // pages]
+                if not share:
+                    continue
+                marks = ",".join("?" * len(share[0]))
+                t = time.process_time()
+                db.executemany(f"INSERT INTO {table} VALUES ({marks})", share)
+                spent[table] += time.process_time() - t
+            t = time.process_time()
+            db.execute("COMMIT")
+            spent["commit"] += time.process_time() - t
+        db.close()
+    split = {k: 1e6 * v / n for k, v in spent.items()}
+    return sum(split.values()), split
+
+
+def apply_ratios(records: int, repeats: int) -> tuple[list[tuple[float, float]], Path]:
     """The receiver's work alone, for a steadier figure on a shared machine: the source's pages
     are built in this process once (`sync.build_page`, as the records endpoint does) and kept as
     JSON; each repeat parses and applies them (`RecordsPage.from_json`, `sync.apply_page`) on a
     fresh receiver, timed in CPU seconds, between two raw verify measurements.
-    Returns (records per CPU second, raw verify per CPU second) per repeat."""
+    Returns (records per CPU second, raw verify per CPU second) per repeat, and the last
+    receiver's database (for `sqlite_floor`)."""
     from app.federation.pages import RecordsPage
     from app.services import peers, signals, sync
     from app.services.node import open_node
@@ -170,7 +226,7 @@ def apply_ratios(records: int, repeats: int) -> list[tuple[float, float]]:
         out.append((records / cpu, baseline))
         recv.db.dispose()
     src.db.dispose()
-    return out
+    return out, root / f"receiver-{repeats - 1}.demo" / "signet.db"
 
 
 def _descriptor(node: object) -> dict[str, object]:
@@ -237,9 +293,28 @@ def main() -> None:
     )
     args = ap.parse_args()
     print(machine_info())
-    applies = apply_ratios(args.records, args.apply_repeats) if args.apply_repeats else []
+    applies, receiver_db = (
+        apply_ratios(args.records, args.apply_repeats) if args.apply_repeats else ([], None)
+    )
     # The baseline is taken right before and right after the pull; their mean is what the pull
     # is compared with (both are printed: a wide gap means the machine's load changed).
+    floor_rows: list[dict[str, str]] = []
+    if receiver_db is not None:
+        floor_us, split = sqlite_floor(receiver_db)
+        verify_us = 1e6 / statistics.mean(base for _, base in applies)
+        floor_rows = [
+            {
+                "what": "SQLite alone: the receiver's rows replayed by raw executemany + commit",
+                "figure": f"{floor_us:.1f} us/record ("
+                + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
+                + ")",
+            },
+            {
+                "what": "floor of this design: raw verify + SQLite alone, per core",
+                "figure": f"{1e6 / (verify_us + floor_us):,.0f} /s"
+                f" ({verify_us / (verify_us + floor_us):.2f}x raw verify)",
+            },
+        ]
     before = raw_verify_rate()
     rates = pull_rate(args.records, args.profile)
     after = raw_verify_rate()
@@ -263,6 +338,7 @@ def main() -> None:
                 }
                 for i, (rate, base) in enumerate(applies)
             ),
+            *floor_rows,
             {
                 "what": "pull+verify+apply, wall clock (HTTP + source included)",
                 "figure": f"{rates['wall']:,.0f} /s",
