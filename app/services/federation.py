@@ -291,19 +291,23 @@ class Federation:
         return result
 
     def _pull(self, peer: str, result: PullResult) -> None:
+        # One write to start the round, not one per page: each page's own transaction moves
+        # the cursor and stamps last_attempt (sync.apply_page), and the key ids the peer's
+        # records may name are read once a round, again only after following a rotation.
+        with self.node.db.write() as session:
+            row = self._peer_row(session, peer)
+            row.last_attempt = utcnow()
+            session.add(row)
+            url, after = row.url, row.cursor
+            known_keys = rekey.known_key_ids(session, peer)
         for _ in range(_PULL_PAGES_PER_ROUND):
-            with self.node.db.write() as session:
-                row = store.get_peer(session, peer)
-                if row is None:
-                    raise FederationError(f"{peer} is not a current peer")
-                row.last_attempt = utcnow()
-                session.add(row)
-                url, after = row.url, row.cursor
             page = self.client.pull(url, after, self.page_size)
-            if rekey.unknown_key_ids(self.node, peer, (e.record for e in page.records)):
+            if rekey.key_ids_of(peer, (e.record for e in page.records)) - known_keys:
                 # The peer's own records under a key we never pinned: a rotation to follow
                 # (or, with no verified chain, an error for the operator) before applying.
                 rekey.follow(self.node, peer, self.client.descriptor)
+                with self.node.db.read() as session:
+                    known_keys = rekey.known_key_ids(session, peer)
             applied = sync.apply_page(self.node, peer, after, page)
             result.pages += 1
             result.applied += applied.applied
@@ -311,7 +315,13 @@ class Federation:
             result.refused += applied.refused
             result.cursor = page.next
             if applied.stale:
-                continue  # someone else applied that page; go on from the stored cursor
+                # Someone else applied that page (or the peer was removed): go on from the
+                # stored cursor.
+                with self.node.db.read() as session:
+                    row = self._peer_row(session, peer)
+                    url, after = row.url, row.cursor
+                continue
+            after = page.next
             if not page.has_more:
                 break
         with self.node.db.write() as session:
@@ -321,6 +331,13 @@ class Federation:
                 row.last_error = None
                 row.failures = 0
                 session.add(row)
+
+    @staticmethod
+    def _peer_row(session: Session, peer: str) -> Any:
+        row = store.get_peer(session, peer)
+        if row is None:
+            raise FederationError(f"{peer} is not a current peer")
+        return row
 
     def _record_failure(self, peer: str, error: str) -> None:
         try:

@@ -106,27 +106,28 @@ def key_for(session: Session, keys: Mapping[str, VerifierKey], origin: str, key_
     return VerifierKey.parse(old[0]) if old else key
 
 
-def unknown_key_ids(node: Node, peer: str, records: Iterable[Mapping[str, Any]]) -> set[str]:
-    """key_ids on `peer`'s own records that are neither its pinned key nor one it retired."""
-    ids = {
-        r.get("key_id")
+def key_ids_of(peer: str, records: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The key_ids that `peer`'s own records among `records` name."""
+    return {
+        r["key_id"]
         for r in records
         if isinstance(r, Mapping) and r.get("origin") == peer and isinstance(r.get("key_id"), str)
     }
-    if not ids:
+
+
+def known_key_ids(session: Session, peer: str) -> set[str]:
+    """`peer`'s pinned key's id and the ids of the keys it retired (empty if no such peer)."""
+    row = store.get_peer(session, peer)
+    if row is None:
         return set()
-    with node.db.read() as session:
-        row = store.get_peer(session, peer)
-        if row is None:
-            return set()
-        known: set[str] = {str(VerifierKey.parse(row.verifier_key).key_id)}
-        known |= {
-            str(k)
-            for k in session.execute(
-                select(PeerKeyRow.key_id).where(col(PeerKeyRow.origin) == peer)
-            ).scalars()
-        }
-    return {str(i) for i in ids} - known
+    known: set[str] = {str(VerifierKey.parse(row.verifier_key).key_id)}
+    known |= {
+        str(k)
+        for k in session.execute(
+            select(PeerKeyRow.key_id).where(col(PeerKeyRow.origin) == peer)
+        ).scalars()
+    }
+    return known
 
 
 def follow(node: Node, peer: str, fetch: FetchDescriptor) -> str | None:

@@ -694,6 +694,7 @@ def _apply_page(tx: Any, peer: str, after: int, page: RecordsPage) -> ApplyResul
             "; ".join(result.reasons[:3]),
         )
     row.cursor = page.next
+    row.last_attempt = applier.now  # the pull loop stamps it only once a round
     row.remote_size = max(row.remote_size, _checkpoint_size(page.checkpoint), page.next)
     row.records_received += result.applied
     row.records_refused += result.refused

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from app.storage import peers as store
 from tests.federation_int.conftest import PDQ, TNode, mesh
+from tests.hostile.helpers import QueryCounter
 
 
 def test_signal_reaches_peers_and_retraction_stops_it(
@@ -150,6 +152,34 @@ def test_cursor_and_pages(make_nodes: Callable[..., list[TNode]]) -> None:
     (status,) = peers
     assert status["records_received"] == 25 and status["lag"] == 0
     assert status["last_success"] is not None and status["last_error"] is None
+
+
+def test_a_pull_round_writes_the_peer_row_once_per_page(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
+    """The cursor, counts and last_attempt move in each page's own transaction: a round adds
+    only its start and its end, not a write (and a key-id read) of its own before every page."""
+    a, b = make_nodes("a.test", "b.test")
+    mesh(a, b)
+    for i in range(25):
+        a.submit(type="md5", value=f"{i:032x}")
+    b.fed.page_size = 5
+    with b.node.db.read() as session:
+        before = store.get_peer(session, "a.test")
+        assert before is not None
+        started = before.last_attempt
+    with QueryCounter(b.node.db) as counted:
+        result = b.pull(a)
+    assert result.applied == 25 and result.pages == 6  # 5 full pages, then an empty one
+    peer_updates = [s for s in counted.statements if s.lstrip().upper().startswith("UPDATE PEER")]
+    assert len(peer_updates) == result.pages + 2, peer_updates
+    key_reads = [s for s in counted.statements if "FROM peer_key" in s]
+    assert len(key_reads) == 1, key_reads
+    with b.node.db.read() as session:
+        after = store.get_peer(session, "a.test")
+        assert after is not None and after.cursor == result.cursor
+        assert after.last_attempt is not None
+        assert started is None or after.last_attempt > started
 
 
 def test_push_notify_makes_peers_pull(make_nodes: Callable[..., list[TNode]]) -> None:
