@@ -276,8 +276,9 @@ class EquivocationRow(SQLModel, table=True):
 
 class ReceivedRecordRow(SQLModel, table=True):
     """A record accepted from a peer, for idempotent apply: one row per (origin, kind, id,
-    version). `digest` (SHA-256 of the canonical record) lets reconcile match it to what the
-    sender says it delivered."""
+    version), looked up only by that key. `digest` is the SHA-256 of the canonical record,
+    kept for the operator (a restricted record's log entry is a commitment that names no
+    digest); nothing reads the table by it, so it has no index."""
 
     __tablename__ = "received_record"
     __table_args__ = (
@@ -289,7 +290,7 @@ class ReceivedRecordRow(SQLModel, table=True):
     kind: str = Field(sa_column=Column(String(16), nullable=False))
     rid: str = Field(sa_column=Column(String(64), nullable=False))
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False))
-    digest: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    digest: str = Field(sa_column=Column(String(64), nullable=False))
     received_from: str = Field(sa_column=Column(String(253), nullable=False))
     log_idx: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = _ts()

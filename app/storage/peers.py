@@ -295,12 +295,3 @@ def insert_signals(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 def insert_feedback(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     insert_many(session.connection(), _FEEDBACK, rows)
-
-
-def received_from(session: Session, peer: str) -> list[ReceivedRecordRow]:
-    stmt = (
-        select(ReceivedRecordRow)
-        .where(col(ReceivedRecordRow.received_from) == peer)
-        .order_by(col(ReceivedRecordRow.id))
-    )
-    return list(session.execute(stmt).scalars())
