@@ -6,9 +6,12 @@ start with one thread.
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,6 +37,14 @@ def pin_one_core() -> int | None:
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return cpu
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new temporary directory, removed when the benchmark exits (a node's data dir can
+    take gigabytes, and a run leaves several)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _cpu_model() -> str:

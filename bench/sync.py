@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import nacl.signing
 
-from bench.common import machine_info, print_table
+from bench.common import machine_info, print_table, scratch_dir
 
 
 def raw_verify_rate(n: int = 20_000) -> float:
@@ -48,7 +48,7 @@ def pull_rate(records: int, profile: str | None = None) -> dict[str, float]:
     from app.services.node import open_node
     from app.settings import load_settings
 
-    root = Path(tempfile.mkdtemp(prefix="signet-bench-"))
+    root = Path(scratch_dir("signet-bench-sync-"))
     # Fill the source's database before it starts (through the same service the API uses).
     src_settings = load_settings(origin="platform-a.demo", data_dir=root / "platform-a.demo")
     src = open_node(src_settings)
@@ -174,7 +174,7 @@ def apply_ratios(records: int, repeats: int) -> tuple[list[tuple[float, float]],
     from app.services.node import open_node
     from app.settings import load_settings
 
-    root = Path(tempfile.mkdtemp(prefix="signet-bench-"))
+    root = Path(scratch_dir("signet-bench-sync-"))
 
     def node(origin: str, port: int) -> Any:
         return open_node(
@@ -238,7 +238,7 @@ def _descriptor(node: object) -> dict[str, object]:
 def retraction_times(rounds: int) -> list[float]:
     from app.demo import _keys, _matches, _nodes, _wait
 
-    root = Path(tempfile.mkdtemp(prefix="signet-bench-"))
+    root = Path(scratch_dir("signet-bench-sync-"))
     times = []
     with _nodes(root) as nodes, httpx.Client(timeout=10) as http:
         for n in nodes:
