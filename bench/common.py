@@ -47,6 +47,17 @@ def scratch_dir(prefix: str) -> str:
     return path
 
 
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """A process's /proc/PID/smaps_rollup in KiB by field (Rss, Pss, Anonymous, Shared_Clean,
+    ...); empty if the process is gone. Pss counts a page shared by n processes as 1/n."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            lines = f.read().splitlines()[1:]  # the first line names the (whole) range
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines)}
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
