@@ -58,6 +58,23 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines)}
 
 
+def mapped_pss(pid: int, path: str) -> int:
+    """KiB of a process's PSS in its mappings of the file at (absolute) `path`: the resident
+    pages of that file it maps, each shared by n processes counted 1/n. 0 if it maps none."""
+    total, inside = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if not parts[0].endswith(":"):  # a mapping's first line: range perms ... path
+                    inside = len(parts) == 6 and parts[5].rstrip("\n") == path
+                elif inside and parts[0] == "Pss:":
+                    total += int(parts[1])
+    except OSError:
+        return 0
+    return total
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
