@@ -150,14 +150,14 @@ def _worker(
     out.put((i, load.seconds))
     go.wait()
     done = found = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while done < len(query_codes) or time.perf_counter() - start < seconds:
         at = done % len(query_codes)
         hits = index.query_many(query_codes[at : at + BATCH], THRESHOLD)
         if done < len(query_codes):  # recall over the first pass
             found += sum(len(planted[at + j] & {k for k, _ in h}) for j, h in enumerate(hits))
         done += len(hits)
-    out.put((i, (done, time.perf_counter() - start, found)))
+    out.put((i, (done, time.perf_counter() - start, time.process_time() - cpu_start, found)))
     release.wait()
 
 
@@ -228,7 +228,7 @@ def run_workers(
     raw = 32 * n
     mib = 1 / 1024  # smaps_rollup counts KiB
     rates = []
-    for i, (load, (done, seconds, found), m, f) in enumerate(
+    for i, (load, (done, seconds, cpu_seconds, found), m, f) in enumerate(
         zip(loads, results, memory, in_file, strict=True)
     ):
         rates.append(done / seconds)
@@ -239,6 +239,9 @@ def run_workers(
                 "process": f"worker {i} (cpu {cpus[i]})",
                 "load": f"{load * 1e3:.1f} ms",
                 f"queries/s, batch {BATCH}": f"{fmt_rate(rates[-1])} ({done} in {seconds:.1f} s)",
+                # On a shared machine the scheduler's share varies; the work per query does not.
+                "CPU share": f"{cpu_seconds / seconds:.0%}",
+                "queries per CPU s": fmt_rate(done / cpu_seconds),
                 "recall t<=31": f"{found / planted_total:.2%}",
                 "PSS": f"{m['Pss'] * mib:,.0f} MiB",
                 "PSS in the base file": f"{f * mib:,.0f} MiB",
