@@ -1,7 +1,7 @@
 """PDQ range search (Hamming <= t) on one core: PDQIndex against the scan baselines.
 
     .venv/bin/python bench/pdq_index.py [--sizes 100000,1000000,10000000] [--queries 1000]
-        [--layouts multi-index,compact]
+        [--layouts multi-index,compact] [--workers 2 --worker-seconds 60]
 
 Data: uniform random 256-bit codes; for every query, neighbours planted at known distances
 (0, 8, 16, 24, 31 inside t = 31; 32 and 40 outside). Baselines measured in the same run: the
