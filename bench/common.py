@@ -47,6 +47,34 @@ def scratch_dir(prefix: str) -> str:
     return path
 
 
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """A process's /proc/PID/smaps_rollup in KiB by field (Rss, Pss, Anonymous, Shared_Clean,
+    ...); empty if the process is gone. Pss counts a page shared by n processes as 1/n."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            lines = f.read().splitlines()[1:]  # the first line names the (whole) range
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines)}
+
+
+def mapped_pss(pid: int, path: str) -> int:
+    """KiB of a process's PSS in its mappings of the file at (absolute) `path`: the resident
+    pages of that file it maps, each shared by n processes counted 1/n. 0 if it maps none."""
+    total, inside = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if not parts[0].endswith(":"):  # a mapping's first line: range perms ... path
+                    inside = len(parts) == 6 and parts[5].rstrip("\n") == path
+                elif inside and parts[0] == "Pss:":
+                    total += int(parts[1])
+    except OSError:
+        return 0
+    return total
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

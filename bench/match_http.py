@@ -67,7 +67,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from common import machine_info, print_table
+from common import machine_info, print_table, smaps_rollup
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -221,15 +221,9 @@ def group_memory(pgid: int) -> dict[str, float]:
     shared files included) and the largest single process's private (anonymous) RSS."""
     pss = anon = 0
     for proc, _fields in _group_stats(pgid):
-        try:
-            rollup = (proc / "smaps_rollup").read_text()
-        except OSError:
-            continue
-        fields = {
-            k: v.split()[0] for k, v in (line.split(":", 1) for line in rollup.splitlines()[1:])
-        }
-        pss += int(fields.get("Pss", 0))
-        anon = max(anon, int(fields.get("Anonymous", 0)))
+        fields = smaps_rollup(int(proc.name))
+        pss += fields.get("Pss", 0)
+        anon = max(anon, fields.get("Anonymous", 0))
     return {"pss_mib": pss / 1024, "anon_mib": anon / 1024}
 
 

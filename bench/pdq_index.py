@@ -1,7 +1,7 @@
 """PDQ range search (Hamming <= t) on one core: PDQIndex against the scan baselines.
 
     .venv/bin/python bench/pdq_index.py [--sizes 100000,1000000,10000000] [--queries 1000]
-        [--layouts multi-index,compact]
+        [--layouts multi-index,compact] [--workers 2 --worker-seconds 60]
 
 Data: uniform random 256-bit codes; for every query, neighbours planted at known distances
 (0, 8, 16, 24, 31 inside t = 31; 32 and 40 outside). Baselines measured in the same run: the
@@ -10,14 +10,24 @@ memory-bandwidth bound of a full scan (DRAM read rate / 32 N bytes), numpy brute
 radius is strict). Each PDQIndex layout (SIGNET_PDQ_LAYOUT) gets its own rows: "multi-index"
 probes chunk tables, "compact" keeps only codes and keys and scans them through FAISS's Hamming
 range search over the mapped file. Prints the machine and markdown tables for the README.
+
+`--workers N`: for each file-backed layout, one worker process alone and then N together (spawned,
+so each maps the base file itself, as `signet serve` workers do; one CPU each) answer the planted
+queries in batches of BATCH for `--worker-seconds`; the table gives each worker's queries/s and
+recall, and the host's memory as the sum of the workers' PSS (a page of the shared file counted
+once across them), read from /proc while they are still alive after querying.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing as mp
+import os
+import queue
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +39,14 @@ from common import (  # pin_one_core() must run before numpy starts its thread p
     best_time,
     fmt_rate,
     machine_info,
+    mapped_pss,
     pin_one_core,
     print_table,
     read_bandwidth,
+    smaps_rollup,
 )
 
+CPUS = sorted(os.sched_getaffinity(0))  # before pinning: the CPUs the workers may spread over
 pin_one_core()
 
 import numpy as np  # noqa: E402
@@ -109,6 +122,148 @@ def memory_row(n: int, index: PDQIndex, path: Path | None) -> None:
 REUSE = False  # --reuse-base: map a base file an earlier run of the same size/seed left
 SKIP_UPDATES = False  # --skip-updates: no insert/delete/compaction section (slow at 100M)
 KEEP = False  # --keep-base: leave the base files in place
+WORKERS = 0  # --workers: real processes that query the base file together (0: none)
+WORKER_SECONDS = 20.0  # --worker-seconds: how long they query (at least one pass each)
+WORKER_ROWS: list[dict[str, str]] = []
+WORKER_TOTALS: list[tuple[int, dict[str, str], float]] = []  # (n, host row, queries/s): + FAISS
+
+
+def _worker(
+    i: int,
+    cpu: int,
+    seconds: float,
+    path: str,
+    layout: str,
+    query_codes: np.ndarray,
+    planted: list[set[int]],
+    out: Any,
+    go: Any,
+    release: Any,
+) -> None:
+    """One worker process: map the base, wait for the others, answer batches of the planted
+    queries for `seconds` (at least one pass), report, and stay alive until the parent has
+    read its memory. Arguments only: a spawned process re-imports this module, so the parent's
+    settings (globals set by main) are not there."""
+    os.sched_setaffinity(0, {cpu})
+    with Stopwatch() as load:
+        index = PDQIndex(path=path, layout=layout)  # what match_index's open_shared maps
+    out.put((i, load.seconds))
+    go.wait()
+    done = found = 0
+    start, cpu_start = time.perf_counter(), time.process_time()
+    while done < len(query_codes) or time.perf_counter() - start < seconds:
+        at = done % len(query_codes)
+        hits = index.query_many(query_codes[at : at + BATCH], THRESHOLD)
+        if done < len(query_codes):  # recall over the first pass
+            found += sum(len(planted[at + j] & {k for k, _ in h}) for j, h in enumerate(hits))
+        done += len(hits)
+    out.put((i, (done, time.perf_counter() - start, time.process_time() - cpu_start, found)))
+    release.wait()
+
+
+def _receive(out: Any, procs: list[Any]) -> list[Any]:
+    """One message from each worker, in worker order; raises if one dies first."""
+    got: dict[int, Any] = {}
+    while len(got) < len(procs):
+        try:
+            i, value = out.get(timeout=1.0)
+        except queue.Empty:
+            if any(p.exitcode is not None for p in procs):
+                raise RuntimeError("a worker exited early; its traceback is above") from None
+            continue
+        got[i] = value
+    return [got[i] for i in range(len(procs))]
+
+
+def run_workers(
+    count: int,
+    n: int,
+    path: Path,
+    layout: str,
+    query_codes: np.ndarray,
+    planted: list[set[int]],
+    baseline: float,
+) -> None:
+    """`count` processes query the base file at `path` at the same time; one row each, and one
+    for the host. `baseline`: this layout's single-process queries/s (batch BATCH)."""
+    ctx = mp.get_context("spawn")  # not fork: each worker maps the file itself
+    out, go, release = ctx.Queue(), ctx.Event(), ctx.Event()
+    cpus = [CPUS[i % len(CPUS)] for i in range(count)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(
+                i,
+                cpus[i],
+                WORKER_SECONDS,
+                str(path),
+                layout,
+                query_codes,
+                planted,
+                out,
+                go,
+                release,
+            ),
+            daemon=True,
+        )
+        for i in range(count)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        loads = _receive(out, procs)
+        go.set()
+        results = _receive(out, procs)
+        # Still alive: each waits for `release`.
+        memory = [smaps_rollup(p.pid) for p in procs]
+        in_file = [mapped_pss(p.pid, str(path.resolve())) for p in procs]
+        load_avg = os.getloadavg()[0]
+    finally:
+        release.set()
+        for p in procs:
+            p.join(timeout=30)
+            if p.exitcode is None:
+                p.kill()
+    planted_total = sum(len(p) for p in planted)
+    raw = 32 * n
+    mib = 1 / 1024  # smaps_rollup counts KiB
+    rates = []
+    for i, (load, (done, seconds, cpu_seconds, found), m, f) in enumerate(
+        zip(loads, results, memory, in_file, strict=True)
+    ):
+        rates.append(done / seconds)
+        WORKER_ROWS.append(
+            {
+                "codes": f"{n:,}",
+                "layout": layout,
+                "process": f"worker {i} (cpu {cpus[i]})",
+                "load": f"{load * 1e3:.1f} ms",
+                f"queries/s, batch {BATCH}": f"{fmt_rate(rates[-1])} ({done} in {seconds:.1f} s)",
+                # On a shared machine the scheduler's share varies; the work per query does not.
+                "CPU share": f"{cpu_seconds / seconds:.0%}",
+                "queries per CPU s": fmt_rate(done / cpu_seconds),
+                "recall t<=31": f"{found / planted_total:.2%}",
+                "PSS": f"{m['Pss'] * mib:,.0f} MiB",
+                "PSS in the base file": f"{f * mib:,.0f} MiB",
+                "RSS": f"{m['Rss'] * mib:,.0f} MiB",
+                "shared": f"{(m['Shared_Clean'] + m['Shared_Dirty']) * mib:,.0f} MiB",
+                "private": f"{(m['Private_Clean'] + m['Private_Dirty']) * mib:,.0f} MiB",
+                "anonymous": f"{m['Anonymous'] * mib:,.0f} MiB",
+            }
+        )
+    host = sum(m["Pss"] for m in memory) * 1024
+    total: dict[str, str] = {
+        "codes": f"{n:,}",
+        "layout": layout,
+        "process": f"host: {count} worker{'s' if count > 1 else ''} (load avg {load_avg:.2f})",
+        f"queries/s, batch {BATCH}": f"{fmt_rate(sum(rates))} "
+        f"({sum(rates) / baseline:.2f}x in-process {fmt_rate(baseline)})",
+        "PSS": f"{host / 2**20:,.0f} MiB = {host / raw:.2f}x raw ({raw / 2**20:,.0f} MiB)",
+        "PSS in the base file": f"{sum(in_file) * mib:,.0f} MiB",
+        "shared": f"base file {path.stat().st_size / 2**20:,.0f} MiB",
+    }
+    WORKER_ROWS.append(total)
+    WORKER_TOTALS.append((n, total, sum(rates)))
 
 
 def run_size(
@@ -199,6 +354,11 @@ def run_size(
     if faiss_single:
         for at, index_single in index_rates.items():
             rows[at]["notes"] += f"; {index_single / faiss_single:.1f}x FAISS"
+        for size, total, rate in WORKER_TOTALS:
+            if size == n:
+                total["FAISS flat, one process"] = (
+                    f"{fmt_rate(fbatch / fb)} (workers: {rate / (fbatch / fb):.1f}x)"
+                )
     return rows, update_rows
 
 
@@ -245,6 +405,7 @@ def run_layout(
     # Best of a few passes: neighbours on a shared machine add noise, never speed.
     single_seconds = best_time(run_single, repeat=REPEAT)
     batched_seconds = best_time(run_batched, repeat=REPEAT)
+    del run_single, run_batched
     assert batch_answers == answers, "query_many disagrees with query"
     found = sum(len(planted[i] & {k for k, _ in answers[i]}) for i in range(queries))
     recall = found / sum(len(p) for p in planted)
@@ -261,10 +422,18 @@ def run_layout(
         f"{recall:.2%}",
         f"{build_note}; {memory / 2**20:.0f} MiB ({memory / n:.0f} B/code)",
     )
+    if WORKERS and path is not None:
+        # Unmapped here first: pages this process maps would take a share of the workers' PSS.
+        del index
+        gc.collect()
+        assert str(path.resolve()) not in Path("/proc/self/maps").read_text(), "still mapped"
+        for count in sorted({1, WORKERS}):  # one alone: the same code path's own baseline
+            run_workers(count, n, path, layout, query_codes, planted, queries / batched_seconds)
+        index = PDQIndex(path=path, layout=layout)
 
     if SKIP_UPDATES:
         memory_row(n, index, path)
-        del index, run_single, run_batched
+        del index
         remove_base(path)
         return answers, {"codes": f"{n:,}", "layout": layout, "build": build_note}, index_single
     # ---- updates
@@ -295,7 +464,7 @@ def run_layout(
         "compact": f"{comp.seconds:.2f} s",
         "build": f"{build.seconds:.2f} s",
     }
-    del index, run_single, run_batched
+    del index
     remove_base(path)
     return answers, updates, index_single
 
@@ -334,15 +503,21 @@ def main() -> None:
     parser.add_argument("--skip-updates", action="store_true", help="skip the updates section")
     parser.add_argument("--keep-base", action="store_true", help="leave the base files in place")
     parser.add_argument(
+        "--workers", type=int, default=0, help="worker processes that query each base file together"
+    )
+    parser.add_argument(
+        "--worker-seconds", type=float, default=20.0, help="how long the workers query"
+    )
+    parser.add_argument(
         "--layouts",
         default="multi-index,compact",
         help="PDQIndex layouts to run (SIGNET_PDQ_LAYOUT values), comma-separated",
     )
     args = parser.parse_args()
     layouts = tuple(x for x in args.layouts.split(",") if x)
-    global REUSE, SKIP_UPDATES, REPEAT, KEEP
+    global REUSE, SKIP_UPDATES, REPEAT, KEEP, WORKERS, WORKER_SECONDS
     REUSE, SKIP_UPDATES, REPEAT = args.reuse_base, args.skip_updates, args.repeat
-    KEEP = args.keep_base
+    KEEP, WORKERS, WORKER_SECONDS = args.keep_base, args.workers, args.worker_seconds
     base_dir = Path(args.base_dir) if args.base_dir else None
     if base_dir is not None:
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -373,6 +548,9 @@ def main() -> None:
     print_table(updates)
     print("\n## Memory per host (base file shared by the workers)\n")
     print_table(MEMORY)
+    if WORKER_ROWS:
+        print(f"\n## Worker processes on the base file: one alone, then {WORKERS} together\n")
+        print_table(WORKER_ROWS)
     if base_dir is not None and not any(base_dir.iterdir()):
         shutil.rmtree(base_dir, ignore_errors=True)
     if args.datasets:
