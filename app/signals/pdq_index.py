@@ -950,12 +950,14 @@ class SharedLoad:
         try:
             with _file_lock(self._path, wait=True):
                 if file_id(self._path) != self._base.file_id:
-                    # Another process wrote a base while the batches streamed in (most likely
-                    # of the same state): compare with it rather than write a second one.
-                    keys, words = self._contents(*self._changes())
+                    # Another process wrote a base while the batches streamed in (a worker that
+                    # started beside this one, or a compaction): compare everything fed with
+                    # it rather than write a second one, a chunk at a time as before.
+                    fed = self._everything_fed(self._changes())
                     self._open()
-                    self._compare(keys, words)
-                    del keys, words
+                    for keys, words in fed:
+                        self._compare(keys, words)
+                    del fed
                 return self._finish_locked()
         finally:
             self._let_go()
@@ -1003,24 +1005,33 @@ class SharedLoad:
         keep[in_base] = self._fed[pos[in_base]] == _CHANGED
         return keys[keep], words[keep]
 
+    def _everything_fed(
+        self, changes: tuple[Int64Array, U64Array]
+    ) -> Iterator[tuple[Int64Array, U64Array]]:
+        """Everything fed, each key once, a chunk at a time: the base's entries fed with their
+        own code (read back from its mapping, which the iterator keeps), then `changes`."""
+        base, same = self._base, self._fed == _SAME
+
+        def chunks() -> Iterator[tuple[Int64Array, U64Array]]:
+            for start in range(0, base.size, _COMPARE_CHUNK):
+                pos = np.flatnonzero(same[start : start + _COMPARE_CHUNK]) + start
+                yield base.key_at(pos), base.codes_at(pos)
+            yield changes
+
+        return chunks()
+
     def _contents(self, keys: Int64Array, words: U64Array) -> tuple[Int64Array, U64Array]:
-        """Everything fed: the base's entries fed with their own code, read back from the
-        mapping (a chunk at a time), then the changes `keys`/`words`."""
-        base = self._base
-        same = self._fed == _SAME
-        kept = int(np.count_nonzero(same))
+        """Everything fed (the changes being `keys`/`words`), in two arrays for a build."""
+        kept = int(np.count_nonzero(self._fed == _SAME))
         if kept == 0:
             return keys, words  # no copy: a first load (no file) is all changes
         all_keys = np.empty(kept + keys.shape[0], np.int64)
         all_words = np.empty((kept + keys.shape[0], _WORDS), np.uint64)
         done = 0
-        for start in range(0, base.size, _COMPARE_CHUNK):
-            pos = np.flatnonzero(same[start : start + _COMPARE_CHUNK]) + start
-            all_keys[done : done + pos.size] = base.key_at(pos)
-            all_words[done : done + pos.size] = base.codes_at(pos)
-            done += pos.size
-        all_keys[done:] = keys
-        all_words[done:] = words
+        for part_keys, part_words in self._everything_fed((keys, words)):
+            all_keys[done : done + part_keys.size] = part_keys
+            all_words[done : done + part_keys.size] = part_words
+            done += part_keys.size
         return all_keys, all_words
 
 

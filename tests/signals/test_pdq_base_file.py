@@ -519,3 +519,32 @@ def test_a_base_written_while_a_load_streams_is_compared_with_not_overwritten(
         slow.feed(np.array([1], np.int64), as_array([rand_code(rng)]))
     with pytest.raises(RuntimeError):
         slow.finish()
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 16])
+def test_a_load_compares_with_a_base_compacted_elsewhere_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """A running worker's compaction renames a newer base in while a load streams: the load
+    compares everything it was fed (the old file's entries it matched, read back from the old
+    mapping, and its changes) with the new file, and keeps that file."""
+    monkeypatch.setattr(pdq_index_module, "_COMPARE_CHUNK", chunk)
+    rng = random.Random(71)
+    path = tmp_path / "pdq.pdqbase"
+    old = {k: rand_code(rng) for k in range(2000)}
+    _index_of(old, path=path, tag=10)
+    now = {k: c for k, c in old.items() if k >= 10}
+    now.update({k: rand_code(rng) for k in range(10, 20)})
+    now.update({k: rand_code(rng) for k in range(5000, 5010)})
+    fed = sorted(now.items())
+    load = PDQIndex.shared_loader(path, tag=30)
+    _feed_in_batches(load, fed[:900], 100)
+    compacted = dict(now)  # the other worker's state, a little behind this load's
+    compacted.update({k: rand_code(rng) for k in range(20, 30)})
+    compacted.update({k: rand_code(rng) for k in range(6000, 6005)})
+    _index_of(compacted, path=path, tag=25)
+    inode = path.stat().st_ino
+    _feed_in_batches(load, fed[900:], 100)
+    index = load.finish()
+    assert path.stat().st_ino == inode and index.base_tag == 25  # the new file, kept
+    _holds_exactly(index, now, rng)
