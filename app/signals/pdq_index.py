@@ -465,7 +465,7 @@ class PDQIndex:
         return load.finish()
 
     @staticmethod
-    def shared_loader(path: str | Path, *, tag: int = -1, **options: Any) -> SharedLoad:
+    def shared_loader(path: str | Path, *, tag: int, **options: Any) -> SharedLoad:
         """A load of the state at log position `tag` onto the host's base file at `path`, fed
         a batch of keys and codes at a time (`SharedLoad`); `options` as for `PDQIndex`."""
         return SharedLoad(path, tag=tag, options=options)
@@ -884,8 +884,8 @@ class SharedLoad:
     The file lock (one base builder per host) is taken to open the base, so a builder's file is
     only seen complete, and again in `finish`; not while the batches stream in, so workers
     starting together read their databases side by side. If another process wrote a base in
-    between (a worker that started beside this one), `finish` compares everything fed with that
-    base instead of writing a second one.
+    between (a worker that started beside this one, a compaction), `finish` compares everything
+    fed with that base instead of writing a second one.
     """
 
     def __init__(self, path: str | Path, *, tag: int, options: dict[str, Any]) -> None:
