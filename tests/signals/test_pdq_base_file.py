@@ -454,17 +454,33 @@ def test_a_load_in_batches_holds_what_it_was_fed(
 
 
 @pytest.mark.parametrize("batch", [1, 7, 10**9])
-def test_a_load_far_from_the_file_writes_a_new_one(tmp_path: Path, batch: int) -> None:
+@pytest.mark.parametrize("in_key_order", [True, False])
+def test_a_load_far_from_the_file_writes_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, in_key_order: bool
+) -> None:
     """Past the limit the load writes a new base for everyone from all it was fed: the file's
-    entries it was fed unchanged (read back from the file) and the changes."""
+    entries it was fed unchanged (read back from the file) and the changes, merged in key order
+    when the load came in key order (so the build need not sort)."""
     rng = random.Random(41 + batch)
     path = tmp_path / "pdq.pdqbase"
     old = {k: rand_code(rng) for k in range(2000)}
     _index_of(old, path=path, tag=10)
-    fed = _what_a_load_feeds(old, rng, in_key_order=False)
+    fed = _what_a_load_feeds(old, rng, in_key_order=in_key_order)
+    built_from: list[np.ndarray] = []
+    real_build = Base.build
+
+    def build(keys: np.ndarray, *args: object, **kwargs: object) -> Base:
+        built_from.append(keys.copy())
+        return real_build(keys, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pdq_index_module.Base, "build", build)
     load = PDQIndex.shared_loader(path, tag=20, min_delta=64)  # 90 changes > 64
     _feed_in_batches(load, fed, batch)
     index = load.finish()
+    monkeypatch.undo()
+    (keys,) = built_from
+    assert sorted(keys.tolist()) == sorted(_final(fed))
+    assert bool(np.all(keys[1:] > keys[:-1])) is in_key_order
     assert index.base_tag == 20 and Base.open(path).tag == 20  # rebuilt for everyone
     assert index.memory_report()["private"] <= 2000 // 8 + 4096  # nothing but tombstone bits
     _holds_exactly(index, _final(fed), rng)
