@@ -30,8 +30,9 @@ frozen (`IndexSync.load`), and the match work of one request of each kind withou
 request's time goes.
 `--memory` loads a worker's index (`IndexSync.load`) in a fresh process with the signet
 processes' environment and reports what it costs: RSS after minus before (all of it, and the
-anonymous part, which is not shared with other workers), per signal, the peak, and the load
-time, beside the raw PDQ code bytes (32 per code); `--workers 0` measures only that.
+anonymous part, which is not shared with other workers), per signal, the peak (the process's
+VmHWM minus RSS before), and the load time, beside the raw PDQ code bytes (32 per code);
+`--workers 0` measures only that.
 `--env KEY=VALUE` passes settings to the signet processes (e.g. `PYTHONPATH=` an older checkout,
 to measure before and after in one sitting); `--data DIR` keeps the loaded nodes for reuse.
 
@@ -397,7 +398,6 @@ def _in_process(data_dir: str, bodies: dict[str, list[str]], out: Any) -> None:
     collection with the index visible to the collector (as before issue 15) and frozen (as
     `IndexSync.load` leaves it), and the match work of one request of each kind without HTTP."""
     import gc
-    import resource
 
     from app.services import matching
     from app.services.index_sync import IndexSync
@@ -418,7 +418,11 @@ def _in_process(data_dir: str, bodies: dict[str, list[str]], out: Any) -> None:
     t = time.perf_counter()
     gc.collect()
     res["gc_frozen_s"] = time.perf_counter() - t
-    res["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The high-water mark of this process alone (VmHWM): getrusage's ru_maxrss would carry
+    # over the peak of the process it was spawned from (see MEASURE_LOAD).
+    with open("/proc/self/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    res["rss_mib"] = int(status["VmHWM"].split()[0]) / 1024
     for kind, lines in bodies.items():
         queries = [json.loads(b)["queries"] for b in lines]
         t = time.perf_counter()
@@ -443,7 +447,7 @@ def in_process(data_dir: Path, bodies: dict[str, list[str]]) -> dict[str, float]
 # Run as `python -c` with the signet processes' environment (so `--env PYTHONPATH=<tree>`
 # measures that tree's code), in a fresh process: argv[1] is the node's data dir.
 MEASURE_LOAD = """
-import gc, json, resource, sys, time
+import gc, json, sys, time
 from pathlib import Path
 
 from app.services.index_sync import IndexSync
@@ -451,9 +455,14 @@ from app.services.node import open_node
 from app.settings import load_settings
 
 
+# The peak is VmHWM, this process's own high-water mark, not getrusage's ru_maxrss: that one
+# survives fork and exec, so it starts at the bench's own peak (hundreds of MiB of codes and
+# request bodies at 1M signals: a child of a 410 MiB parent reads 410 MiB at its first line),
+# and a load that peaked lower showed the parent's figure instead.
 def rss():
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return {k: int(status[k].split()[0]) * 1024 for k in ("VmRSS", "RssAnon", "RssFile")}
+    keys = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+    return {k: int(status[k].split()[0]) * 1024 for k in keys}
 
 
 node = open_node(load_settings(data_dir=Path(sys.argv[1]), origin="bench.example"))
@@ -475,7 +484,7 @@ print("JSON " + json.dumps({
     "rss": after["VmRSS"] - before["VmRSS"],
     "anon": after["RssAnon"] - before["RssAnon"],
     "file": after["RssFile"] - before["RssFile"],
-    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before["VmRSS"],
+    "peak": after["VmHWM"] - before["VmRSS"],
     "pdq_memory": node.index.pdq_memory(),
 }))
 """

@@ -38,7 +38,7 @@ import tlsh
 
 from app.errors import InvalidSignal
 from app.signals.domains import covering_domains
-from app.signals.pdq_index import MULTI_INDEX, PDQIndex
+from app.signals.pdq_index import MULTI_INDEX, PDQIndex, SharedLoad
 from app.signals.signal_table import SignalTable, to_micros
 from app.signals.textfold import leet_fold, match_key_text
 from app.signals.types.video import (
@@ -90,18 +90,33 @@ def match_key(type_: str, value: str, key_id: str | None = None) -> str:
     return f"{type_}:{key_id}:{value}" if key_id else f"{type_}:{value}"
 
 
-def _bulk_index(
-    path: str | None, keys: np.ndarray, codes: np.ndarray, seq: int, layout: str
-) -> PDQIndex:
-    """A PDQ index of exactly `keys`/`codes` (the state at log position `seq`): on the host's
-    shared base file at `path`, or private when there is none."""
+class _PrivateLoad:
+    """A load without a shared base file: the worker builds its own base, which needs every
+    code, so keys and codes are gathered as they come (40 B a code) and built at `finish`."""
+
+    def __init__(self, layout: str) -> None:
+        self._layout = layout
+        self._keys = bytearray()  # int64 each
+        self._codes = bytearray()  # 32 bytes each
+
+    def feed(self, keys: np.ndarray, codes: np.ndarray) -> None:
+        self._keys += np.ascontiguousarray(keys, np.int64).data
+        self._codes += np.ascontiguousarray(codes, np.uint8).data
+
+    def finish(self) -> PDQIndex:
+        if not self._keys:
+            return PDQIndex(layout=self._layout)
+        keys = np.frombuffer(self._keys, np.int64)
+        codes = np.frombuffer(self._codes, np.uint8).reshape(-1, 32)
+        return PDQIndex.from_arrays(keys, codes, layout=self._layout)
+
+
+def _bulk_load(path: str | None, seq: int, layout: str) -> SharedLoad | _PrivateLoad:
+    """A load of a PDQ index in batches, of the state at log position `seq`: onto the host's
+    shared base file at `path` (each batch compared with it, then dropped), or private."""
     if path is not None:
-        return PDQIndex.open_shared(
-            path, keys, codes, tag=seq, background_compaction=True, layout=layout
-        )
-    if keys.size:
-        return PDQIndex.from_arrays(keys, codes, layout=layout)
-    return PDQIndex(layout=layout)
+        return PDQIndex.shared_loader(path, tag=seq, background_compaction=True, layout=layout)
+    return _PrivateLoad(layout)
 
 
 class MatchIndex:
@@ -140,35 +155,30 @@ class MatchIndex:
         """Replace the contents with `signals` (start-up, the state at log position `seq`),
         building the PDQ index in bulk (or reusing the host's shared base file).
 
-        `signals` is read once, a batch at a time: a PDQ signal leaves only its row in the
-        table and its code in a byte buffer, so a generator (`IndexSync`) never has more than
-        a batch of them alive as objects. `max_row_id`, if known, sizes the table at once."""
+        `signals` is read once, a batch at a time, so a generator (`IndexSync`) never has more
+        than a batch of them alive as objects. A PDQ signal leaves its row in the table; its
+        code is compared with the host's shared base file as its batch comes and then dropped
+        (only codes that the file lacks are kept), or, without a shared file, gathered for a
+        private build. `max_row_id`, if known, sizes the table at once."""
         with self._lock:
             self.__init__(  # type: ignore[misc]
                 self._pdq_path, self._vpdq_path, pdq_layout=self._pdq_layout
             )
             self._table.reserve(max_row_id, exact=True)
-            keys = bytearray()  # int64 row ids of the PDQ signals, in order
-            codes = bytearray()  # their codes, 32 bytes each
+            pdq_load = _bulk_load(self._pdq_path, seq, self._pdq_layout)
             videos: list[IndexedSignal] = []
             others: list[IndexedSignal] = []
             for batch in _batches(signals, _LOAD_BATCH):
                 pdq = [s for s in batch if s.active and s.type == "pdq"]
                 if pdq:
                     rows = self._put_rows(pdq)
-                    keys += rows.tobytes()
-                    codes += bytes.fromhex("".join([s.value for s in pdq]))
+                    codes = bytes.fromhex("".join([s.value for s in pdq]))
+                    pdq_load.feed(rows, np.frombuffer(codes, np.uint8).reshape(-1, 32))
                 for s in batch:
                     if s.active and s.type != "pdq":
                         (videos if s.type == "vpdq" else others).append(s)
-            self._pdq = _bulk_index(
-                self._pdq_path,
-                np.frombuffer(keys, dtype=np.int64),
-                np.frombuffer(codes, dtype=np.uint8).reshape(-1, 32),
-                seq,
-                self._pdq_layout,
-            )
-            del keys, codes
+            self._pdq = pdq_load.finish()
+            del pdq_load
             # Video frames in bulk too: one (shared) base rather than a private copy per worker.
             frame_keys: list[int] = []
             frame_hashes: list[str] = []
@@ -177,13 +187,10 @@ class MatchIndex:
                 for key, h in self._register_video(s):
                     frame_keys.append(key)
                     frame_hashes.append(h)
-            self._vpdq = _bulk_index(
-                self._vpdq_path,
-                np.array(frame_keys, dtype=np.int64),
-                _codes(frame_hashes),
-                seq,
-                self._pdq_layout,
-            )
+            # All frames in one batch: a video's frames are gathered as strings anyway.
+            vpdq_load = _bulk_load(self._vpdq_path, seq, self._pdq_layout)
+            vpdq_load.feed(np.array(frame_keys, dtype=np.int64), _codes(frame_hashes))
+            self._vpdq = vpdq_load.finish()
             for s in others:
                 self._add(s)
 

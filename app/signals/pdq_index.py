@@ -53,6 +53,7 @@ __all__ = [
     "MULTI_INDEX",
     "InvalidPDQInput",
     "PDQIndex",
+    "SharedLoad",
     "hamming_distance",
     "pdq_hex_to_bytes",
 ]
@@ -78,7 +79,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _POPCOUNT16 = np.bitwise_count(np.arange(_CHUNK_VALUES, dtype=np.uint16))
 _MASKS_BY_WEIGHT = np.argsort(_POPCOUNT16, kind="stable").astype(np.int64)
 _BALL_SIZE = np.cumsum(np.bincount(_POPCOUNT16, minlength=17))  # masks within radius r
-_COMPARE_CHUNK = 1 << 16  # keys compared with a shared base file at a time (open_shared)
+_COMPARE_CHUNK = 1 << 16  # keys compared with a shared base file at a time (SharedLoad)
 
 Int64Array = NDArray[np.int64]
 U64Array = NDArray[np.uint64]
@@ -458,43 +459,16 @@ class PDQIndex:
         **options: Any,
     ) -> PDQIndex:
         """The index of exactly `keys`/`codes` (the state at log position `tag`), on the base
-        file at `path` that the other workers of this host share.
+        file at `path` that the other workers of this host share: `shared_loader` fed once."""
+        load = cls.shared_loader(path, tag=tag, **options)
+        load.feed(keys, codes)
+        return load.finish()
 
-        Under the file's lock: if a base is there, it is mapped and whatever differs from
-        `keys`/`codes` is applied as (private) writes, so a file left by an earlier run or by
-        another worker is reused, never trusted; when the difference is large, or there is no
-        file, this process writes a new base for everyone (one builder at a time)."""
-        words = _check_codes(codes)
-        key_arr, words = _last_of_each_key(_check_keys(keys, words.shape[0]), words)
-        with _file_lock(str(path), wait=True):
-            index = cls(path=path, **options)
-            base = index._snap.base
-            # Compared a chunk of keys at a time: done at once, the lookups' and comparisons'
-            # temporaries were several times the codes' own size (a worker's load peak at 1M
-            # signals: 228 -> 147 MiB; docs/scaling.md).
-            seen = np.zeros(base.size, bool)  # base entries that `keys` still hold
-            changed_parts = []  # positions in `keys` whose code the base lacks or differs
-            for start in range(0, key_arr.shape[0], _COMPARE_CHUNK):
-                chunk = slice(start, start + _COMPARE_CHUNK)
-                pos = base.find(key_arr[chunk])
-                present = np.flatnonzero(pos >= 0)
-                seen[pos[present]] = True
-                same = np.zeros(pos.shape[0], bool)
-                same[present] = (base.codes_at(pos[present]) == words[chunk][present]).all(axis=1)
-                changed_parts.append(np.flatnonzero(~same) + start)
-            changed = np.concatenate(changed_parts) if changed_parts else np.empty(0, np.int64)
-            stale_pos = np.flatnonzero(~seen)
-            changes = int(changed.size) + int(stale_pos.size)
-            limit = max(index._min_delta, int(index._delta_fraction * base.size))
-            # No file yet, or one of the other layout: write one for everyone (even empty).
-            if changes > limit or base.path is None or base.kind != index._layout:
-                return cls.from_arrays(key_arr, words.view(np.uint8), path=path, tag=tag, **options)
-            for k in base.key_at(stale_pos).tolist():
-                index.remove(k, tag=tag)
-            if changed.size:
-                index.add_many(key_arr[changed], words[changed].view(np.uint8), tag=tag)
-            index.note_tag(tag)
-            return index
+    @staticmethod
+    def shared_loader(path: str | Path, *, tag: int, **options: Any) -> SharedLoad:
+        """A load of the state at log position `tag` onto the host's base file at `path`, fed
+        a batch of keys and codes at a time (`SharedLoad`); `options` as for `PDQIndex`."""
+        return SharedLoad(path, tag=tag, options=options)
 
     # ----------------------------------------------------------------- reads
 
@@ -881,6 +855,196 @@ class PDQIndex:
         pos = candidates[hit].astype(np.int64)
         _, first = np.unique(qid * base.size + pos, return_index=True)
         return qid[first], pos[first], dist[first]
+
+
+# --------------------------------------------------------------------------- a start-up load
+
+# What a load knows of each entry of the base it is compared with (one byte per entry).
+_NOT_FED: Final = 0  # no batch so far had its key: stale, unless a later batch has it
+_SAME: Final = 1  # the last batch with its key had the base's code
+_CHANGED: Final = 2  # the last batch with its key had another code (kept among the changes)
+
+
+class SharedLoad:
+    """A start-up load onto the host's shared base file, fed a batch of keys and codes at a
+    time: `PDQIndex.shared_loader(path, tag=...)`, `feed` for each batch, then `finish`.
+
+    Each batch is compared with the mapped base as it arrives, then dropped. The load keeps one
+    byte per base entry (fed with the base's code, with another, or not yet) and the keys and
+    codes that the base lacks or holds with another code; nothing else. `finish` decides as
+    `open_shared` always has: a base close enough to what was fed (changes plus stale entries
+    at most max(min_delta, delta_fraction * its size)) is kept, with the differences applied as
+    private writes; otherwise (far behind, no file, the other layout) a new base is written for
+    everyone from the base's entries fed with their own code, read back from the mapping by
+    position, plus the changes. So a worker whose host file is current never holds a copy of
+    the codes; one that must build gathers them all, as the build needs.
+
+    A repeated key keeps its last code, across batches too.
+
+    The file lock (one base builder per host) is taken to open the base, so a builder's file is
+    only seen complete, and again in `finish`; not while the batches stream in, so workers
+    starting together read their databases side by side. If another process wrote a base in
+    between (a worker that started beside this one, a compaction), `finish` compares everything
+    fed with that base instead of writing a second one.
+    """
+
+    def __init__(self, path: str | Path, *, tag: int, options: dict[str, Any]) -> None:
+        self._path = str(path)
+        self._tag = tag
+        self._options = options
+        self._finished = False
+        with _file_lock(self._path, wait=True):
+            self._open()
+
+    def _open(self) -> None:
+        """File lock held: map the base now at `path` (if any); the comparison starts anew."""
+        index = PDQIndex(path=self._path, **self._options)
+        self._index: PDQIndex | None = index
+        self._base = index._snap.base
+        self._fed = np.zeros(self._base.size, np.uint8)  # _NOT_FED, _SAME or _CHANGED
+        # What was fed that the base lacks or holds with another code, in the order fed.
+        self._changed_keys = bytearray()  # int64 each
+        self._changed_codes = bytearray()  # 32 bytes each
+        self._largest_key = -(1 << 63) - 1  # below every key: none fed yet
+        self._keys_may_repeat = False  # some key may have come in two batches
+
+    def feed(self, keys: Sequence[int] | np.ndarray, codes: np.ndarray) -> None:
+        """The next batch: (n,) int keys and (n, 32) uint8 codes. The load keeps no reference
+        to either."""
+        if self._finished:
+            raise RuntimeError("this load is finished")
+        words = _check_codes(codes)
+        key_arr, words = _last_of_each_key(_check_keys(keys, words.shape[0]), words)
+        if key_arr.size:
+            # Batches in key order (a load in row-id order) cannot repeat a key: `finish` then
+            # skips looking for repeats among the changes.
+            if int(key_arr.min()) <= self._largest_key:
+                self._keys_may_repeat = True
+            self._largest_key = max(self._largest_key, int(key_arr.max()))
+        self._compare(key_arr, words)
+
+    def _compare(self, keys: Int64Array, words: U64Array) -> None:
+        """Note which base entries the (unique) `keys` hold, and keep what differs.
+
+        A chunk of keys at a time (`open_shared` feeds everything at once): at once, the
+        lookups' and comparisons' temporaries were several times the codes' own size."""
+        base = self._base
+        for start in range(0, keys.shape[0], _COMPARE_CHUNK):
+            chunk_keys = keys[start : start + _COMPARE_CHUNK]
+            chunk_words = words[start : start + _COMPARE_CHUNK]
+            pos = base.find(chunk_keys)
+            present = np.flatnonzero(pos >= 0)
+            same = np.zeros(pos.shape[0], bool)
+            same[present] = (base.codes_at(pos[present]) == chunk_words[present]).all(axis=1)
+            self._fed[pos[present]] = np.where(same[present], _SAME, _CHANGED)
+            differ = np.flatnonzero(~same)
+            # `.data` (the array's bytes): with the array itself, `+=` would be numpy's add.
+            self._changed_keys += chunk_keys[differ].data
+            self._changed_codes += chunk_words[differ].data
+
+    def finish(self) -> PDQIndex:
+        """The index of exactly what was fed, on the host's base file (see the class)."""
+        if self._finished:
+            raise RuntimeError("this load is finished")
+        self._finished = True
+        try:
+            with _file_lock(self._path, wait=True):
+                if file_id(self._path) != self._base.file_id:
+                    # Another process wrote a base while the batches streamed in (a worker that
+                    # started beside this one, or a compaction): compare everything fed with
+                    # it rather than write a second one, a chunk at a time as before.
+                    unchanged, changes = self._unchanged_fed(), self._changes()
+                    self._open()
+                    for keys, words in unchanged:
+                        self._compare(keys, words)
+                    self._compare(*changes)
+                    del unchanged, changes
+                return self._finish_locked()
+        finally:
+            self._let_go()
+
+    def _finish_locked(self) -> PDQIndex:
+        index, base = self._index, self._base
+        assert index is not None
+        keys, words = self._changes()
+        stale = np.flatnonzero(self._fed == _NOT_FED)
+        limit = max(index._min_delta, int(index._delta_fraction * base.size))
+        # No file yet, or one of the other layout: write one for everyone (even empty).
+        if keys.size + stale.size > limit or base.path is None or base.kind != index._layout:
+            keys, words = self._contents(keys, words)
+            del stale, index, base
+            self._let_go()  # before the build: `keys`/`words` hold all it needs
+            return PDQIndex.from_arrays(
+                keys, words.view(np.uint8), path=self._path, tag=self._tag, **self._options
+            )
+        for k in base.key_at(stale).tolist():
+            index.remove(k, tag=self._tag)
+        if keys.size:
+            index.add_many(keys, words.view(np.uint8), tag=self._tag)
+        index.note_tag(self._tag)
+        return index
+
+    def _let_go(self) -> None:
+        """Drop the base compared with (its mapping: a base about to be replaced is no one's
+        any more) and what was gathered."""
+        self._index = None
+        self._base = _EMPTY_BASE
+        self._fed = np.zeros(0, np.uint8)
+        self._changed_keys, self._changed_codes = bytearray(), bytearray()
+
+    def _changes(self) -> tuple[Int64Array, U64Array]:
+        """The changes fed, one per key (its last code), without the keys whose last batch
+        had the base's own code after all."""
+        keys: Int64Array = np.frombuffer(self._changed_keys, np.int64)
+        words: U64Array = np.frombuffer(self._changed_codes, np.uint64).reshape(-1, _WORDS)
+        if not self._keys_may_repeat:
+            return keys, words
+        keys, words = _last_of_each_key(keys, words)
+        pos = self._base.find(keys)
+        in_base = np.flatnonzero(pos >= 0)
+        keep = np.ones(keys.shape[0], bool)
+        keep[in_base] = self._fed[pos[in_base]] == _CHANGED
+        return keys[keep], words[keep]
+
+    def _unchanged_fed(self) -> Iterator[tuple[Int64Array, U64Array]]:
+        """The base's entries fed with their own code, in key order, a chunk at a time (read
+        back from the base's mapping, which the iterator keeps)."""
+        base, same = self._base, self._fed == _SAME
+
+        def chunks() -> Iterator[tuple[Int64Array, U64Array]]:
+            for start in range(0, base.size, _COMPARE_CHUNK):
+                pos = np.flatnonzero(same[start : start + _COMPARE_CHUNK]) + start
+                yield base.key_at(pos), base.codes_at(pos)
+
+        return chunks()
+
+    def _contents(self, keys: Int64Array, words: U64Array) -> tuple[Int64Array, U64Array]:
+        """Everything fed (the changes being `keys`/`words`), in two arrays for a build."""
+        kept = int(np.count_nonzero(self._fed == _SAME))
+        if kept == 0:
+            return keys, words  # no copy: a first load (no file) is all changes
+        total = kept + keys.shape[0]
+        all_keys = np.empty(total, np.int64)
+        all_words = np.empty((total, _WORDS), np.uint64)
+        # The base's entries come in key order, and so do the changes of a load in row-id
+        # order: then the two runs are merged (each entry after the changes of smaller keys,
+        # the changes in the slots left), so the build finds its keys sorted instead of
+        # sorting them (16 B a code). Otherwise the changes go last and the build sorts.
+        merge = keys.size < 2 or bool(np.all(keys[1:] > keys[:-1]))
+        taken = np.zeros(total, bool)
+        done = 0
+        for part_keys, part_words in self._unchanged_fed():
+            slots = np.arange(done, done + part_keys.size)
+            if merge:
+                slots += np.searchsorted(keys, part_keys)
+            all_keys[slots] = part_keys
+            all_words[slots] = part_words
+            taken[slots] = True
+            done += part_keys.size
+        left = np.flatnonzero(~taken)
+        all_keys[left] = keys
+        all_words[left] = words
+        return all_keys, all_words
 
 
 # --------------------------------------------------------------------------- base file lock

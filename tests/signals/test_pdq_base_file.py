@@ -379,3 +379,188 @@ def test_files_without_a_kind_are_multi_index_and_bad_kinds_refused(tmp_path: Pa
         path.write_bytes(bytes(raw))
         with pytest.raises(BaseFileError):
             Base.open(path)
+
+
+# --------------------------------------------------------------------------- a load in batches
+
+
+def _holds_exactly(index: PDQIndex, entries: dict[int, bytes], rng: random.Random) -> None:
+    """`index` holds exactly `entries`: every key at its code, nothing else."""
+    assert len(index) == len(entries)
+    probe = rand_code(rng)
+    assert index.query(probe, 256) == ref_query(entries, probe, 256)  # every key, no other
+    for key, code in entries.items():
+        assert (key, 0) in index.query(code, 0)
+
+
+def _feed_in_batches(
+    load: pdq_index_module.SharedLoad, fed: list[tuple[int, bytes]], batch: int
+) -> None:
+    for start in range(0, len(fed), batch):
+        part = fed[start : start + batch]
+        load.feed(np.array([k for k, _ in part], np.int64), as_array([c for _, c in part]))
+
+
+def _final(fed: list[tuple[int, bytes]]) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    for key, code in fed:
+        out[key] = code  # a repeated key keeps its last code
+    return out
+
+
+def _what_a_load_feeds(
+    old: dict[int, bytes], rng: random.Random, *, in_key_order: bool
+) -> list[tuple[int, bytes]]:
+    """A database's state against a base file of `old`: 40 keys removed, 20 changed, 30 added;
+    out of key order, also keys fed twice (changed then back to the file's code, the file's
+    code then changed, a new key twice)."""
+    now = {k: c for k, c in old.items() if k >= 40}
+    for k in range(40, 60):
+        now[k] = rand_code(rng)
+    for k in range(10**6, 10**6 + 30):
+        now[k] = rand_code(rng)
+    fed = sorted(now.items())
+    if in_key_order:
+        return fed
+    rng.shuffle(fed)
+    earlier = [(k, rand_code(rng)) for k in range(60, 70)]  # last fed with the file's code
+    earlier += [(k, old[k]) for k in range(40, 50)]  # last fed with another code
+    earlier += [(k, rand_code(rng)) for k in range(10**6, 10**6 + 5)]  # new, fed twice
+    return earlier + fed
+
+
+@pytest.mark.parametrize("batch", [1, 7, 500, 10**9])
+@pytest.mark.parametrize("in_key_order", [True, False])
+def test_a_load_in_batches_holds_what_it_was_fed(
+    tmp_path: Path, batch: int, in_key_order: bool
+) -> None:
+    """Close to the file: the file is kept and only the differences are private writes."""
+    rng = random.Random(31 + batch)
+    path = tmp_path / "pdq.pdqbase"
+    old = {k: rand_code(rng) for k in range(2000)}
+    _index_of(old, path=path, tag=10)
+    inode = path.stat().st_ino
+    fed = _what_a_load_feeds(old, rng, in_key_order=in_key_order)
+    load = PDQIndex.shared_loader(path, tag=20, min_delta=256)
+    _feed_in_batches(load, fed, batch)
+    index = load.finish()
+    assert path.stat().st_ino == inode and index.base_tag == 10  # the file, reused
+    assert index.memory_report()["private"] < 1 << 20  # ~90 writes (a private base: 8+ MiB)
+    entries = _final(fed)
+    _holds_exactly(index, entries, rng)
+    private = _index_of(entries)  # the same state built privately answers alike
+    for code in (old[45], old[65], entries[10**6 + 2], rand_code(rng)):
+        assert index.query(code, 47) == private.query(code, 47)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10**9])
+@pytest.mark.parametrize("in_key_order", [True, False])
+def test_a_load_far_from_the_file_writes_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, in_key_order: bool
+) -> None:
+    """Past the limit the load writes a new base for everyone from all it was fed: the file's
+    entries it was fed unchanged (read back from the file) and the changes, merged in key order
+    when the load came in key order (so the build need not sort)."""
+    rng = random.Random(41 + batch)
+    path = tmp_path / "pdq.pdqbase"
+    old = {k: rand_code(rng) for k in range(2000)}
+    _index_of(old, path=path, tag=10)
+    fed = _what_a_load_feeds(old, rng, in_key_order=in_key_order)
+    built_from: list[np.ndarray] = []
+    real_build = Base.build
+
+    def build(keys: np.ndarray, *args: object, **kwargs: object) -> Base:
+        built_from.append(keys.copy())
+        return real_build(keys, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pdq_index_module.Base, "build", build)
+    load = PDQIndex.shared_loader(path, tag=20, min_delta=64)  # 90 changes > 64
+    _feed_in_batches(load, fed, batch)
+    index = load.finish()
+    monkeypatch.undo()
+    (keys,) = built_from
+    assert sorted(keys.tolist()) == sorted(_final(fed))
+    assert bool(np.all(keys[1:] > keys[:-1])) is in_key_order
+    assert index.base_tag == 20 and Base.open(path).tag == 20  # rebuilt for everyone
+    assert index.memory_report()["private"] <= 2000 // 8 + 4096  # nothing but tombstone bits
+    _holds_exactly(index, _final(fed), rng)
+    _holds_exactly(PDQIndex(path=path), _final(fed), rng)  # what other workers map
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10**9])
+def test_a_load_with_no_file_or_the_other_layout_writes_one(tmp_path: Path, batch: int) -> None:
+    rng = random.Random(51 + batch)
+    entries = {k: rand_code(rng) for k in range(0, 3000, 3)}
+    fed = list(entries.items())
+    first = tmp_path / "first.pdqbase"
+    load = PDQIndex.shared_loader(first, tag=5)
+    _feed_in_batches(load, fed, batch)
+    index = load.finish()
+    assert index.base_path == str(first) and Base.open(first).tag == 5
+    _holds_exactly(index, entries, rng)
+    # The same contents in a compact file: rebuilt as multi-index, however small the difference.
+    other = tmp_path / "other.pdqbase"
+    _index_of(entries, path=other, tag=5, layout="compact")
+    load = PDQIndex.shared_loader(other, tag=6)
+    _feed_in_batches(load, fed, batch)
+    index = load.finish()
+    assert index.layout == "multi-index" and Base.open(other).kind == "multi-index"
+    _holds_exactly(index, entries, rng)
+    empty = PDQIndex.shared_loader(tmp_path / "empty.pdqbase", tag=1).finish()
+    assert len(empty) == 0 and Base.open(tmp_path / "empty.pdqbase").size == 0
+
+
+def test_a_base_written_while_a_load_streams_is_compared_with_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """Two workers start together with no file: the first to finish writes it; the other
+    compares what it was fed with that file instead of writing a second one."""
+    rng = random.Random(61)
+    path = tmp_path / "pdq.pdqbase"
+    entries = {k: rand_code(rng) for k in range(2000)}
+    fed = list(entries.items())
+    slow, fast = (PDQIndex.shared_loader(path, tag=9) for _ in range(2))
+    _feed_in_batches(slow, fed[:1000], 300)
+    _feed_in_batches(fast, fed, 300)
+    written = fast.finish()
+    inode = path.stat().st_ino
+    ahead = dict(entries)  # the slow one is fed one more signal
+    ahead[5000] = rand_code(rng)
+    _feed_in_batches(slow, [*fed[1000:], (5000, ahead[5000])], 300)
+    index = slow.finish()
+    assert path.stat().st_ino == inode and index.base_tag == 9  # the other's file, reused
+    _holds_exactly(written, entries, rng)
+    _holds_exactly(index, ahead, rng)
+    with pytest.raises(RuntimeError):
+        slow.feed(np.array([1], np.int64), as_array([rand_code(rng)]))
+    with pytest.raises(RuntimeError):
+        slow.finish()
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 16])
+def test_a_load_compares_with_a_base_compacted_elsewhere_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """A running worker's compaction renames a newer base in while a load streams: the load
+    compares everything it was fed (the old file's entries it matched, read back from the old
+    mapping, and its changes) with the new file, and keeps that file."""
+    monkeypatch.setattr(pdq_index_module, "_COMPARE_CHUNK", chunk)
+    rng = random.Random(71)
+    path = tmp_path / "pdq.pdqbase"
+    old = {k: rand_code(rng) for k in range(2000)}
+    _index_of(old, path=path, tag=10)
+    now = {k: c for k, c in old.items() if k >= 10}
+    now.update({k: rand_code(rng) for k in range(10, 20)})
+    now.update({k: rand_code(rng) for k in range(5000, 5010)})
+    fed = sorted(now.items())
+    load = PDQIndex.shared_loader(path, tag=30)
+    _feed_in_batches(load, fed[:900], 100)
+    compacted = dict(now)  # the other worker's state, a little behind this load's
+    compacted.update({k: rand_code(rng) for k in range(20, 30)})
+    compacted.update({k: rand_code(rng) for k in range(6000, 6005)})
+    _index_of(compacted, path=path, tag=25)
+    inode = path.stat().st_ino
+    _feed_in_batches(load, fed[900:], 100)
+    index = load.finish()
+    assert path.stat().st_ino == inode and index.base_tag == 25  # the new file, kept
+    _holds_exactly(index, now, rng)
