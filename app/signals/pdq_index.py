@@ -418,6 +418,10 @@ class PDQIndex:
         # Every write since the installed base was snapshotted: replayed on top of a new base.
         self._journal: list[_Op] = []
         self._last_tag = -1
+        # A base older than this cannot take our journal: a start-up load's differences were
+        # computed against the base in use then, so they hold nothing about the changes between
+        # an older base's tag and the load's (`_adopt_newer`).
+        self._oldest_adoptable_tag = -1
         base = _EMPTY_BASE
         if self._path is not None and os.path.exists(self._path):
             base = Base.open(self._path)
@@ -610,7 +614,8 @@ class PDQIndex:
         """Adopt a newer base file another process wrote at `path`; True if one was adopted.
 
         Our own writes tagged after the new base's tag are replayed onto it; a base older than
-        the one in use is ignored. Cheap when nothing changed (one stat)."""
+        the one in use, or than the log position a start-up load onto a shared file reflected,
+        is ignored. Cheap when nothing changed (one stat)."""
         if self._path is None:
             return False
         fid = file_id(self._path)
@@ -628,7 +633,7 @@ class PDQIndex:
             base = Base.open(self._path)
         except BaseFileError:
             return False  # replaced again while we opened it: the next call picks it up
-        if base.tag < self._snap.base.tag:
+        if base.tag < max(self._snap.base.tag, self._oldest_adoptable_tag):
             return False
         with self._lock:
             later = [op for op in self._journal if op.tag is None or op.tag > base.tag]
@@ -982,6 +987,7 @@ class SharedLoad:
         if keys.size:
             index.add_many(keys, words.view(np.uint8), tag=self._tag)
         index.note_tag(self._tag)
+        index._oldest_adoptable_tag = self._tag
         return index
 
     def _let_go(self) -> None:

@@ -195,6 +195,34 @@ def test_adopting_another_process_base_replays_only_later_writes(tmp_path: Path)
     _check(ahead, state(600), seeds)
 
 
+def test_a_base_older_than_a_load_is_not_adopted(tmp_path: Path) -> None:
+    """A worker loaded onto the shared file holds only its differences from that file. A base
+    another worker compacts later, at an older log position, lacks what changed between that
+    position and the load's, which those differences do not hold: adopting it would lose it.
+    Here key 2 is removed at 15 and put back at 25; the file at 10 and the load at 30 agree."""
+    rng = random.Random(16)
+    path = tmp_path / "pdq.pdqbase"
+    a, b, c = (rand_code(rng) for _ in range(3))
+    big = dict(min_delta=10**9)  # no automatic compaction: the test decides who compacts
+    PDQIndex.from_arrays(np.array([1, 2], np.int64), as_array([a, b]), path=path, tag=10)
+    behind = PDQIndex.open_shared(path, np.array([1], np.int64), as_array([a]), tag=20, **big)  # type: ignore[arg-type]
+    loaded = PDQIndex.open_shared(  # type: ignore[arg-type]
+        path, np.array([1, 2], np.int64), as_array([a, b]), tag=30, **big
+    )
+    behind.compact()
+    assert behind.base_tag == 20
+    assert not loaded.refresh_base()
+    _check(loaded, {1: a, 2: b}, [a, b, c])
+    # A base at the load's position or later is adopted, and the later writes replayed onto it.
+    behind.add(2, b, tag=25)
+    behind.add(3, c, tag=35)
+    behind.compact()
+    loaded.add(3, c, tag=35)
+    loaded.add(1, c, tag=36)
+    assert loaded.refresh_base() and loaded.base_tag == 35
+    _check(loaded, {1: c, 2: b, 3: c}, [a, b, c])
+
+
 def test_compaction_does_not_stall_readers_or_writers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
