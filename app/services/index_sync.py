@@ -101,9 +101,10 @@ def _indexed(r: Any) -> IndexedSignal:
 
 def _release_free_heap() -> None:
     """Give the C heap's free memory back to the system (glibc's `malloc_trim`; elsewhere a
-    no-op). A large load frees most of what it allocated (the rows read, the codes gathered
-    for the PDQ base), but glibc returns freed memory below its top only when asked: at 1M
-    signals 62 MiB of a worker's 126 MiB private RSS was such free memory."""
+    no-op). A large load frees most of what it allocated (the rows read; the codes gathered
+    for a private PDQ base, or for a shared one it had to build), but glibc returns freed
+    memory below its top only when asked: at 1M signals 62 MiB of a worker's 126 MiB private
+    RSS was such free memory (before a load onto a shared file stopped gathering codes)."""
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
         ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols, libc among them
 
