@@ -146,7 +146,7 @@ def _worker(
     settings (globals set by main) are not there."""
     os.sched_setaffinity(0, {cpu})
     with Stopwatch() as load:
-        index = PDQIndex(path=path, layout=layout)  # what match_index's open_shared maps
+        index = PDQIndex(path=path, layout=layout)  # what a server worker maps at start-up
     out.put((i, load.seconds))
     go.wait()
     done = found = 0

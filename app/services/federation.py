@@ -51,7 +51,7 @@ from app.services.lease import Lease
 from app.services.node import Node
 from app.services.peer_limits import PeerRateLimited, PeerRequestLimiter
 from app.storage import peers as store
-from app.storage.models import FeedbackRow, SignalRow
+from app.storage.models import FeedbackRow, PeerRow, SignalRow
 from app.storage.types import utcnow
 
 
@@ -325,15 +325,16 @@ class Federation:
             if not page.has_more:
                 break
         with self.node.db.write() as session:
-            row = store.get_peer(session, peer)
-            if row is not None:
-                row.last_success = utcnow()
-                row.last_error = None
-                row.failures = 0
-                session.add(row)
+            peer_row = store.get_peer(session, peer)
+            if peer_row is not None:
+                peer_row.last_success = utcnow()
+                peer_row.last_error = None
+                peer_row.failures = 0
+                session.add(peer_row)
 
     @staticmethod
-    def _peer_row(session: Session, peer: str) -> Any:
+    def _peer_row(session: Session, peer: str) -> PeerRow:
+        """`peer`'s row; FederationError if it is no longer a peer (removed mid-round)."""
         row = store.get_peer(session, peer)
         if row is None:
             raise FederationError(f"{peer} is not a current peer")
