@@ -70,12 +70,20 @@ def test_wheel_installs_migrates_and_serves(tmp_path: Path) -> None:
     missing = {f for f in repo_files if f not in names}
     assert not missing, missing
 
+    # Nothing from the source tree or the running venv: a PYTHONPATH naming the repository
+    # (as a developer's shell may) puts its signet.egg-info on pip's path, and pip then skips
+    # installing the wheel as "already satisfied".
+    isolated = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SIGNET_", "PYTHON", "VIRTUAL_ENV"))
+    }
     target = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(target)
     pip = target / "bin" / "pip"
-    _run(pip, "install", "-q", wheel, cwd=tmp_path)
+    _run(pip, "install", "-q", wheel, cwd=tmp_path, env=isolated)
     # Serving needs no dev dependency: none of them came along.
-    listed = _run(pip, "list", "--format=freeze", cwd=tmp_path).lower()
+    listed = _run(pip, "list", "--format=freeze", cwd=tmp_path, env=isolated).lower()
     for dev_only in ("pytest", "mypy", "schemathesis", "threatexchange", "faiss"):
         assert f"{dev_only}==" not in listed, dev_only
 
@@ -83,11 +91,7 @@ def test_wheel_installs_migrates_and_serves(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SIGNET_", "PYTHON", "VIRTUAL_ENV"))
-    }
+    env = dict(isolated)
     env.update(
         SIGNET_DATA_DIR=str(home / "data"),
         SIGNET_PORT=str(port),
