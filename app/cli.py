@@ -161,6 +161,10 @@ def serve(
     node.db.dispose()
     os.environ.setdefault("SIGNET_HOST", host)
     os.environ.setdefault("SIGNET_PORT", str(port))
+    if workers > 1 and settings.pdq_shared_base is None:
+        # The workers map one index base per host instead of building one each (a private
+        # copy per worker is what an operator may still ask for, explicitly).
+        os.environ["SIGNET_PDQ_SHARED_BASE"] = "true"
     uvicorn.run(
         "app.asgi:app",
         host=host,

@@ -60,10 +60,12 @@ class Settings(BaseSettings):
     group_commit: bool = Field(
         True, description="Concurrent writers of a process share one transaction (services/tx)."
     )
-    pdq_shared_base: bool = Field(
-        False,
+    # None (unset): `signet serve` turns it on when it runs more than one worker, so that no
+    # worker holds a private copy of the index unless the operator asked for one.
+    pdq_shared_base: bool | None = Field(
+        None,
         description="Keep the PDQ and vPDQ frame index bases in data_dir/index, one copy mapped "
-        "by all workers.",
+        "by all workers. Unset: on when `signet serve` runs more than one worker.",
     )
     pdq_layout: Literal["multi-index", "compact"] = Field(
         "multi-index",

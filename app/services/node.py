@@ -64,7 +64,7 @@ def open_node(settings: Settings, *, migrate: bool = True) -> Node:
     if migrate:
         migrations.upgrade(db)
     key = NodeKey.load_or_create(key_path(settings))
-    shared = settings.pdq_shared_base
+    shared = settings.pdq_shared_base is True  # unset: private (`signet serve` decides)
     index = MatchIndex(
         str(pdq_base_path(settings)) if shared else None,
         str(pdq_base_path(settings, "vpdq")) if shared else None,

@@ -62,13 +62,16 @@ def _until_every_worker(node: NodeProc, key: str, code: str, *, want: bool) -> d
 
 @pytest.mark.parametrize("shared_base", [False, True], ids=["private-index", "shared-pdq-base"])
 def test_every_worker_follows_submit_retract_and_expiry(tmp_path: Path, shared_base: bool) -> None:
-    env = {"SIGNET_PDQ_SHARED_BASE": "true"} if shared_base else {}
+    # Shared is what `signet serve --workers N` does unless told otherwise: no setting here.
+    env = {} if shared_base else {"SIGNET_PDQ_SHARED_BASE": "false"}
     with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
+        bases = [str(tmp_path / "data" / "index" / f"{k}.pdqbase") for k in ("pdq", "vpdq")]
+        if not shared_base:
+            assert not any(Path(b).exists() for b in bases), "private indexes wrote a base file"
         if shared_base:
             # Every worker maps the one base file of each index, PDQ and video frames
             # (read-only), instead of building its own. A worker counts as started before it
             # has loaded its index: wait for the mappings.
-            bases = [str(tmp_path / "data" / "index" / f"{k}.pdqbase") for k in ("pdq", "vpdq")]
             pids = node.worker_pids()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -127,8 +130,7 @@ def test_compact_layout_is_shared_and_matches_after_a_restart(tmp_path: Path) ->
     they match through its scan."""
     from app.signals.pdq_base import Base
 
-    env = {"SIGNET_PDQ_SHARED_BASE": "true"}
-    with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
+    with running_node(tmp_path, workers=WORKERS) as node:  # shared: the default with workers
         key = node.create_key("submit,match,read")
         status, body, _ = node.post_fresh(
             "/v1/signals",
@@ -138,8 +140,9 @@ def test_compact_layout_is_shared_and_matches_after_a_restart(tmp_path: Path) ->
         assert status == 200 and body["items"][0]["status"] == "created", body
     base = tmp_path / "data" / "index" / "pdq.pdqbase"
     assert Base.open(base).kind == "multi-index"
-    env["SIGNET_PDQ_LAYOUT"] = "compact"
-    with running_node(tmp_path, workers=WORKERS, extra_env=env) as node:
+    with running_node(
+        tmp_path, workers=WORKERS, extra_env={"SIGNET_PDQ_LAYOUT": "compact"}
+    ) as node:
         pids = node.worker_pids()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
