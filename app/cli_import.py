@@ -156,7 +156,8 @@ def _run(
         progress.update(task, description="import", completed=row.byte_offset if row else 0)
         if row is not None and row.finished_at is None:
             progress.console.print(
-                f"resuming {file.name} at line {row.lines + 1:,} (byte {row.byte_offset:,})",
+                f"resuming {file.name} at line {importer.file_line(fmt, row.lines) + 1:,} "
+                f"(byte {row.byte_offset:,})",
                 highlight=False,
             )
         try:
@@ -165,7 +166,7 @@ def _run(
             )
         except KeyboardInterrupt:
             progress.stop()
-            at = f" after line {state.totals.lines:,}" if state else ""
+            at = f" after line {importer.file_line(fmt, state.totals.lines):,}" if state else ""
             err.print(f"interrupted{at}: run the same command again to continue", highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except InvalidInput as exc:

@@ -223,8 +223,13 @@ class _Line:
     error: LineError | None = None
 
 
+def file_line(fmt: str, lines: int) -> int:
+    """The file's line number of the last of `lines` data lines (a CSV's header is line 1)."""
+    return lines + 1 if fmt == "csv" else lines
+
+
 def read_lines(path: Path, fmt: str, start: int, first_line: int) -> Iterator[_Line]:
-    """The file's lines from byte `start` (line number `first_line` + 1 on), parsed."""
+    """The file's lines from byte `start`, after `first_line` data lines, parsed."""
     with path.open("rb") as f:
         header: list[str] | None = None
         if fmt == "csv":
@@ -233,7 +238,10 @@ def read_lines(path: Path, fmt: str, start: int, first_line: int) -> Iterator[_L
             if "value" not in header and "hash" not in header and "signal_str" not in header:
                 raise InvalidInput("FILE", "the CSV header names no value, hash or signal_str")
             if start == 0:
-                start, first_line = len(head), max(first_line, 1)
+                start = len(head)
+            # Lines are numbered as in the file, header included, on a first run and on a
+            # resumed one alike (the progress row counts data lines only).
+            first_line = file_line(fmt, first_line)
         f.seek(start)
         offset, number = start, first_line
         for raw in f:

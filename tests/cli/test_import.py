@@ -315,3 +315,32 @@ def test_duplicate_check_stays_on_its_index_as_an_import_grows(node: Node, tmp_p
     assert "ix_signal_match_key_status" in plan, plan
     with node.db.read() as s:  # and the probe finds what it should (match_key is type:value)
         assert len(s.execute(probe).all()) == 20
+
+
+def test_csv_resume_numbers_lines_as_the_file_does(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A CSV's header is line 1 on a resumed run too: the resume message and the refused lines
+    after it name the file's own line numbers (they were one short after a resume)."""
+    from app.services import importer
+
+    f = tmp_path / "hashes.csv"
+    rows = [md5(i) for i in range(6)]
+    rows[4] = "zz"  # the 5th data row: line 6 of the file
+    f.write_text("value\n" + "".join(f"{v}\n" for v in rows))
+    defaults = importer.Defaults(type="md5", categories=["csam"])
+
+    def stop(_: importer.Progress) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C right after the first batch committed
+
+    with pytest.raises(KeyboardInterrupt):
+        importer.run_import(node, f, "csv", defaults, batch=2, on_batch=stop)
+    row = _progress(node)
+    assert row is not None and row.lines == 2 and row.finished_at is None
+
+    args = ["import", str(f), "--type", "md5", "--category", "csam", "--quiet"]
+    r = runner.invoke(cli, args, env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "resuming hashes.csv at line 4 " in r.output  # data rows 1-2 were lines 2-3
+    assert "line 6: value" in r.output, r.output
+    assert "6 lines: 5 created, 0 duplicate, 1 refused" in r.output
