@@ -344,3 +344,31 @@ def test_csv_resume_numbers_lines_as_the_file_does(
     assert "resuming hashes.csv at line 4 " in r.output  # data rows 1-2 were lines 2-3
     assert "line 6: value" in r.output, r.output
     assert "6 lines: 5 created, 0 duplicate, 1 refused" in r.output
+
+
+def test_progress_off_a_terminal_is_plain_lines_and_the_summary_one_line(
+    node: Node, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped (a log file, cron), rich's bar drew nothing until the end, so a long import said
+    nothing for its whole run; and the summary was wrapped at 80 columns, which breaks a script
+    reading it. Off a terminal the import now prints plain progress lines."""
+    import app.cli_import
+
+    monkeypatch.setattr(app.cli_import, "PLAIN_EVERY", 0.0, raising=False)  # a line per batch
+    f = tmp_path / "list.jsonl"
+    f.write_text(
+        "".join(
+            json.dumps({"type": "md5", "value": md5(i), "categories": ["csam"]}) + "\n"
+            for i in range(6)
+        )
+    )
+    env = {**env_for(settings), "COLUMNS": "40"}
+    r = runner.invoke(cli, ["import", str(f), "--batch", "2"], env=env)
+    assert r.exit_code == 0, r.output
+    progress = [line for line in r.output.splitlines() if line.startswith("import: ")]
+    assert len(progress) == 3, r.output  # one per batch (the end prints the summary instead)
+    assert progress[0].startswith("import: 33% (")
+    assert "line 2, 2 new, 0 dup, 0 refused" in progress[0]
+    assert "line 6, 6 new" in progress[-1]
+    summary = "6 lines: 6 created, 0 duplicate, 0 refused, 0 skipped (withdrawn)"
+    assert summary in r.output.splitlines(), r.output
