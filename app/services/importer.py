@@ -148,7 +148,15 @@ def _csv_header(line: str) -> list[str]:
 
 
 def _csv_item(header: list[str], line: str) -> dict[str, Any]:
-    row = next(csv.reader([line]), [])
+    # strict: an unclosed quote is an error here, where the lenient reader took the rest of
+    # the line as one field and the row was refused for an empty value, which misled.
+    try:
+        row = next(csv.reader([line], strict=True), [])
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            reason = "not CSV: a quote is not closed (fields must not span lines)"
+            raise LineError("", reason) from None
+        raise LineError("", f"not CSV ({exc})") from None
     if len(row) > len(header):
         raise LineError("", f"{len(row)} columns, the header names {len(header)}")
     cells = {h: v.strip() for h, v in zip(header, row, strict=False) if v.strip()}
@@ -236,7 +244,9 @@ def read_lines(path: Path, fmt: str, start: int, first_line: int) -> Iterator[_L
             head = f.readline()
             header = _csv_header(head.decode("utf-8-sig", errors="replace"))
             if "value" not in header and "hash" not in header and "signal_str" not in header:
-                raise InvalidInput("FILE", "the CSV header names no value, hash or signal_str")
+                raise InvalidInput(
+                    "FILE", "line 1 (the CSV header) names no value, hash or signal_str column"
+                )
             if start == 0:
                 start = len(head)
             # Lines are numbered as in the file, header included, on a first run and on a

@@ -372,3 +372,16 @@ def test_progress_off_a_terminal_is_plain_lines_and_the_summary_one_line(
     assert "line 6, 6 new" in progress[-1]
     summary = "6 lines: 6 created, 0 duplicate, 0 refused, 0 skipped (withdrawn)"
     assert summary in r.output.splitlines(), r.output
+
+
+def test_csv_unclosed_quote_is_named_as_such(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A quote left open was read as one long field and refused as `value: empty`, which sent
+    the reader looking for a missing hash."""
+    f = tmp_path / "q.csv"
+    f.write_text(f'type,value\nmd5,{md5(1)}\n"md5,{md5(2)}\nmd5,{md5(3)}\n')
+    r = runner.invoke(cli, ["import", str(f), "--category", "csam"], env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "line 3: not CSV: a quote is not closed" in r.output, r.output
+    assert "3 lines: 2 created, 0 duplicate, 1 refused" in r.output
