@@ -128,7 +128,7 @@ class DatabaseCollector(Collector):
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        from sqlalchemy import func, select
+        from sqlalchemy import func, select, text
         from sqlmodel import col
 
         from app.storage.models import CheckpointRow, CosignatureRow
@@ -137,6 +137,9 @@ class DatabaseCollector(Collector):
             latest = session.execute(select(func.max(col(CheckpointRow.created_at)))).scalar()
             witness = col(CosignatureRow.witness)
             cosigs = session.execute(select(witness, func.count()).group_by(witness)).all()
+            leases = session.execute(
+                text("SELECT name, holder, expires_ms, generation FROM lease ORDER BY name")
+            ).all()
         age = GaugeMetricFamily(
             "signet_checkpoint_age_seconds", "Seconds since this node's latest checkpoint."
         )
@@ -153,6 +156,29 @@ class DatabaseCollector(Collector):
         for witness, n in cosigs:
             witnessed.add_metric([str(witness)], float(n))
         yield witnessed
+        # The leases (app/services/lease.py), so an operator of several workers or hosts can
+        # see which process pulls from peers, whether anyone does (expiry in the past by more
+        # than the ttl: no holder), and how often it changed hands (generation).
+        holder = GaugeMetricFamily(
+            "signet_lease_holder",
+            "1 for the process holding the lease (host:pid:random), as stored.",
+            labels=["lease", "holder"],
+        )
+        expires = GaugeMetricFamily(
+            "signet_lease_expires_timestamp_seconds",
+            "When the lease lapses unless its holder renews it (0: released).",
+            labels=["lease"],
+        )
+        generation = GaugeMetricFamily(
+            "signet_lease_generation", "Times the lease changed holder.", labels=["lease"]
+        )
+        for name, who, expires_ms, gen in leases:
+            holder.add_metric([str(name), str(who)], 1.0)
+            expires.add_metric([str(name)], int(expires_ms) / 1000)
+            generation.add_metric([str(name)], float(gen))
+        yield holder
+        yield expires
+        yield generation
 
 
 def render(node: Node, extra: Iterable[Collector] = ()) -> bytes:
