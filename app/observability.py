@@ -128,18 +128,16 @@ class DatabaseCollector(Collector):
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        from sqlalchemy import func, select, text
+        from sqlalchemy import func, select
         from sqlmodel import col
 
+        from app.services.lease import all_leases
         from app.storage.models import CheckpointRow, CosignatureRow
 
         with self.node.db.read() as session:
             latest = session.execute(select(func.max(col(CheckpointRow.created_at)))).scalar()
             witness = col(CosignatureRow.witness)
             cosigs = session.execute(select(witness, func.count()).group_by(witness)).all()
-            leases = session.execute(
-                text("SELECT name, holder, expires_ms, generation FROM lease ORDER BY name")
-            ).all()
         age = GaugeMetricFamily(
             "signet_checkpoint_age_seconds", "Seconds since this node's latest checkpoint."
         )
@@ -172,10 +170,10 @@ class DatabaseCollector(Collector):
         generation = GaugeMetricFamily(
             "signet_lease_generation", "Times the lease changed holder.", labels=["lease"]
         )
-        for name, who, expires_ms, gen in leases:
-            holder.add_metric([str(name), str(who)], 1.0)
-            expires.add_metric([str(name)], int(expires_ms) / 1000)
-            generation.add_metric([str(name)], float(gen))
+        for lease in all_leases(self.node.db):
+            holder.add_metric([lease.name, lease.holder], 1.0)
+            expires.add_metric([lease.name], lease.expires_ms / 1000)
+            generation.add_metric([lease.name], float(lease.generation))
         yield holder
         yield expires
         yield generation
