@@ -144,7 +144,13 @@ def _run(
     state: importer.Progress | None = None
     with progress:
         hashing = progress.add_task("digest", total=size, counts="")
-        digest = importer.file_digest(file, lambda n: progress.advance(hashing, n))
+        try:
+            digest = importer.file_digest(file, lambda n: progress.advance(hashing, n))
+        except KeyboardInterrupt:
+            # Typer would exit 130 without a word; say that nothing was imported by this run.
+            progress.stop()
+            err.print("interrupted while reading the file: nothing imported", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         # The import gets its own task: on the digest's, rich kept the speed the task had when
         # it first completed (the digest's hundreds of MB/s) and showed it, with an ETA of 0,
         # for the whole import.

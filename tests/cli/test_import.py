@@ -385,3 +385,21 @@ def test_csv_unclosed_quote_is_named_as_such(
     assert r.exit_code == 1, r.output
     assert "line 3: not CSV: a quote is not closed" in r.output, r.output
     assert "3 lines: 2 created, 0 duplicate, 1 refused" in r.output
+
+
+def test_ctrl_c_while_reading_the_file_says_so(
+    node: Node, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the digest (seconds on a large file) exited 130 with no message at all."""
+    from app.services import importer
+
+    def interrupted(*_: Any, **__: Any) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importer, "file_digest", interrupted)
+    f = tmp_path / "list.jsonl"
+    f.write_text(json.dumps({"type": "md5", "value": md5(1), "categories": ["csam"]}) + "\n")
+    r = runner.invoke(cli, ["import", str(f)], env=env_for(settings))
+    assert r.exit_code == 130
+    assert "interrupted while reading the file: nothing imported" in r.output
+    assert own_signals(node) == []
