@@ -6,7 +6,7 @@ Formats (docs/operating.md, "Importing a hash list"):
 - `csv`: a header line, then one row per line. Columns `type` (or `signal_type`), `value`
   (or `hash`, `signal_str`), and optionally `quality`, `key_id`, `categories` (separated by
   `;` or spaces), `opinion`, `confidence`. python-threatexchange's
-  `threatexchange dataset -P --csv` output (`signal_type,signal_str,collab,category,tags`)
+  `threatexchange dataset -P --csv` output (`collab,signal_type,signal_str,category,tags`)
   is this shape; its type names (`pdq`, `video_md5`, ...) are mapped to Signet's.
 - `stopncii`: one JSON object per line, each either a StopNCII `hashRecords` item
   (`signalType`, `hashValue`, `hashStatus`) or a whole FetchHashes page (`{"hashRecords":

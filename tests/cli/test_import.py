@@ -116,10 +116,10 @@ def test_csv_with_type_option_threatexchange_csv_and_stopncii(
 
     te = tmp_path / "te.csv"  # `threatexchange dataset -P --csv`
     te.write_text(
-        "signal_type,signal_str,collab,category,tags\n"
-        f"pdq,{pdq(7)},Sample,TRUE_POSITIVE,a b\n"
-        f"video_md5,{md5(100)},Sample,TRUE_POSITIVE,\n"
-        f"raw_text,hello there,Sample,TRUE_POSITIVE,\n"
+        "collab,signal_type,signal_str,category,tags\n"  # its columns, in its order
+        f"Sample Data,pdq,{pdq(7)},TRUE_POSITIVE,a b\n"
+        f"Sample Data,video_md5,{md5(100)},TRUE_POSITIVE,\n"
+        f"Sample Data,raw_text,hello there,TRUE_POSITIVE,\n"
     )
     r = runner.invoke(
         cli,
