@@ -281,6 +281,10 @@ def read_lines(path: Path, fmt: str, start: int, first_line: int) -> Iterator[_L
                     else:
                         if not isinstance(obj, dict):
                             raise LineError("", "must be a JSON object (a signal)")
+                        if "type" not in obj and ("signalType" in obj or "hashRecords" in obj):
+                            # Else every line of the file is refused as `type: required`,
+                            # which does not say what is wrong with the command.
+                            raise LineError("", "a StopNCII record: use --format stopncii")
                         items = [obj]
                 yield _Line(number, offset, items)
             except LineError as exc:

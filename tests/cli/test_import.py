@@ -403,3 +403,17 @@ def test_ctrl_c_while_reading_the_file_says_so(
     assert r.exit_code == 130
     assert "interrupted while reading the file: nothing imported" in r.output
     assert own_signals(node) == []
+
+
+def test_stopncii_records_without_the_format_option_say_which_format(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A StopNCII export saved as *.jsonl is read as signals by default; every line was refused
+    as `type: required`, which did not point at --format stopncii."""
+    f = tmp_path / "export.jsonl"
+    rec = {"signalType": "VideoMD5", "hashValue": md5(1), "hashStatus": "Active"}
+    f.write_text(json.dumps(rec) + "\n" + json.dumps({"hashRecords": [rec]}) + "\n")
+    r = runner.invoke(cli, ["import", str(f), "--category", "ncii"], env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "line 1: a StopNCII record: use --format stopncii" in r.output
+    assert "line 2: a StopNCII record: use --format stopncii" in r.output
