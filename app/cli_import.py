@@ -90,6 +90,9 @@ def import_file(
         _fail(f"--format must be one of {', '.join(importer.FORMATS)}", code=2)
     if fmt != "jsonl" and not category and not _csv_has(file, fmt, "categories"):
         _fail(f"--category is required: {fmt} rows name no category", code=2)
+    if fmt == "csv" and not type_ and not _csv_has(file, fmt, "type", "signal_type"):
+        # Checked up front: otherwise every row of the file is refused as `type: required`.
+        _fail("--type is required: the CSV header names no type (or signal_type) column", code=2)
     defaults = importer.Defaults(
         type=type_,
         categories=list(category or []),
@@ -207,12 +210,13 @@ def _run(
         raise typer.Exit(EXIT_REJECTED)
 
 
-def _csv_has(file: Path, fmt: str, column: str) -> bool:
+def _csv_has(file: Path, fmt: str, *columns: str) -> bool:
+    """Whether the CSV header names any of `columns`."""
     if fmt != "csv":
         return False
     with file.open("rb") as f:
         head = f.readline().decode("utf-8-sig", errors="replace").lower()
-    return column in [h.strip() for h in head.split(",")]
+    return any(column in [h.strip() for h in head.split(",")] for column in columns)
 
 
 class _PlainTicker:

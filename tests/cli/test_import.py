@@ -169,6 +169,18 @@ def test_csv_without_a_category_is_refused_before_reading(
     assert own_signals(node) == []
 
 
+def test_csv_without_a_type_is_refused_before_reading(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A header of values only and no --type: every row was refused as `type: required`."""
+    f = tmp_path / "h.csv"
+    f.write_text("value\n" + md5(1) + "\n")
+    r = runner.invoke(cli, ["import", str(f), "--category", "csam"], env=env_for(settings))
+    assert r.exit_code == 2, r.output
+    assert "--type is required: the CSV header names no type" in r.output
+    assert own_signals(node) == []
+
+
 RAW = ["Alice.Example@Mail.Example.com", "bob.builder@mail.example.com"]
 
 
