@@ -6,6 +6,8 @@ rejected lines on stderr, the summary and the exit code.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 EXIT_REJECTED = 1  # the import finished but refused some lines (unless --allow-errors)
 EXIT_INTERRUPTED = 130  # Ctrl-C: re-run the same command to continue
+PLAIN_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
 
 
 def register(app: typer.Typer) -> None:
@@ -87,6 +90,9 @@ def import_file(
         _fail(f"--format must be one of {', '.join(importer.FORMATS)}", code=2)
     if fmt != "jsonl" and not category and not _csv_has(file, fmt, "categories"):
         _fail(f"--category is required: {fmt} rows name no category", code=2)
+    if fmt == "csv" and not type_ and not _csv_has(file, fmt, "type", "signal_type"):
+        # Checked up front: otherwise every row of the file is refused as `type: required`.
+        _fail("--type is required: the CSV header names no type (or signal_type) column", code=2)
     defaults = importer.Defaults(
         type=type_,
         categories=list(category or []),
@@ -124,6 +130,9 @@ def _run(
     from app.services import importer
 
     size = file.stat().st_size
+    # Off a terminal (a pipe, a log file, a cron job) rich draws nothing until it stops, so a
+    # long import would be silent for its whole run: there, a plain line every PLAIN_EVERY s.
+    plain = not quiet and not err.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -132,13 +141,27 @@ def _run(
         TimeRemainingColumn(),
         TextColumn("{task.fields[counts]}"),
         console=err,
-        disable=quiet,
+        disable=quiet or plain,
         transient=False,
     )
     state: importer.Progress | None = None
     with progress:
-        task = progress.add_task("digest", total=size, counts="")
-        digest = importer.file_digest(file, lambda n: progress.advance(task, n))
+        hashing = progress.add_task("digest", total=size, counts="")
+        try:
+            digest = importer.file_digest(file, lambda n: progress.advance(hashing, n))
+        except KeyboardInterrupt:
+            # Typer would exit 130 without a word; say that nothing was imported by this run.
+            progress.stop()
+            err.print("interrupted while reading the file: nothing imported", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        # The import gets its own task: on the digest's, rich kept the speed the task had when
+        # it first completed (the digest's hundreds of MB/s) and showed it, with an ETA of 0,
+        # for the whole import.
+        progress.update(hashing, visible=False)
+        row = importer.progress_of(node, digest)
+        begun = row.byte_offset if row else 0
+        task = progress.add_task("import", total=size, completed=begun, counts="")
+        ticker = _PlainTicker(size, row.lines if row else 0, lambda n: importer.file_line(fmt, n))
 
         def on_batch(p: importer.Progress) -> None:
             nonlocal state
@@ -146,17 +169,17 @@ def _run(
             for rejection in p.rejected:
                 progress.console.print(str(rejection), highlight=False, soft_wrap=True)
             t = p.totals
-            progress.update(
-                task,
-                completed=p.offset,
-                counts=f"{t.created:,} new, {t.duplicate:,} dup, {t.rejected:,} refused",
-            )
+            counts = f"{t.created:,} new, {t.duplicate:,} dup, {t.rejected:,} refused"
+            progress.update(task, completed=p.offset, counts=counts)
+            if plain and not p.finished:
+                line = ticker.line(p.offset, t.lines, counts)
+                if line:
+                    err.print(line, highlight=False, soft_wrap=True)
 
-        row = importer.progress_of(node, digest)
-        progress.update(task, description="import", completed=row.byte_offset if row else 0)
         if row is not None and row.finished_at is None:
             progress.console.print(
-                f"resuming {file.name} at line {row.lines + 1:,} (byte {row.byte_offset:,})",
+                f"resuming {file.name} at line {importer.file_line(fmt, row.lines) + 1:,} "
+                f"(byte {row.byte_offset:,})",
                 highlight=False,
             )
         try:
@@ -165,26 +188,56 @@ def _run(
             )
         except KeyboardInterrupt:
             progress.stop()
-            at = f" after line {state.totals.lines:,}" if state else ""
+            at = f" after line {importer.file_line(fmt, state.totals.lines):,}" if state else ""
             err.print(f"interrupted{at}: run the same command again to continue", highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except InvalidInput as exc:
             _fail(f"{exc.field}: {exc.reason}", code=2)
     t = result.totals
     if result.already:
-        out.print(f"{file.name} was imported already (sha256 {digest[:16]}…)", highlight=False)
+        out.print(
+            f"{file.name} was imported already (sha256 {digest[:16]}…)",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"{t.lines:,} lines: {t.created:,} created, {t.duplicate:,} duplicate, "
         f"{t.rejected:,} refused, {t.skipped:,} skipped (withdrawn)",
         highlight=False,
+        soft_wrap=True,  # one line for scripts: rich wraps at 80 columns off a terminal
     )
     if t.rejected and not allow_errors:
         raise typer.Exit(EXIT_REJECTED)
 
 
-def _csv_has(file: Path, fmt: str, column: str) -> bool:
+def _csv_has(file: Path, fmt: str, *columns: str) -> bool:
+    """Whether the CSV header names any of `columns`."""
     if fmt != "csv":
         return False
     with file.open("rb") as f:
         head = f.readline().decode("utf-8-sig", errors="replace").lower()
-    return column in [h.strip() for h in head.split(",")]
+    return any(column in [h.strip() for h in head.split(",")] for column in columns)
+
+
+class _PlainTicker:
+    """Progress as plain lines, for a stderr that is not a terminal: at most one every
+    PLAIN_EVERY seconds, with the share of the file done, the line reached and the rate."""
+
+    def __init__(self, size: int, lines_before: int, file_line: Callable[[int], int]) -> None:
+        self.size = size
+        self.lines_before = lines_before  # done by earlier runs: not this run's rate
+        self.file_line = file_line
+        self.started = time.monotonic()
+        self.last = self.started
+
+    def line(self, offset: int, lines: int, counts: str) -> str | None:
+        now = time.monotonic()
+        if now - self.last < PLAIN_EVERY:
+            return None
+        self.last = now
+        share = offset / self.size if self.size else 1.0
+        rate = (lines - self.lines_before) / max(now - self.started, 1e-9)
+        return (
+            f"import: {share:.0%} ({offset / 1e6:,.1f} of {self.size / 1e6:,.1f} MB), "
+            f"line {self.file_line(lines):,}, {counts}, {rate:,.0f} lines/s"
+        )

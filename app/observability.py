@@ -131,6 +131,7 @@ class DatabaseCollector(Collector):
         from sqlalchemy import func, select
         from sqlmodel import col
 
+        from app.services.lease import all_leases
         from app.storage.models import CheckpointRow, CosignatureRow
 
         with self.node.db.read() as session:
@@ -153,6 +154,29 @@ class DatabaseCollector(Collector):
         for witness, n in cosigs:
             witnessed.add_metric([str(witness)], float(n))
         yield witnessed
+        # The leases (app/services/lease.py), so an operator of several workers or hosts can
+        # see which process pulls from peers, whether anyone does (expiry in the past by more
+        # than the ttl: no holder), and how often it changed hands (generation).
+        holder = GaugeMetricFamily(
+            "signet_lease_holder",
+            "1 for the process holding the lease (host:pid:random), as stored.",
+            labels=["lease", "holder"],
+        )
+        expires = GaugeMetricFamily(
+            "signet_lease_expires_timestamp_seconds",
+            "When the lease lapses unless its holder renews it (0: released).",
+            labels=["lease"],
+        )
+        generation = GaugeMetricFamily(
+            "signet_lease_generation", "Times the lease changed holder.", labels=["lease"]
+        )
+        for lease in all_leases(self.node.db):
+            holder.add_metric([lease.name, lease.holder], 1.0)
+            expires.add_metric([lease.name], lease.expires_ms / 1000)
+            generation.add_metric([lease.name], float(lease.generation))
+        yield holder
+        yield expires
+        yield generation
 
 
 def render(node: Node, extra: Iterable[Collector] = ()) -> bytes:

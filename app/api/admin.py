@@ -1,7 +1,8 @@
-"""Operator endpoints: API keys and peers."""
+"""Operator endpoints: API keys, peers, leases."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -42,6 +43,43 @@ def list_api_keys(node: NodeDep, _: AdminKey) -> list[ApiKeyOut]:
 @router.post("/api-keys/{key_id}/revoke", operation_id="revoke_api_key", response_model=ApiKeyOut)
 def revoke_api_key(key_id: int, node: NodeDep, _: AdminKey) -> ApiKeyOut:
     return apikeys.revoke(node, key_id)
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+
+class LeaseOut(BaseModel):
+    name: str
+    holder: str
+    expires_at: datetime | None
+    generation: int
+    live: bool
+    this_process: bool
+
+
+@router.get("/leases", operation_id="list_leases", response_model=list[LeaseOut])
+def list_leases(fed: FederationDep, _: AdminKey) -> list[LeaseOut]:
+    """Which process holds each lease: `pull` names the one process (of every worker of every
+    host) that runs the pull loops. `holder` is host:pid:random; `live` is false once the
+    holder stopped renewing (released, or dead and not yet replaced); `this_process` says
+    whether the worker answering is the holder."""
+    from app.services.lease import all_leases
+
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    mine = fed.lease.me if fed.lease.held else None
+    return [
+        LeaseOut(
+            name=lease.name,
+            holder=lease.holder,
+            expires_at=(
+                datetime.fromtimestamp(lease.expires_ms / 1000, UTC) if lease.expires_ms else None
+            ),
+            generation=lease.generation,
+            live=lease.expires_ms > now_ms,
+            this_process=lease.name == fed.lease.name and lease.holder == mine,
+        )
+        for lease in all_leases(fed.node.db)
+    ]
 
 
 # --- peers -----------------------------------------------------------------------------------

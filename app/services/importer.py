@@ -6,7 +6,7 @@ Formats (docs/operating.md, "Importing a hash list"):
 - `csv`: a header line, then one row per line. Columns `type` (or `signal_type`), `value`
   (or `hash`, `signal_str`), and optionally `quality`, `key_id`, `categories` (separated by
   `;` or spaces), `opinion`, `confidence`. python-threatexchange's
-  `threatexchange dataset -P --csv` output (`signal_type,signal_str,collab,category,tags`)
+  `threatexchange dataset -P --csv` output (`collab,signal_type,signal_str,category,tags`)
   is this shape; its type names (`pdq`, `video_md5`, ...) are mapped to Signet's.
 - `stopncii`: one JSON object per line, each either a StopNCII `hashRecords` item
   (`signalType`, `hashValue`, `hashStatus`) or a whole FetchHashes page (`{"hashRecords":
@@ -148,7 +148,15 @@ def _csv_header(line: str) -> list[str]:
 
 
 def _csv_item(header: list[str], line: str) -> dict[str, Any]:
-    row = next(csv.reader([line]), [])
+    # strict: an unclosed quote is an error here, where the lenient reader took the rest of
+    # the line as one field and the row was refused for an empty value, which misled.
+    try:
+        row = next(csv.reader([line], strict=True), [])
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            reason = "not CSV: a quote is not closed (fields must not span lines)"
+            raise LineError("", reason) from None
+        raise LineError("", f"not CSV ({exc})") from None
     if len(row) > len(header):
         raise LineError("", f"{len(row)} columns, the header names {len(header)}")
     cells = {h: v.strip() for h, v in zip(header, row, strict=False) if v.strip()}
@@ -223,17 +231,27 @@ class _Line:
     error: LineError | None = None
 
 
+def file_line(fmt: str, lines: int) -> int:
+    """The file's line number of the last of `lines` data lines (a CSV's header is line 1)."""
+    return lines + 1 if fmt == "csv" else lines
+
+
 def read_lines(path: Path, fmt: str, start: int, first_line: int) -> Iterator[_Line]:
-    """The file's lines from byte `start` (line number `first_line` + 1 on), parsed."""
+    """The file's lines from byte `start`, after `first_line` data lines, parsed."""
     with path.open("rb") as f:
         header: list[str] | None = None
         if fmt == "csv":
             head = f.readline()
             header = _csv_header(head.decode("utf-8-sig", errors="replace"))
             if "value" not in header and "hash" not in header and "signal_str" not in header:
-                raise InvalidInput("FILE", "the CSV header names no value, hash or signal_str")
+                raise InvalidInput(
+                    "FILE", "line 1 (the CSV header) names no value, hash or signal_str column"
+                )
             if start == 0:
-                start, first_line = len(head), max(first_line, 1)
+                start = len(head)
+            # Lines are numbered as in the file, header included, on a first run and on a
+            # resumed one alike (the progress row counts data lines only).
+            first_line = file_line(fmt, first_line)
         f.seek(start)
         offset, number = start, first_line
         for raw in f:
@@ -263,6 +281,10 @@ def read_lines(path: Path, fmt: str, start: int, first_line: int) -> Iterator[_L
                     else:
                         if not isinstance(obj, dict):
                             raise LineError("", "must be a JSON object (a signal)")
+                        if "type" not in obj and ("signalType" in obj or "hashRecords" in obj):
+                            # Else every line of the file is refused as `type: required`,
+                            # which does not say what is wrong with the command.
+                            raise LineError("", "a StopNCII record: use --format stopncii")
                         items = [obj]
                 yield _Line(number, offset, items)
             except LineError as exc:

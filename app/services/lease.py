@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import text
 
@@ -47,6 +48,23 @@ _CREATE = text(
 )
 _RELEASE = text("UPDATE lease SET expires_ms = 0 WHERE name = :name AND holder = :me")
 _WHO = text("SELECT holder, expires_ms, generation FROM lease WHERE name = :name")
+_ALL = text("SELECT name, holder, expires_ms, generation FROM lease ORDER BY name")
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """A lease row as stored: what /metrics and GET /v1/admin/leases show an operator."""
+
+    name: str
+    holder: str  # host:pid:random of the process that last took it
+    expires_ms: int  # 0 once released by a clean stop
+    generation: int  # times it changed holder
+
+
+def all_leases(db: Database) -> list[LeaseState]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(_ALL).all()
+    return [LeaseState(str(n), str(h), int(e), int(g)) for n, h, e, g in rows]
 
 
 def holder_id() -> str:

@@ -63,6 +63,8 @@ def open_node(settings: Settings, *, migrate: bool = True) -> Node:
     db = Database(settings.database_url)
     if migrate:
         migrations.upgrade(db)
+    if not key_path(settings).exists():
+        _warn_if_the_database_has_a_key(settings, db)
     key = NodeKey.load_or_create(key_path(settings))
     shared = settings.pdq_shared_base is True  # unset: private (`signet serve` decides)
     index = MatchIndex(
@@ -71,6 +73,35 @@ def open_node(settings: Settings, *, migrate: bool = True) -> Node:
         pdq_layout=settings.pdq_layout,
     )
     return Node(settings=settings, db=db, key=key, index=index)
+
+
+def _warn_if_the_database_has_a_key(settings: Settings, db: Database) -> None:
+    """A host of a running node started without the node's key file would make a key of its
+    own and sign the node's log with it, which no peer or auditor has pinned (a second host
+    set up by docs/scaling.md with the key not copied yet). Not refused: a node that lost its
+    key for good starts over this way, and its peers re-pin by hand (docs/operating.md)."""
+    import json
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.storage import logscan
+
+    try:
+        with db.read() as session:
+            last = logscan.last_entry_of_kind(session, "config")
+    except SQLAlchemyError:  # no schema yet (migrate=False on a new database): a new node
+        return
+    if last is None:
+        return
+    logged = json.loads(last.data).get("config", {}).get("verifier_key")
+    if logged:
+        log.warning(
+            "no node key at %s, but the database already belongs to a node with verifier key "
+            "%s: creating a NEW key. If this is another host of that node, stop it and copy "
+            "the node's key file here first (docs/scaling.md, Running N hosts).",
+            key_path(settings),
+            logged,
+        )
 
 
 def pdq_base_path(settings: Settings, kind: str = "pdq") -> Path:

@@ -116,10 +116,10 @@ def test_csv_with_type_option_threatexchange_csv_and_stopncii(
 
     te = tmp_path / "te.csv"  # `threatexchange dataset -P --csv`
     te.write_text(
-        "signal_type,signal_str,collab,category,tags\n"
-        f"pdq,{pdq(7)},Sample,TRUE_POSITIVE,a b\n"
-        f"video_md5,{md5(100)},Sample,TRUE_POSITIVE,\n"
-        f"raw_text,hello there,Sample,TRUE_POSITIVE,\n"
+        "collab,signal_type,signal_str,category,tags\n"  # its columns, in its order
+        f"Sample Data,pdq,{pdq(7)},TRUE_POSITIVE,a b\n"
+        f"Sample Data,video_md5,{md5(100)},TRUE_POSITIVE,\n"
+        f"Sample Data,raw_text,hello there,TRUE_POSITIVE,\n"
     )
     r = runner.invoke(
         cli,
@@ -166,6 +166,18 @@ def test_csv_without_a_category_is_refused_before_reading(
     f.write_text("value\n" + md5(1) + "\n")
     r = runner.invoke(cli, ["import", str(f), "--type", "md5"], env=env_for(settings))
     assert r.exit_code == 2 and "--category" in r.output
+    assert own_signals(node) == []
+
+
+def test_csv_without_a_type_is_refused_before_reading(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A header of values only and no --type: every row was refused as `type: required`."""
+    f = tmp_path / "h.csv"
+    f.write_text("value\n" + md5(1) + "\n")
+    r = runner.invoke(cli, ["import", str(f), "--category", "csam"], env=env_for(settings))
+    assert r.exit_code == 2, r.output
+    assert "--type is required: the CSV header names no type" in r.output
     assert own_signals(node) == []
 
 
@@ -315,3 +327,105 @@ def test_duplicate_check_stays_on_its_index_as_an_import_grows(node: Node, tmp_p
     assert "ix_signal_match_key_status" in plan, plan
     with node.db.read() as s:  # and the probe finds what it should (match_key is type:value)
         assert len(s.execute(probe).all()) == 20
+
+
+def test_csv_resume_numbers_lines_as_the_file_does(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A CSV's header is line 1 on a resumed run too: the resume message and the refused lines
+    after it name the file's own line numbers (they were one short after a resume)."""
+    from app.services import importer
+
+    f = tmp_path / "hashes.csv"
+    rows = [md5(i) for i in range(6)]
+    rows[4] = "zz"  # the 5th data row: line 6 of the file
+    f.write_text("value\n" + "".join(f"{v}\n" for v in rows))
+    defaults = importer.Defaults(type="md5", categories=["csam"])
+
+    def stop(_: importer.Progress) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C right after the first batch committed
+
+    with pytest.raises(KeyboardInterrupt):
+        importer.run_import(node, f, "csv", defaults, batch=2, on_batch=stop)
+    row = _progress(node)
+    assert row is not None and row.lines == 2 and row.finished_at is None
+
+    args = ["import", str(f), "--type", "md5", "--category", "csam", "--quiet"]
+    r = runner.invoke(cli, args, env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "resuming hashes.csv at line 4 " in r.output  # data rows 1-2 were lines 2-3
+    assert "line 6: value" in r.output, r.output
+    assert "6 lines: 5 created, 0 duplicate, 1 refused" in r.output
+
+
+def test_progress_off_a_terminal_is_plain_lines_and_the_summary_one_line(
+    node: Node, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped (a log file, cron), rich's bar drew nothing until the end, so a long import said
+    nothing for its whole run; and the summary was wrapped at 80 columns, which breaks a script
+    reading it. Off a terminal the import now prints plain progress lines."""
+    import app.cli_import
+
+    monkeypatch.setattr(app.cli_import, "PLAIN_EVERY", 0.0, raising=False)  # a line per batch
+    f = tmp_path / "list.jsonl"
+    f.write_text(
+        "".join(
+            json.dumps({"type": "md5", "value": md5(i), "categories": ["csam"]}) + "\n"
+            for i in range(6)
+        )
+    )
+    env = {**env_for(settings), "COLUMNS": "40"}
+    r = runner.invoke(cli, ["import", str(f), "--batch", "2"], env=env)
+    assert r.exit_code == 0, r.output
+    progress = [line for line in r.output.splitlines() if line.startswith("import: ")]
+    assert len(progress) == 3, r.output  # one per batch (the end prints the summary instead)
+    assert progress[0].startswith("import: 33% (")
+    assert "line 2, 2 new, 0 dup, 0 refused" in progress[0]
+    assert "line 6, 6 new" in progress[-1]
+    summary = "6 lines: 6 created, 0 duplicate, 0 refused, 0 skipped (withdrawn)"
+    assert summary in r.output.splitlines(), r.output
+
+
+def test_csv_unclosed_quote_is_named_as_such(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A quote left open was read as one long field and refused as `value: empty`, which sent
+    the reader looking for a missing hash."""
+    f = tmp_path / "q.csv"
+    f.write_text(f'type,value\nmd5,{md5(1)}\n"md5,{md5(2)}\nmd5,{md5(3)}\n')
+    r = runner.invoke(cli, ["import", str(f), "--category", "csam"], env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "line 3: not CSV: a quote is not closed" in r.output, r.output
+    assert "3 lines: 2 created, 0 duplicate, 1 refused" in r.output
+
+
+def test_ctrl_c_while_reading_the_file_says_so(
+    node: Node, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the digest (seconds on a large file) exited 130 with no message at all."""
+    from app.services import importer
+
+    def interrupted(*_: Any, **__: Any) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importer, "file_digest", interrupted)
+    f = tmp_path / "list.jsonl"
+    f.write_text(json.dumps({"type": "md5", "value": md5(1), "categories": ["csam"]}) + "\n")
+    r = runner.invoke(cli, ["import", str(f)], env=env_for(settings))
+    assert r.exit_code == 130
+    assert "interrupted while reading the file: nothing imported" in r.output
+    assert own_signals(node) == []
+
+
+def test_stopncii_records_without_the_format_option_say_which_format(
+    node: Node, settings: Settings, tmp_path: Path
+) -> None:
+    """A StopNCII export saved as *.jsonl is read as signals by default; every line was refused
+    as `type: required`, which did not point at --format stopncii."""
+    f = tmp_path / "export.jsonl"
+    rec = {"signalType": "VideoMD5", "hashValue": md5(1), "hashStatus": "Active"}
+    f.write_text(json.dumps(rec) + "\n" + json.dumps({"hashRecords": [rec]}) + "\n")
+    r = runner.invoke(cli, ["import", str(f), "--category", "ncii"], env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "line 1: a StopNCII record: use --format stopncii" in r.output
+    assert "line 2: a StopNCII record: use --format stopncii" in r.output

@@ -129,3 +129,29 @@ def test_db_upgrade_creates_the_node(tmp_path: Path) -> None:
     assert (data / "node.key").is_file() and (data / "signet.db").is_file()
     r = runner.invoke(cli, ["key", "show"], env=env)
     assert r.exit_code == 0 and r.stdout.startswith("signet.localhost+")
+
+
+def test_a_host_without_the_node_key_is_warned_before_making_its_own(
+    node: Node, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second host of a node (docs/scaling.md) started before its key file was copied made a
+    key of its own, in silence, and signed the node's log with it."""
+    from app.services.node import open_node
+
+    exchange_log.log_config_if_changed(node)  # the first host's start
+    other_host = settings.model_copy(update={"data_dir": tmp_path / "host2"})
+    with caplog.at_level("WARNING", logger="signet.node"):
+        second = open_node(other_host)
+    second.db.dispose()
+    warned = [r.getMessage() for r in caplog.records if "creating a NEW key" in r.getMessage()]
+    assert len(warned) == 1 and node.verifier_key in warned[0], caplog.text
+    assert "copy the node's key file" in warned[0]
+
+    # A database with no config entry yet is a new node's: its first key, nothing to warn of.
+    caplog.clear()
+    fresh = settings.model_copy(
+        update={"data_dir": tmp_path / "fresh", "database_url": f"sqlite:///{tmp_path}/f.db"}
+    )
+    with caplog.at_level("WARNING", logger="signet.node"):
+        open_node(fresh).db.dispose()
+    assert not any("creating a NEW key" in r.getMessage() for r in caplog.records)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.services.lease import Lease
+from app.services.node import Node
 from app.storage import migrate
 from app.storage.db import Database
 
@@ -125,3 +126,33 @@ def test_clean_release_and_expiry_in_process(url: str) -> None:
     assert late.try_acquire()
     assert not short.try_acquire()
     db.dispose()
+
+
+def test_metrics_show_the_holder_expiry_and_handovers(node: Node) -> None:
+    """/metrics said nothing about the pull lease: an operator of several hosts could not tell
+    which process pulled, or whether any did, without reading the table by hand."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.observability import render
+
+    first, second = Lease(node.db, "pull", ttl=6.0), Lease(node.db, "pull", ttl=6.0)
+    assert first.try_acquire()
+    page = render(node).decode()
+    assert f'signet_lease_holder{{holder="{first.me}",lease="pull"}} 1.0' in page, page
+    assert 'signet_lease_generation{lease="pull"} 1.0' in page
+    current = first.current()
+    assert current is not None
+    expires = [
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "signet_lease_expires_timestamp_seconds"
+    ]
+    assert expires == [current[1] / 1000]
+
+    first.release()  # a clean stop: the next process takes it at once
+    assert second.try_acquire()
+    page = render(node).decode()
+    assert f'signet_lease_holder{{holder="{second.me}",lease="pull"}} 1.0' in page
+    assert first.me not in page
+    assert 'signet_lease_generation{lease="pull"} 2.0' in page
