@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import app.signals.pdq_base as pdq_base_module
 import app.signals.pdq_index as pdq_index_module
 from app.signals.pdq_base import Base, BaseFileError
 from app.signals.pdq_index import PDQIndex
@@ -592,3 +593,34 @@ def test_a_load_compares_with_a_base_compacted_elsewhere_meanwhile(
     index = load.finish()
     assert path.stat().st_ino == inode and index.base_tag == 25  # the new file, kept
     _holds_exactly(index, now, rng)
+
+
+@pytest.mark.parametrize("layout", ["multi-index", "compact"])
+def test_a_base_file_is_made_durable_by_fsync_not_by_the_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    """Python's mmap.flush (msync) keeps the GIL for the whole write-back, so a compaction on
+    the background thread would stall every query and write of the process meanwhile; the
+    build writes the file back with os.fsync (GIL released) before renaming it in."""
+    flushed: list[object] = []
+    synced: list[str] = []
+    real_fsync = pdq_base_module.os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(Path(f"/proc/self/fd/{fd}").resolve().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(np.memmap, "flush", lambda self: flushed.append(self))
+    monkeypatch.setattr(pdq_base_module.os, "fsync", fsync)
+    entries, queries = planted_data(500, 2, seed=21)
+    path = tmp_path / "pdq.pdqbase"
+    index = _index_of(entries, path=path, layout=layout, min_delta=10**9)
+    index.add(-1, queries[0])
+    entries[-1] = queries[0]
+    index.compact()
+    assert flushed == []
+    # Each of the two files was synced under its temporary name, before the rename.
+    assert len([name for name in synced if name.endswith(".tmp")]) == 2
+    monkeypatch.undo()
+    _check(index, entries, queries)
+    _check(PDQIndex(path=path), entries, queries)  # what another process maps
