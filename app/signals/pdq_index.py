@@ -598,9 +598,12 @@ class PDQIndex:
                     and s.base.kind == self._layout
                 ):
                     return
-                slots = np.fromiter(self._delta_slot.values(), np.int64, len(self._delta_slot))
                 mark = len(self._journal)
                 tag = self._last_tag
+            # The delta entries alive in the snapshot, read as a reader would, outside the lock:
+            # walking `_delta_slot` here held the lock and the GIL for 0.2 s at 100M codes
+            # (3.1M entries), stalling the process's writes and queries.
+            slots = np.flatnonzero(s.delta_died[: s.delta_len] > s.epoch)
             alive = s.base.live_mask()  # may include deaths after `mark`: they replay as no-ops
             keys = np.concatenate([s.base.key_at(np.flatnonzero(alive)), s.delta_keys[slots]])
             codes = np.concatenate([s.base.codes_at(alive), s.delta_codes[slots]])
