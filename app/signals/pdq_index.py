@@ -584,7 +584,8 @@ class PDQIndex:
         """Fold the delta and tombstones into a new base (a new file when file-backed).
 
         Neither readers nor writers wait for the build: the writer lock is held only to take
-        the snapshot and, at the end, to replay the writes made meanwhile onto the new base.
+        the snapshot and, at the end, to swap in the new base once the writes made meanwhile
+        are replayed onto it (most of them before the lock is taken).
         """
         with self._compact_lock, _file_lock(self._path, wait=True):
             if self._path is not None and self._adopt_newer():
@@ -610,8 +611,14 @@ class PDQIndex:
             del alive
             base = Base.build(keys, codes, tag=tag, path=self._path, kind=self._layout)
             del keys, codes
+            # The writes made during the build are redone onto the new base before the lock is
+            # taken (nobody sees it yet); under the lock, only those made meanwhile. Redoing them
+            # all under the lock kept writers waiting ~0.1 s at 10M codes (1,500 writes).
+            done = len(self._journal)
+            stage = self._staged(base, self._journal[mark:done])
             with self._lock:
-                self._install(base, self._journal[mark:])
+                stage._redo(self._journal[done:])
+                self._take(stage)
 
     def refresh_base(self) -> bool:
         """Adopt a newer base file another process wrote at `path`; True if one was adopted.
@@ -711,18 +718,34 @@ class PDQIndex:
         return True
 
     def _install(self, base: Base, replay: list[_Op]) -> None:
-        """Writer lock held: make `base` current, then redo `replay` (writes it lacks)."""
-        self._snap = _Snapshot(base, *_EMPTY_DELTA, 0, self._snap.epoch + 1, base.size)
-        self._delta_slot = {}
-        self._base_dead = 0
-        self._journal = []
-        last = self._last_tag
-        for op in replay:
+        """Writer lock held: make `base` current with `replay` (writes it lacks) redone."""
+        self._take(self._staged(base, replay))
+
+    def _staged(self, base: Base, replay: list[_Op]) -> PDQIndex:
+        """A private index on `base` with `replay` redone onto it: what `_take` makes current.
+        No reader or writer sees it (nor `base`'s tombstones) until then, so the writer lock
+        is not needed to build it."""
+        stage = PDQIndex(layout=self._layout)
+        stage._snap = _Snapshot(base, *_EMPTY_DELTA, 0, self._snap.epoch + 1, base.size)
+        stage._redo(replay)
+        return stage
+
+    def _redo(self, ops: list[_Op]) -> None:
+        for op in ops:
             if op.words is None:
                 self._remove(int(op.keys[0]), op.tag)
             else:
                 self._upsert(op.keys, op.words, op.tag)
-        self._last_tag = max(last, base.tag)
+
+    def _take(self, stage: PDQIndex) -> None:
+        """Writer lock held: make `stage`'s base, delta and journal ours, in one step for
+        readers (a reader sees the old base with every write, or the new one with every
+        write)."""
+        self._snap = stage._snap
+        self._delta_slot = stage._delta_slot
+        self._base_dead = stage._base_dead
+        self._journal = stage._journal
+        self._last_tag = max(self._last_tag, stage._snap.base.tag)
 
     def _compaction_due(self) -> bool:
         s = self._snap
