@@ -606,6 +606,10 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
     ):
         q = np.array([s for t, s in queries if lo <= t < hi])
         w = np.array([s for t, s in writes if lo <= t < hi])
+        # When the slowest of each started, in seconds into the phase: tells a stall of the
+        # build from one of the machine (a neighbour's process) or of the phase's start.
+        q_at = max(((s, t - lo) for t, s in queries if lo <= t < hi), default=(0.0, 0.0))[1]
+        w_at = max(((s, t - lo) for t, s in writes if lo <= t < hi), default=(0.0, 0.0))[1]
         STALL_ROWS.append(
             {
                 "codes": f"{n:,}",
@@ -617,9 +621,11 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
                 "p99": _ms(q, 0.99),
                 "p99.9": _ms(q, 0.999),
                 "max": _ms(q),
+                "max at": f"{q_at:.1f} s",
                 "writes": str(w.size),
                 "write p50": _ms(w, 0.5),
                 "write max": _ms(w),
+                "write max at": f"{w_at:.1f} s",
             }
         )
     print(
