@@ -35,6 +35,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _POPCOUNT16 = np.bitwise_count(np.arange(_CHUNK_VALUES, dtype=np.uint16))
 _MASKS_BY_WEIGHT = np.argsort(_POPCOUNT16, kind="stable").astype(np.int64)
 _BALL_SIZE = np.cumsum(np.bincount(_POPCOUNT16, minlength=17))  # masks within radius r
+_RELEASE_WAIT: Final = 10.0  # seconds a compaction waits for queries on the base it replaced
 _COMPARE_CHUNK = 1 << 16  # keys compared with a shared base file at a time (SharedLoad)
 
 Int64Array = NDArray[np.int64]
@@ -587,6 +589,7 @@ class PDQIndex:
         the snapshot and, at the end, to swap in the new base once the writes made meanwhile
         are replayed onto it (most of them before the lock is taken).
         """
+        old: Base | None = None  # the base replaced, once it is
         with self._compact_lock, _file_lock(self._path, wait=True):
             if self._path is not None and self._adopt_newer():
                 return  # another process just wrote a base; ours would be no newer
@@ -619,6 +622,16 @@ class PDQIndex:
             with self._lock:
                 stage._redo(self._journal[done:])
                 self._take(stage)
+            old = s.base
+            del s, stage, base
+        if old is not None and old.path is not None:
+            # Let the queries still on the replaced base finish, so that its last reference
+            # goes here: dropping the last mapping of a replaced (unlinked) base file frees its
+            # pages, ~0.17 s a GiB on the bench machine, and the query that dropped it paid
+            # that (0.8 s at 100M codes, compact layout). Two references: `old`, and the call's.
+            deadline = time.monotonic() + _RELEASE_WAIT
+            while sys.getrefcount(old) > 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def refresh_base(self) -> bool:
         """Adopt a newer base file another process wrote at `path`; True if one was adopted.
