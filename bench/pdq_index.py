@@ -51,6 +51,7 @@ pin_one_core()
 
 import numpy as np  # noqa: E402
 
+from app.signals.pdq_base import file_id  # noqa: E402
 from app.signals.pdq_index import MULTI_INDEX, PDQIndex, scan_codes  # noqa: E402
 
 try:
@@ -478,6 +479,164 @@ def remove_base(path: Path | None) -> None:
             f.unlink()
 
 
+# --------------------------------------------------------------------------- compaction stall
+
+STALL_WRITE_RATE = 100.0  # --stall-write-rate: add/remove calls per second beside the queries
+STALL_ROWS: list[dict[str, str]] = []
+
+
+def _ms(seconds: np.ndarray, q: float | None = None) -> str:
+    if seconds.size == 0:
+        return ""
+    value = seconds.max() if q is None else np.quantile(seconds, q)
+    return f"{value * 1e3:.3g} ms"
+
+
+def _streams(
+    index: PDQIndex,
+    query_codes: np.ndarray,
+    write: Any,
+    until: Any,
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Single queries back to back on one thread and `write()` at STALL_WRITE_RATE on another,
+    as a server's request and sync threads do, until `until()` returns (on this thread).
+    Returns (start, seconds) of every query and every write."""
+    import threading
+
+    stop = threading.Event()
+    queries: list[tuple[float, float]] = []
+    writes: list[tuple[float, float]] = []
+
+    def query_loop() -> None:
+        i = 0
+        while not stop.is_set():
+            code = query_codes[i % len(query_codes)].tobytes()
+            start = time.perf_counter()
+            index.query(code, THRESHOLD)
+            queries.append((start, time.perf_counter() - start))
+            i += 1
+
+    def write_loop() -> None:
+        period = 1 / STALL_WRITE_RATE
+        due = time.perf_counter()
+        while not stop.is_set():
+            start = time.perf_counter()
+            write()
+            writes.append((start, time.perf_counter() - start))
+            # A steady rate, not a burst to catch up after a slow write.
+            due = max(due + period, time.perf_counter())
+            stop.wait(max(0.0, due - time.perf_counter()))
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (query_loop, write_loop)]
+    for t in threads:
+        t.start()
+    try:
+        until()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return queries, writes
+
+
+def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
+    """Queries and writes timed one by one while a background compaction of a base of n
+    codes runs, then for as long again without one (the same run's baseline)."""
+    rng = np.random.default_rng(seed)
+    path = base_dir / f"stall-{n}-{seed}-{layout}.pdqbase"
+    keys = np.arange(n, dtype=np.int64) * 7 + 1_000_000
+    codes = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
+    # Queries near stored codes, so each has answers to gather.
+    query_codes = np.stack([flip_bits(c, 8, rng) for c in codes[rng.choice(n, 200)]])
+    with Stopwatch() as build:
+        # As the server's indexes are (app/signals/match_index.py): file-backed, and the write
+        # that crosses the limit starts the compaction on the "pdq-compact" thread.
+        index = PDQIndex.from_arrays(
+            keys, codes, path=path, layout=layout, background_compaction=True
+        )
+    del codes
+    gc.collect()
+    del keys
+    next_key = iter(range(n * 7 + 1_000_000, 1 << 62, 7))  # new row ids: above the base's
+    turn = [0]
+
+    def write() -> None:
+        """Alternately a new code and the removal of a random stored one."""
+        turn[0] += 1
+        if turn[0] % 2:
+            index.add(next(next_key), rng.bytes(32))
+        else:
+            index.remove(int(rng.integers(n)) * 7 + 1_000_000)
+
+    def fill(count: int) -> None:
+        new = np.fromiter((next(next_key) for _ in range(count)), np.int64, count)
+        index.add_many(new, rng.integers(0, 256, size=(count, 32), dtype=np.uint8))
+
+    # Just short of due, as a server's delta is before the write that starts a compaction
+    # (short by more than the few writes the write thread makes before `compaction` runs).
+    limit = max(index._min_delta, int(index._delta_fraction * n))
+    filled = limit - 50
+    fill(filled)
+    assert index._compactor is None, "the fill itself started a compaction"
+    first_file = file_id(path)
+    window: dict[str, float] = {}
+
+    def compaction() -> None:
+        window["start"] = time.perf_counter()
+        fill(51)  # over the limit: this write starts the background compaction
+        assert index._compactor is not None
+        index.wait_for_compaction()
+        window["end"] = time.perf_counter()
+
+    during = _streams(index, query_codes, write, compaction)
+    seconds = window["end"] - window["start"]
+    assert file_id(path) != first_file, "no new base was written"
+    # The baseline: a delta of the same size again (the compaction folded it into the base),
+    # the same streams for as long, and no compaction.
+    fill(filled - index._snap.delta_len - index._base_dead)
+    second_file, compactor = file_id(path), index._compactor
+    window["base_start"] = time.perf_counter()
+    baseline = _streams(index, query_codes, write, lambda: time.sleep(seconds))
+    window["base_end"] = time.perf_counter()
+    assert index._compactor is compactor and file_id(path) == second_file, "it compacted"
+
+    for name, (queries, writes), lo, hi in (
+        ("during compaction", during, window["start"], window["end"]),
+        ("baseline, no compaction", baseline, window["base_start"], window["base_end"]),
+    ):
+        q = np.array([s for t, s in queries if lo <= t < hi])
+        w = np.array([s for t, s in writes if lo <= t < hi])
+        # When the slowest of each started, in seconds into the phase: tells a stall of the
+        # build from one of the machine (a neighbour's process) or of the phase's start.
+        q_at = max(((s, t - lo) for t, s in queries if lo <= t < hi), default=(0.0, 0.0))[1]
+        w_at = max(((s, t - lo) for t, s in writes if lo <= t < hi), default=(0.0, 0.0))[1]
+        STALL_ROWS.append(
+            {
+                "codes": f"{n:,}",
+                "layout": layout,
+                "phase": name,
+                "seconds": f"{hi - lo:.1f}",
+                "queries": str(q.size),
+                "query p50": _ms(q, 0.5),
+                "p99": _ms(q, 0.99),
+                "p99.9": _ms(q, 0.999),
+                "max": _ms(q),
+                "max at": f"{q_at:.1f} s",
+                "writes": str(w.size),
+                "write p50": _ms(w, 0.5),
+                "write max": _ms(w),
+                "write max at": f"{w_at:.1f} s",
+            }
+        )
+    print(
+        f"{n:,} {layout}: base build {build.seconds:.1f} s; delta {filled:,} (limit {limit:,}); "
+        f"background compaction {seconds:.2f} s",
+        flush=True,
+    )
+    print_table(STALL_ROWS[-2:])
+    remove_base(path)  # the index goes with this call (its mapping stays valid until then)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -513,11 +672,18 @@ def main() -> None:
         default="multi-index,compact",
         help="PDQIndex layouts to run (SIGNET_PDQ_LAYOUT values), comma-separated",
     )
+    parser.add_argument(
+        "--compaction-stall",
+        action="store_true",
+        help="only time single queries and writes during a background compaction, and without",
+    )
+    parser.add_argument("--stall-write-rate", type=float, default=100.0, help="writes per second")
     args = parser.parse_args()
     layouts = tuple(x for x in args.layouts.split(",") if x)
-    global REUSE, SKIP_UPDATES, REPEAT, KEEP, WORKERS, WORKER_SECONDS
+    global REUSE, SKIP_UPDATES, REPEAT, KEEP, WORKERS, WORKER_SECONDS, STALL_WRITE_RATE
     REUSE, SKIP_UPDATES, REPEAT = args.reuse_base, args.skip_updates, args.repeat
     KEEP, WORKERS, WORKER_SECONDS = args.keep_base, args.workers, args.worker_seconds
+    STALL_WRITE_RATE = args.stall_write_rate
     base_dir = Path(args.base_dir) if args.base_dir else None
     if base_dir is not None:
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -530,6 +696,13 @@ def main() -> None:
     print(machine_info(extra))
     bandwidth = read_bandwidth()
     print(f"read bandwidth, one core: {bandwidth / 1e9:.1f} GB/s\n")
+    if args.compaction_stall:
+        for n in sizes:
+            for layout in layouts:
+                run_stall(n, layout, args.seed, base_dir or Path("data/bench-pdq"))
+        print("\n## Single queries and writes during a background compaction, and without\n")
+        print_table(STALL_ROWS)
+        return
     results: list[dict[str, str]] = []
     updates: list[dict[str, str]] = []
     for n in sizes:

@@ -35,6 +35,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _POPCOUNT16 = np.bitwise_count(np.arange(_CHUNK_VALUES, dtype=np.uint16))
 _MASKS_BY_WEIGHT = np.argsort(_POPCOUNT16, kind="stable").astype(np.int64)
 _BALL_SIZE = np.cumsum(np.bincount(_POPCOUNT16, minlength=17))  # masks within radius r
+_RELEASE_WAIT: Final = 10.0  # seconds a compaction waits for queries on the base it replaced
 _COMPARE_CHUNK = 1 << 16  # keys compared with a shared base file at a time (SharedLoad)
 
 Int64Array = NDArray[np.int64]
@@ -584,8 +586,10 @@ class PDQIndex:
         """Fold the delta and tombstones into a new base (a new file when file-backed).
 
         Neither readers nor writers wait for the build: the writer lock is held only to take
-        the snapshot and, at the end, to replay the writes made meanwhile onto the new base.
+        the snapshot and, at the end, to swap in the new base once the writes made meanwhile
+        are replayed onto it (most of them before the lock is taken).
         """
+        old: Base | None = None  # the base replaced, once it is
         with self._compact_lock, _file_lock(self._path, wait=True):
             if self._path is not None and self._adopt_newer():
                 return  # another process just wrote a base; ours would be no newer
@@ -598,17 +602,36 @@ class PDQIndex:
                     and s.base.kind == self._layout
                 ):
                     return
-                slots = np.fromiter(self._delta_slot.values(), np.int64, len(self._delta_slot))
                 mark = len(self._journal)
                 tag = self._last_tag
+            # The delta entries alive in the snapshot, read as a reader would, outside the lock:
+            # walking `_delta_slot` here held the lock and the GIL for 0.2 s at 100M codes
+            # (3.1M entries), stalling the process's writes and queries.
+            slots = np.flatnonzero(s.delta_died[: s.delta_len] > s.epoch)
             alive = s.base.live_mask()  # may include deaths after `mark`: they replay as no-ops
             keys = np.concatenate([s.base.key_at(np.flatnonzero(alive)), s.delta_keys[slots]])
             codes = np.concatenate([s.base.codes_at(alive), s.delta_codes[slots]])
             del alive
             base = Base.build(keys, codes, tag=tag, path=self._path, kind=self._layout)
             del keys, codes
+            # The writes made during the build are redone onto the new base before the lock is
+            # taken (nobody sees it yet); under the lock, only those made meanwhile. Redoing them
+            # all under the lock kept writers waiting ~0.1 s at 10M codes (1,500 writes).
+            done = len(self._journal)
+            stage = self._staged(base, self._journal[mark:done])
             with self._lock:
-                self._install(base, self._journal[mark:])
+                stage._redo(self._journal[done:])
+                self._take(stage)
+            old = s.base
+            del s, stage, base
+        if old is not None and old.path is not None:
+            # Let the queries still on the replaced base finish, so that its last reference
+            # goes here: dropping the last mapping of a replaced (unlinked) base file frees its
+            # pages, ~0.17 s a GiB on the bench machine, and the query that dropped it paid
+            # that (0.8 s at 100M codes, compact layout). Two references: `old`, and the call's.
+            deadline = time.monotonic() + _RELEASE_WAIT
+            while sys.getrefcount(old) > 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def refresh_base(self) -> bool:
         """Adopt a newer base file another process wrote at `path`; True if one was adopted.
@@ -708,18 +731,34 @@ class PDQIndex:
         return True
 
     def _install(self, base: Base, replay: list[_Op]) -> None:
-        """Writer lock held: make `base` current, then redo `replay` (writes it lacks)."""
-        self._snap = _Snapshot(base, *_EMPTY_DELTA, 0, self._snap.epoch + 1, base.size)
-        self._delta_slot = {}
-        self._base_dead = 0
-        self._journal = []
-        last = self._last_tag
-        for op in replay:
+        """Writer lock held: make `base` current with `replay` (writes it lacks) redone."""
+        self._take(self._staged(base, replay))
+
+    def _staged(self, base: Base, replay: list[_Op]) -> PDQIndex:
+        """A private index on `base` with `replay` redone onto it: what `_take` makes current.
+        No reader or writer sees it (nor `base`'s tombstones) until then, so the writer lock
+        is not needed to build it."""
+        stage = PDQIndex(layout=self._layout)
+        stage._snap = _Snapshot(base, *_EMPTY_DELTA, 0, self._snap.epoch + 1, base.size)
+        stage._redo(replay)
+        return stage
+
+    def _redo(self, ops: list[_Op]) -> None:
+        for op in ops:
             if op.words is None:
                 self._remove(int(op.keys[0]), op.tag)
             else:
                 self._upsert(op.keys, op.words, op.tag)
-        self._last_tag = max(last, base.tag)
+
+    def _take(self, stage: PDQIndex) -> None:
+        """Writer lock held: make `stage`'s base, delta and journal ours, in one step for
+        readers (a reader sees the old base with every write, or the new one with every
+        write)."""
+        self._snap = stage._snap
+        self._delta_slot = stage._delta_slot
+        self._base_dead = stage._base_dead
+        self._journal = stage._journal
+        self._last_tag = max(self._last_tag, stage._snap.base.tag)
 
     def _compaction_due(self) -> bool:
         s = self._snap
