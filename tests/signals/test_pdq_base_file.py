@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +230,11 @@ def test_a_base_older_than_a_load_is_not_adopted(tmp_path: Path) -> None:
     _check(loaded, {1: c, 2: b, 3: c}, [a, b, c])
 
 
-def test_compaction_does_not_stall_readers_or_writers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While a (deliberately held) build runs, writes and queries go on; nothing is lost."""
-    entries, queries = planted_data(2000, 2, seed=16)
-    index = _index_of(entries, path=tmp_path / "pdq.pdqbase", min_delta=10**9)
+@contextmanager
+def _build_held(index: PDQIndex, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A compaction of `index` on its own thread, held once its build has begun (the snapshot
+    taken, the writer lock free) for the body of the `with`; then let go and waited for. Every
+    patch of `monkeypatch` is undone after it ends."""
     started, release = threading.Event(), threading.Event()
     real_build = Base.build
 
@@ -243,11 +244,25 @@ def test_compaction_does_not_stall_readers_or_writers(
         return real_build(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pdq_index_module.Base, "build", held_build)
-    index.add(-1, queries[0])  # something to compact
-    entries[-1] = queries[0]
     compactor = threading.Thread(target=index.compact)
     compactor.start()
-    assert started.wait(30)
+    try:
+        assert started.wait(30)
+        yield
+    finally:
+        release.set()
+        compactor.join(30)
+        monkeypatch.undo()
+
+
+def test_compaction_does_not_stall_readers_or_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a (deliberately held) build runs, writes and queries go on; nothing is lost."""
+    entries, queries = planted_data(2000, 2, seed=16)
+    index = _index_of(entries, path=tmp_path / "pdq.pdqbase", min_delta=10**9)
+    index.add(-1, queries[0])  # something to compact
+    entries[-1] = queries[0]
     rng = random.Random(17)
     done = threading.Event()
 
@@ -261,14 +276,12 @@ def test_compaction_does_not_stall_readers_or_writers(
             del entries[k]
         done.set()
 
-    w = threading.Thread(target=writer)
-    w.start()
-    assert done.wait(30), "a writer waited for the build"
-    _check(index, entries, queries)  # readers too
-    release.set()
-    compactor.join(30)
+    with _build_held(index, monkeypatch):
+        w = threading.Thread(target=writer)
+        w.start()
+        assert done.wait(30), "a writer waited for the build"
+        _check(index, entries, queries)  # readers too
     w.join(30)
-    monkeypatch.undo()
     assert index.base_tag == -1 and len(index) == len(entries)
     _check(index, entries, queries)
 
@@ -664,29 +677,13 @@ def test_compaction_takes_the_live_delta_without_walking_it_under_the_writer_loc
             return super().__iter__()
 
     index._delta_slot = Watched(index._delta_slot)
-    started, release = threading.Event(), threading.Event()
-    real_build = Base.build
-
-    def held_build(*args: object, **kwargs: object) -> Base:
-        started.set()
-        assert release.wait(30)
-        return real_build(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pdq_index_module.Base, "build", held_build)
-    compactor = threading.Thread(target=index.compact)
-    compactor.start()
-    assert started.wait(30)
-    for k in (-1, -2, -60, -61):  # snapshot's delta entries, replaced or removed meanwhile
-        entries[k] = flip(queries[1], rng.randrange(40), rng)
-        index.add(k, entries[k])
-    try:
+    with _build_held(index, monkeypatch):
+        for k in (-1, -2, -60, -61):  # snapshot's delta entries, replaced or removed meanwhile
+            entries[k] = flip(queries[1], rng.randrange(40), rng)
+            index.add(k, entries[k])
         for k in (-3, -62, 4):  # and a base entry
             assert index.remove(k)
             del entries[k]
-    finally:
-        release.set()
-        compactor.join(30)
-    monkeypatch.undo()
     assert True not in walked_locked
     assert index._snap.base.size == 1000 + 41 * 2 + 119 - 20  # the live delta went into it
     _check(index, entries, queries)
@@ -703,20 +700,8 @@ def test_writes_made_during_the_build_are_redone_without_the_writer_lock(
     index = _index_of(entries, path=tmp_path / "pdq.pdqbase", min_delta=10**9)
     index.add(-1, queries[0])
     entries[-1] = queries[0]
-    started, release = threading.Event(), threading.Event()
-    real_build = Base.build
-
-    def held_build(*args: object, **kwargs: object) -> Base:
-        started.set()
-        assert release.wait(30)
-        return real_build(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pdq_index_module.Base, "build", held_build)
-    compactor = threading.Thread(target=index.compact)
-    compactor.start()
-    assert started.wait(30)
     rng = random.Random(26)
-    try:
+    with _build_held(index, monkeypatch):
         for k in range(-2, -60, -1):  # writes during the build
             entries[k] = flip(queries[k % 2], rng.randrange(40), rng)
             index.add(k, entries[k])
@@ -744,10 +729,6 @@ def test_writes_made_during_the_build_are_redone_without_the_writer_lock(
 
         monkeypatch.setattr(PDQIndex, "_upsert", upsert)
         monkeypatch.setattr(PDQIndex, "_remove", remove)
-    finally:
-        release.set()
-        compactor.join(30)
-    monkeypatch.undo()
     assert len(redone_locked) == 58 + 4 and True not in redone_locked
     assert False not in readers_saw_all
     assert index._snap.delta_len == 58 and index._base_dead == 2
