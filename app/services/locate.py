@@ -13,7 +13,6 @@ directory's key file holds (now, or before a rotation).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -66,10 +65,9 @@ def open_existing_node(settings: Settings) -> Node:
             raise NotTheNode(f"the database has no Signet schema ({where}); {HINT}")
         migrations.upgrade(db)
         with db.read() as session:
-            last = logscan.last_entry_of_kind(session, "config")
+            config = logscan.logged_config(session)
         key = NodeKey.load(key_file)
-        if last is not None:
-            config = json.loads(last.data).get("config", {})
+        if config is not None:
             logged_origin = config.get("origin")
             if logged_origin and logged_origin != settings.origin:
                 raise NotTheNode(

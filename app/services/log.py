@@ -259,8 +259,7 @@ def log_config_if_changed(node: Node) -> int | None:
 
     config = public_config(node)
     with transaction(node) as tx:
-        last = logscan.last_entry_of_kind(tx.session, "config")
-        if last is not None and json.loads(last.data).get("config") == config:
+        if logscan.logged_config(tx.session) == config:
             return None
         index = tx.append("config", {"config": config})
     log.info("logged configuration change at entry %d", index)

@@ -80,20 +80,16 @@ def _warn_if_the_database_has_a_key(settings: Settings, db: Database) -> None:
     own and sign the node's log with it, which no peer or auditor has pinned (a second host
     set up by docs/scaling.md with the key not copied yet). Not refused: a node that lost its
     key for good starts over this way, and its peers re-pin by hand (docs/operating.md)."""
-    import json
-
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.storage import logscan
 
     try:
         with db.read() as session:
-            last = logscan.last_entry_of_kind(session, "config")
+            config = logscan.logged_config(session)
     except SQLAlchemyError:  # no schema yet (migrate=False on a new database): a new node
         return
-    if last is None:
-        return
-    logged = json.loads(last.data).get("config", {}).get("verifier_key")
+    logged = (config or {}).get("verifier_key")
     if logged:
         log.warning(
             "no node key at %s, but the database already belongs to a node with verifier key "

@@ -5,8 +5,10 @@ Kept apart from the append path: nothing here takes the sequencer lock or writes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select, text
 from sqlmodel import Session, col
@@ -89,6 +91,17 @@ def last_entry_of_kind(session: Session, kind: str) -> LogEntryRow | None:
     """The newest entry of `kind` (an index search)."""
     stmt = select(LogEntryRow).where(of_kind(kind)).order_by(col(LogEntryRow.idx).desc()).limit(1)
     return session.execute(stmt).scalars().first()
+
+
+def logged_config(session: Session) -> dict[str, Any] | None:
+    """The `config` member of the newest `config` entry (the node's public configuration as
+    last logged: origin, verifier key, ...); None if none was logged. An entry without one
+    gives `{}`."""
+    last = last_entry_of_kind(session, "config")
+    if last is None:
+        return None
+    config = json.loads(last.data).get("config")
+    return config if isinstance(config, dict) else {}
 
 
 def first_index_at_or_after(session: Session, when: datetime, lo: int, hi: int) -> int:
