@@ -177,9 +177,9 @@ def _run(
                     err.print(line, highlight=False, soft_wrap=True)
 
         if row is not None and row.finished_at is None:
+            at = importer.line_ref(importer.file_line(fmt, row.lines) + 1)
             progress.console.print(
-                f"resuming {file.name} at line {importer.file_line(fmt, row.lines) + 1:,} "
-                f"(byte {row.byte_offset:,})",
+                f"resuming {file.name} at {at} (byte {row.byte_offset:,})",
                 highlight=False,
             )
         try:
@@ -188,7 +188,11 @@ def _run(
             )
         except KeyboardInterrupt:
             progress.stop()
-            at = f" after line {importer.file_line(fmt, state.totals.lines):,}" if state else ""
+            at = (
+                f" after {importer.line_ref(importer.file_line(fmt, state.totals.lines))}"
+                if state
+                else ""
+            )
             err.print(f"interrupted{at}: run the same command again to continue", highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except InvalidInput as exc:
@@ -231,6 +235,8 @@ class _PlainTicker:
         self.last = self.started
 
     def line(self, offset: int, lines: int, counts: str) -> str | None:
+        from app.services.importer import line_ref
+
         now = time.monotonic()
         if now - self.last < PLAIN_EVERY:
             return None
@@ -239,5 +245,5 @@ class _PlainTicker:
         rate = (lines - self.lines_before) / max(now - self.started, 1e-9)
         return (
             f"import: {share:.0%} ({offset / 1e6:,.1f} of {self.size / 1e6:,.1f} MB), "
-            f"line {self.file_line(lines):,}, {counts}, {rate:,.0f} lines/s"
+            f"{line_ref(self.file_line(lines))}, {counts}, {rate:,.0f} lines/s"
         )

@@ -105,6 +105,12 @@ class Counts:
     skipped: int = 0
 
 
+def line_ref(n: int) -> str:
+    """A line of the file as every import message names it: `line 80002`, no thousands
+    separator (counts have one; a line number is what `sed -n 80002p` or an editor takes)."""
+    return f"line {n}"
+
+
 @dataclass
 class Rejection:
     line: int
@@ -113,7 +119,7 @@ class Rejection:
 
     def __str__(self) -> str:
         where = f"{self.field}: " if self.field else ""
-        return f"line {self.line}: {where}{self.reason}"
+        return f"{line_ref(self.line)}: {where}{self.reason}"
 
 
 @dataclass
