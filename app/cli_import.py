@@ -88,9 +88,11 @@ def import_file(
     fmt = fmt or _guess_format(file)
     if fmt not in importer.FORMATS:
         _fail(f"--format must be one of {', '.join(importer.FORMATS)}", code=2)
-    if fmt != "jsonl" and not category and not _csv_has(file, fmt, "categories"):
+    # The header, read once, by the import's own CSV reader (quoted names included).
+    columns = importer.csv_columns(file) if fmt == "csv" else []
+    if fmt != "jsonl" and not category and "categories" not in columns:
         _fail(f"--category is required: {fmt} rows name no category", code=2)
-    if fmt == "csv" and not type_ and not _csv_has(file, fmt, "type", "signal_type"):
+    if fmt == "csv" and not type_ and not {"type", "signal_type"} & set(columns):
         # Checked up front: otherwise every row of the file is refused as `type: required`.
         _fail("--type is required: the CSV header names no type (or signal_type) column", code=2)
     defaults = importer.Defaults(
@@ -212,15 +214,6 @@ def _run(
     )
     if t.rejected and not allow_errors:
         raise typer.Exit(EXIT_REJECTED)
-
-
-def _csv_has(file: Path, fmt: str, *columns: str) -> bool:
-    """Whether the CSV header names any of `columns`."""
-    if fmt != "csv":
-        return False
-    with file.open("rb") as f:
-        head = f.readline().decode("utf-8-sig", errors="replace").lower()
-    return any(column in [h.strip() for h in head.split(",")] for column in columns)
 
 
 class _PlainTicker:

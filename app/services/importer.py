@@ -153,6 +153,12 @@ def _csv_header(line: str) -> list[str]:
     return [h.strip().lower() for h in next(csv.reader([line]))]
 
 
+def csv_columns(path: Path) -> list[str]:
+    """The column names line 1 of a CSV file gives, as the import reads them."""
+    with path.open("rb") as f:
+        return _csv_header(f.readline().decode("utf-8-sig", errors="replace"))
+
+
 def _csv_item(header: list[str], line: str) -> dict[str, Any]:
     # strict: an unclosed quote is an error here, where the lenient reader took the rest of
     # the line as one field and the row was refused for an empty value, which misled.

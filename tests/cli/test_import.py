@@ -181,6 +181,31 @@ def test_csv_without_a_type_is_refused_before_reading(
     assert own_signals(node) == []
 
 
+def test_csv_header_is_read_once_as_the_import_reads_it(
+    node: Node, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command read the header for its checks apart from the import, twice (once for
+    `categories`, once for `type`), by splitting on commas: a header with quoted names (as a
+    spreadsheet may write it) was refused as naming no category, though the import reads it."""
+    from app.services import importer
+
+    reads: list[Path] = []
+    real = getattr(importer, "csv_columns", None)  # (None before it was the one reader)
+
+    def counted(path: Path) -> list[str]:
+        reads.append(path)
+        assert real is not None
+        return real(path)
+
+    monkeypatch.setattr(importer, "csv_columns", counted, raising=False)
+    f = tmp_path / "quoted.csv"
+    f.write_text('"type","value","categories"\n' + f"md5,{md5(1)},csam\n")
+    r = runner.invoke(cli, ["import", str(f), "--quiet"], env=env_for(settings))
+    assert r.exit_code == 0, r.output
+    assert "1 lines: 1 created" in r.output
+    assert reads == [f]
+
+
 RAW = ["Alice.Example@Mail.Example.com", "bob.builder@mail.example.com"]
 
 
