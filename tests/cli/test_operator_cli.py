@@ -201,3 +201,21 @@ def test_keyless_hosts_started_together_end_as_if_one_started_after_the_other(
             rotated.db.dispose()
     finally:
         second.db.dispose()
+
+
+def test_serve_makes_a_new_data_dir_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`signet serve` made the data dir as the parent of its metrics dir, with the default mode
+    (0755), before the node made it owner-only: every first start of a node warned "data
+    directory ... was open to other users; set to 0700"."""
+    import os
+
+    from app.cli import _prepare_multiprocess
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # it sets PROMETHEUS_MULTIPROC_DIR
+    data = tmp_path / "new" / "data"
+    _prepare_multiprocess(data)
+    assert (data / "prometheus").is_dir()
+    assert data.stat().st_mode & 0o077 == 0, oct(data.stat().st_mode)
