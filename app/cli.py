@@ -184,6 +184,9 @@ def _prepare_multiprocess(data_dir: Path) -> None:
     import shutil
 
     configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    # The data dir is owner-only (app.services.node.make_private_dir); made here first, it was
+    # made 0755 as the parent of the metrics dir, and every first start warned it was open.
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = Path(configured) if configured else data_dir / "prometheus"
     if path.exists() and not configured:
         shutil.rmtree(path)  # counters of a previous run would add up with this one's

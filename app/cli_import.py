@@ -88,9 +88,11 @@ def import_file(
     fmt = fmt or _guess_format(file)
     if fmt not in importer.FORMATS:
         _fail(f"--format must be one of {', '.join(importer.FORMATS)}", code=2)
-    if fmt != "jsonl" and not category and not _csv_has(file, fmt, "categories"):
+    # The header, read once, by the import's own CSV reader (quoted names included).
+    columns = importer.csv_columns(file) if fmt == "csv" else []
+    if fmt != "jsonl" and not category and "categories" not in columns:
         _fail(f"--category is required: {fmt} rows name no category", code=2)
-    if fmt == "csv" and not type_ and not _csv_has(file, fmt, "type", "signal_type"):
+    if fmt == "csv" and not type_ and not {"type", "signal_type"} & set(columns):
         # Checked up front: otherwise every row of the file is refused as `type: required`.
         _fail("--type is required: the CSV header names no type (or signal_type) column", code=2)
     defaults = importer.Defaults(
@@ -177,9 +179,9 @@ def _run(
                     err.print(line, highlight=False, soft_wrap=True)
 
         if row is not None and row.finished_at is None:
+            at = importer.line_ref(importer.file_line(fmt, row.lines) + 1)
             progress.console.print(
-                f"resuming {file.name} at line {importer.file_line(fmt, row.lines) + 1:,} "
-                f"(byte {row.byte_offset:,})",
+                f"resuming {file.name} at {at} (byte {row.byte_offset:,})",
                 highlight=False,
             )
         try:
@@ -188,7 +190,11 @@ def _run(
             )
         except KeyboardInterrupt:
             progress.stop()
-            at = f" after line {importer.file_line(fmt, state.totals.lines):,}" if state else ""
+            at = (
+                f" after {importer.line_ref(importer.file_line(fmt, state.totals.lines))}"
+                if state
+                else ""
+            )
             err.print(f"interrupted{at}: run the same command again to continue", highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except InvalidInput as exc:
@@ -210,15 +216,6 @@ def _run(
         raise typer.Exit(EXIT_REJECTED)
 
 
-def _csv_has(file: Path, fmt: str, *columns: str) -> bool:
-    """Whether the CSV header names any of `columns`."""
-    if fmt != "csv":
-        return False
-    with file.open("rb") as f:
-        head = f.readline().decode("utf-8-sig", errors="replace").lower()
-    return any(column in [h.strip() for h in head.split(",")] for column in columns)
-
-
 class _PlainTicker:
     """Progress as plain lines, for a stderr that is not a terminal: at most one every
     PLAIN_EVERY seconds, with the share of the file done, the line reached and the rate."""
@@ -231,6 +228,8 @@ class _PlainTicker:
         self.last = self.started
 
     def line(self, offset: int, lines: int, counts: str) -> str | None:
+        from app.services.importer import line_ref
+
         now = time.monotonic()
         if now - self.last < PLAIN_EVERY:
             return None
@@ -239,5 +238,5 @@ class _PlainTicker:
         rate = (lines - self.lines_before) / max(now - self.started, 1e-9)
         return (
             f"import: {share:.0%} ({offset / 1e6:,.1f} of {self.size / 1e6:,.1f} MB), "
-            f"line {self.file_line(lines):,}, {counts}, {rate:,.0f} lines/s"
+            f"{line_ref(self.file_line(lines))}, {counts}, {rate:,.0f} lines/s"
         )

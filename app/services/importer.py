@@ -105,6 +105,12 @@ class Counts:
     skipped: int = 0
 
 
+def line_ref(n: int) -> str:
+    """A line of the file as every import message names it: `line 80002`, no thousands
+    separator (counts have one; a line number is what `sed -n 80002p` or an editor takes)."""
+    return f"line {n}"
+
+
 @dataclass
 class Rejection:
     line: int
@@ -113,7 +119,7 @@ class Rejection:
 
     def __str__(self) -> str:
         where = f"{self.field}: " if self.field else ""
-        return f"line {self.line}: {where}{self.reason}"
+        return f"{line_ref(self.line)}: {where}{self.reason}"
 
 
 @dataclass
@@ -145,6 +151,12 @@ def file_digest(path: Path, on_bytes: Callable[[int], None] | None = None) -> st
 
 def _csv_header(line: str) -> list[str]:
     return [h.strip().lower() for h in next(csv.reader([line]))]
+
+
+def csv_columns(path: Path) -> list[str]:
+    """The column names line 1 of a CSV file gives, as the import reads them."""
+    with path.open("rb") as f:
+        return _csv_header(f.readline().decode("utf-8-sig", errors="replace"))
 
 
 def _csv_item(header: list[str], line: str) -> dict[str, Any]:

@@ -254,15 +254,23 @@ def log_config_if_changed(node: Node) -> int | None:
 
     Run at start; several workers starting at once append it once (the check and the append
     share the sequencer lock). Returns the new entry's index, or None if nothing changed.
+
+    The first entry records the node's key. A host whose key is not the logged one (nor a key
+    it rotated from) is warned here, under the sequencer lock, as well as by `open_node` before
+    it makes a key: hosts started together with no key file each found no key logged there and
+    made their own, and the one that logged second used to do so in silence.
     """
+    from app.services.node import warn_if_another_key_is_logged
     from app.services.tx import transaction
 
     config = public_config(node)
     with transaction(node) as tx:
-        if logscan.logged_config(tx.session) == config:
+        logged = logscan.logged_config(tx.session)
+        if logged == config:
             return None
         index = tx.append("config", {"config": config})
     log.info("logged configuration change at entry %d", index)
+    warn_if_another_key_is_logged(node, logged, index)
     return index
 
 

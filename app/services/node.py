@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.crypto.keys import NodeKey
 from app.settings import Settings
@@ -98,6 +99,36 @@ def _warn_if_the_database_has_a_key(settings: Settings, db: Database) -> None:
             key_path(settings),
             logged,
         )
+
+
+def warn_if_another_key_is_logged(node: Node, logged: dict[str, Any] | None, index: int) -> None:
+    """Warn when the configuration logged before entry `index` (`logged`) names a node key that
+    is neither this host's nor one it rotated from: this host has just logged its own key in its
+    place (see `log_config_if_changed`)."""
+    from app.crypto.errors import MalformedError
+    from app.crypto.keys import VerifierKey
+    from app.services.keys import retired_keys
+
+    text = (logged or {}).get("verifier_key")
+    if not isinstance(text, str):
+        return
+    try:
+        theirs = VerifierKey.parse(text).public_key
+    except MalformedError:
+        return
+    ours = {node.key.verifier(node.origin).public_key}
+    ours |= {k.public_key for k in retired_keys(node.settings)}
+    if theirs in ours:
+        return
+    log.warning(
+        "the node's log named verifier key %s, not this host's key %s: this host logged its "
+        "own key in its place at entry %d. If this is another host of that node, stop it and "
+        "copy the node's key file to %s (docs/scaling.md, Running N hosts).",
+        text,
+        node.verifier_key,
+        index,
+        key_path(node.settings),
+    )
 
 
 def pdq_base_path(settings: Settings, kind: str = "pdq") -> Path:

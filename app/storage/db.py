@@ -108,6 +108,12 @@ class Database:
         # app.storage.log.LogAppender, which alone reads and sets it.
         self.log_frontier: tuple[int, dict[tuple[int, int], bytes]] | None = None
 
+    @property
+    def write_engine(self) -> Engine:
+        """The engine whose transactions take SQLite's write lock at BEGIN (BEGIN IMMEDIATE),
+        without the sequencer lock (for migrations)."""
+        return self._write_engine
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reads; it never commits."""
@@ -206,6 +212,24 @@ def _private_sqlite_files(path: Path) -> None:
             os.chmod(path.with_name(name), 0o600)
 
 
+def _wal(cur: Any) -> None:
+    """Switch the database to WAL (once set, it stays). On a new file opened by several
+    processes at once (hosts started together), the switch answers "database is locked" at
+    once to all but one, without waiting on busy_timeout: retry until the one has done it."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
@@ -227,8 +251,8 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         # Take transaction control from the driver so we can choose BEGIN IMMEDIATE for writers.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA busy_timeout=30000")
+        _wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()

@@ -8,8 +8,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from app.storage.db import Database
+
+# pg_advisory_xact_lock key serializing migrations on PostgreSQL (any constant of our own).
+MIGRATION_LOCK = 0x5369676E65744D67  # b"SignetMg" as a bigint
 
 
 def _migrations_dir() -> Path:
@@ -31,9 +35,17 @@ def alembic_config() -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the schema to `revision`."""
+    """Bring the schema to `revision`.
+
+    Hosts started together on a new database each migrate it: each read "no schema" and created
+    the tables, and all but one failed ("database is locked" on SQLite, a duplicate `pg_type` on
+    PostgreSQL). The migration now holds the database's write lock from its first statement
+    (SQLite: BEGIN IMMEDIATE, as every writer here; PostgreSQL: a transaction-scoped advisory
+    lock), so the others wait, then find the schema current and do nothing."""
     cfg = alembic_config()
-    with db.engine.begin() as conn:
+    with db.write_engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -181,6 +181,31 @@ def test_csv_without_a_type_is_refused_before_reading(
     assert own_signals(node) == []
 
 
+def test_csv_header_is_read_once_as_the_import_reads_it(
+    node: Node, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command read the header for its checks apart from the import, twice (once for
+    `categories`, once for `type`), by splitting on commas: a header with quoted names (as a
+    spreadsheet may write it) was refused as naming no category, though the import reads it."""
+    from app.services import importer
+
+    reads: list[Path] = []
+    real = getattr(importer, "csv_columns", None)  # (None before it was the one reader)
+
+    def counted(path: Path) -> list[str]:
+        reads.append(path)
+        assert real is not None
+        return real(path)
+
+    monkeypatch.setattr(importer, "csv_columns", counted, raising=False)
+    f = tmp_path / "quoted.csv"
+    f.write_text('"type","value","categories"\n' + f"md5,{md5(1)},csam\n")
+    r = runner.invoke(cli, ["import", str(f), "--quiet"], env=env_for(settings))
+    assert r.exit_code == 0, r.output
+    assert "1 lines: 1 created" in r.output
+    assert reads == [f]
+
+
 RAW = ["Alice.Example@Mail.Example.com", "bob.builder@mail.example.com"]
 
 
@@ -279,7 +304,7 @@ def test_sigkill_mid_import_then_rerun_loses_nothing_and_doubles_nothing(
 
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"resuming {f.name} at line {killed_at.lines + 1:,}" in done.stderr
+    assert f"resuming {f.name} at line {killed_at.lines + 1} " in done.stderr
     # Bad lines after the kill are reported by the second run, with their numbers.
     later_bad = [i + 1 for i in range(n) if i % 1000 == 999 and i + 1 > killed_at.lines]
     for line in later_bad:
@@ -356,6 +381,39 @@ def test_csv_resume_numbers_lines_as_the_file_does(
     assert "resuming hashes.csv at line 4 " in r.output  # data rows 1-2 were lines 2-3
     assert "line 6: value" in r.output, r.output
     assert "6 lines: 5 created, 0 duplicate, 1 refused" in r.output
+
+
+def test_every_message_writes_a_line_number_one_way(
+    node: Node, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused lines said `line 1151`, the progress and resume lines `line 1,101`: one number,
+    two spellings, so a grep or a script for one missed the other. Now none has a separator."""
+    import re
+
+    import app.cli_import
+    from app.services import importer
+
+    monkeypatch.setattr(app.cli_import, "PLAIN_EVERY", 0.0, raising=False)  # a line per batch
+    f = tmp_path / "hashes.csv"
+    rows = [md5(i) for i in range(1200)]
+    rows[1149] = "zz"  # the 1,150th data row: line 1151 of the file
+    f.write_text("value\n" + "".join(f"{v}\n" for v in rows))
+
+    def stop(_: importer.Progress) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C right after the first batch committed
+
+    with pytest.raises(KeyboardInterrupt):
+        importer.run_import(
+            node, f, "csv", importer.Defaults(type="md5", categories=["csam"]), on_batch=stop
+        )
+    args = ["import", str(f), "--type", "md5", "--category", "csam", "--batch", "100"]
+    r = runner.invoke(cli, args, env=env_for(settings))
+    assert r.exit_code == 1, r.output
+    assert "resuming hashes.csv at line 1002 " in r.output, r.output
+    assert "line 1151: value" in r.output, r.output
+    assert "MB), line 1101, 1,100 new, 0 dup, 0 refused" in r.output, r.output
+    numbers = re.findall(r"line (\d+(?:,\d{3})*)", r.output)
+    assert len(numbers) >= 3 and not [n for n in numbers if "," in n], numbers
 
 
 def test_progress_off_a_terminal_is_plain_lines_and_the_summary_one_line(

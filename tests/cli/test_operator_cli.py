@@ -155,3 +155,67 @@ def test_a_host_without_the_node_key_is_warned_before_making_its_own(
     with caplog.at_level("WARNING", logger="signet.node"):
         open_node(fresh).db.dispose()
     assert not any("creating a NEW key" in r.getMessage() for r in caplog.records)
+
+
+def test_keyless_hosts_started_together_end_as_if_one_started_after_the_other(
+    node: Node, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two hosts started at once on a new database, each with an empty data dir: each looked
+    for a logged key before making its own (`open_node`), found none, and both logged theirs,
+    the second in silence. The check is now also made where the key is logged, under the
+    sequencer lock: the host that logs first has the node's key, the other is warned."""
+    from app.services import keys
+    from app.services.node import open_node
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    second = open_node(settings.model_copy(update={"data_dir": tmp_path / "host2"}))
+    try:
+        with caplog.at_level("WARNING", logger="signet.node"):
+            # `node` made its key a moment ago too: neither has logged one yet.
+            assert exchange_log.log_config_if_changed(node) is not None
+            assert warnings() == []
+            assert exchange_log.log_config_if_changed(second) is not None
+        warned = warnings()
+        assert len(warned) == 1, caplog.text
+        assert second.verifier_key in warned[0] and node.verifier_key in warned[0]
+        assert "copy the node's key file" in warned[0]
+
+        # The first host restarts after the second: warned in its turn, as the log's key
+        # changes again (every start of either host, until one has the other's key file).
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="signet.node"):
+            assert exchange_log.log_config_if_changed(node) is not None
+        assert len(warnings()) == 1 and node.verifier_key in warnings()[0]
+
+        # A key rotation is no other host: the key it rotated from is its own.
+        caplog.clear()
+        keys.rotate(node)
+        rotated = open_node(settings)
+        try:
+            with caplog.at_level("WARNING", logger="signet.node"):
+                assert exchange_log.log_config_if_changed(rotated) is not None
+            assert warnings() == []
+        finally:
+            rotated.db.dispose()
+    finally:
+        second.db.dispose()
+
+
+def test_serve_makes_a_new_data_dir_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`signet serve` made the data dir as the parent of its metrics dir, with the default mode
+    (0755), before the node made it owner-only: every first start of a node warned "data
+    directory ... was open to other users; set to 0700"."""
+    import os
+
+    from app.cli import _prepare_multiprocess
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # it sets PROMETHEUS_MULTIPROC_DIR
+    data = tmp_path / "new" / "data"
+    _prepare_multiprocess(data)
+    assert (data / "prometheus").is_dir()
+    assert data.stat().st_mode & 0o077 == 0, oct(data.stat().st_mode)

@@ -140,33 +140,56 @@ def serve_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `signet serve ARGS` with `env` until /healthz answers; stop its process group after.
     `signet`: another installation's command (the wheel test)."""
-    url = f"http://127.0.0.1:{env['SIGNET_PORT']}"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [signet, "serve", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so the whole process group (workers too) can be stopped
-        )
+    with serve_processes([(env, log)], *args, signet=signet) as procs:
+        yield procs[0]
+
+
+@contextmanager
+def serve_processes(
+    hosts: list[tuple[dict[str, str], Path]], *args: str, signet: str = SIGNET
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`serve_process` for several (env, log) at once: every process is started before the
+    first is waited for (hosts started together)."""
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        deadline = time.monotonic() + 90  # generous: the 2-core test machine is often loaded
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("node did not start:\n" + log.read_text()[-2000:])
-            time.sleep(0.1)
-        yield proc
+        for env, log in hosts:
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [signet, "serve", *args],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # its process group (workers too) can be stopped
+                    )
+                )
+        for proc, (env, log) in zip(procs, hosts, strict=True):
+            _wait_healthy(proc, f"http://127.0.0.1:{env['SIGNET_PORT']}", log)
+        yield procs
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        for proc in procs:
+            _stop(proc)
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 90  # generous: the 2-core test machine is often loaded
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("node did not start:\n" + log.read_text()[-2000:])
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
 
 
 @contextmanager
