@@ -633,6 +633,15 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
         f"background compaction {seconds:.2f} s",
         flush=True,
     )
+    # The slowest queries during the compaction, by when they started: a stall at one step of
+    # the build (its start, the swap, the release of the old base at the end) shows as a run.
+    lo = window["start"]
+    slow = sorted(((s, t - lo) for t, s in during[0] if lo <= t < window["end"]), reverse=True)
+    print(
+        "slowest queries during it (ms at s): "
+        + ", ".join(f"{s * 1e3:.0f} at {at:.1f}" for s, at in sorted(slow[:8], key=lambda x: x[1])),
+        flush=True,
+    )
     print_table(STALL_ROWS[-2:])
     remove_base(path)  # the index goes with this call (its mapping stays valid until then)
 

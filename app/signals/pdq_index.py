@@ -621,17 +621,12 @@ class PDQIndex:
             stage = self._staged(base, self._journal[mark:done])
             with self._lock:
                 stage._redo(self._journal[done:])
-                self._take(stage)
+                replaced = self._take(stage)
+            del replaced  # the old delta, key map and journal, freed with the lock free
             old = s.base
             del s, stage, base
-        if old is not None and old.path is not None:
-            # Let the queries still on the replaced base finish, so that its last reference
-            # goes here: dropping the last mapping of a replaced (unlinked) base file frees its
-            # pages, ~0.17 s a GiB on the bench machine, and the query that dropped it paid
-            # that (0.8 s at 100M codes, compact layout). Two references: `old`, and the call's.
-            deadline = time.monotonic() + _RELEASE_WAIT
-            while sys.getrefcount(old) > 2 and time.monotonic() < deadline:
-                time.sleep(0.005)
+        if old is not None:
+            _wait_for_queries(old)
 
     def refresh_base(self) -> bool:
         """Adopt a newer base file another process wrote at `path`; True if one was adopted.
@@ -658,9 +653,29 @@ class PDQIndex:
             return False  # replaced again while we opened it: the next call picks it up
         if base.tag < max(self._snap.base.tag, self._oldest_adoptable_tag):
             return False
+
+        tag = base.tag
+
+        def later(ops: list[_Op]) -> list[_Op]:
+            return [op for op in ops if op.tag is None or op.tag > tag]
+
+        # As in `compact`: our writes the new base lacks are redone onto it before the writer
+        # lock is taken (nobody sees it yet); under the lock, only those made meanwhile.
+        # Redoing them all under the lock kept this worker's writers waiting while it adopted
+        # a base another worker compacted (the writes made during that compaction).
+        # `_journal` is only replaced under `_compact_lock`, which we hold.
         with self._lock:
-            later = [op for op in self._journal if op.tag is None or op.tag > base.tag]
-            self._install(base, later)
+            done = len(self._journal)
+        stage = self._staged(base, later(self._journal[:done]))
+        with self._lock:
+            stage._redo(later(self._journal[done:]))
+            replaced = self._take(stage)
+        # What `_take` replaced goes with the lock free: dropping the old snapshot under it
+        # freed the old delta and key map and, the last reference to the old base being that
+        # snapshot's, unmapped it and freed the replaced file's pages with writers waiting.
+        old = replaced[0].base
+        del replaced, stage, base
+        _wait_for_queries(old)
         return True
 
     # ----------------------------------------------------------------- writer internals
@@ -730,10 +745,6 @@ class PDQIndex:
         self._publish(s.delta_keys, s.delta_codes, s.delta_died, s.delta_len, epoch, s.live - 1)
         return True
 
-    def _install(self, base: Base, replay: list[_Op]) -> None:
-        """Writer lock held: make `base` current with `replay` (writes it lacks) redone."""
-        self._take(self._staged(base, replay))
-
     def _staged(self, base: Base, replay: list[_Op]) -> PDQIndex:
         """A private index on `base` with `replay` redone onto it: what `_take` makes current.
         No reader or writer sees it (nor `base`'s tombstones) until then, so the writer lock
@@ -750,15 +761,19 @@ class PDQIndex:
             else:
                 self._upsert(op.keys, op.words, op.tag)
 
-    def _take(self, stage: PDQIndex) -> None:
+    def _take(self, stage: PDQIndex) -> tuple[_Snapshot, dict[int, int], list[_Op]]:
         """Writer lock held: make `stage`'s base, delta and journal ours, in one step for
         readers (a reader sees the old base with every write, or the new one with every
-        write)."""
+        write). Returns what it replaced, for the caller to drop once the lock is released:
+        freeing it is not quick (the delta and its key map: 3.1M entries at 100M codes; the
+        old base's mapping, when this held its last reference)."""
+        replaced = (self._snap, self._delta_slot, self._journal)
         self._snap = stage._snap
         self._delta_slot = stage._delta_slot
         self._base_dead = stage._base_dead
         self._journal = stage._journal
         self._last_tag = max(self._last_tag, stage._snap.base.tag)
+        return replaced
 
     def _compaction_due(self) -> bool:
         s = self._snap
@@ -1090,6 +1105,20 @@ class SharedLoad:
         all_keys[left] = keys
         all_words[left] = words
         return all_keys, all_words
+
+
+def _wait_for_queries(old: Base) -> None:
+    """Let the queries still on a replaced file-backed base finish, so that its last reference
+    is the caller's and it is dropped on the caller's thread (a compaction's or base
+    adoption's, with no lock held): dropping the last mapping of a replaced (unlinked) base
+    file frees its pages, ~0.17 s a GiB on the bench machine, and the query that dropped it
+    paid that (0.8 s at 100M codes, compact layout). Waits at most `_RELEASE_WAIT`."""
+    if old.path is None:
+        return
+    deadline = time.monotonic() + _RELEASE_WAIT
+    # Three references: the caller's, this call's `old`, and getrefcount's argument.
+    while sys.getrefcount(old) > 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 # --------------------------------------------------------------------------- base file lock
