@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,26 +46,34 @@ def _psycopg(url: str) -> str:
     return "postgresql+psycopg://" + url.split("://", 1)[1]
 
 
-@pytest.fixture(scope="session")
-def pg_url(worker_id: str) -> Iterator[str]:
-    """A migrated PostgreSQL database of this xdist worker's own."""
+@contextmanager
+def scratch_pg_database(name: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database `name` on the test server, dropped on the way out;
+    yields its URL. One a crashed run left behind is dropped first. Callers put the pid in
+    `name`, which keeps concurrent test sessions on one server out of each other's databases."""
     if PG_ADMIN_URL is None:
         pytest.skip("no PostgreSQL server (set SIGNET_TEST_POSTGRES_URL)")
     admin = make_url(_psycopg(PG_ADMIN_URL))
-    # The pid keeps concurrent test sessions on one server out of each other's databases.
-    name = f"signet_test_{worker_id}_{os.getpid()}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    db = Database(url)
-    migrate.upgrade(db)
-    db.dispose()
-    yield url
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url(worker_id: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of this xdist worker's own."""
+    with scratch_pg_database(f"signet_test_{worker_id}_{os.getpid()}") as url:
+        db = Database(url)
+        migrate.upgrade(db)
+        db.dispose()
+        yield url
 
 
 def _truncate_pg(url: str) -> None:
@@ -97,20 +106,8 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path, worker_id: str)
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    if PG_ADMIN_URL is None:
-        pytest.skip("no PostgreSQL server (set SIGNET_TEST_POSTGRES_URL)")
-    admin = make_url(_psycopg(PG_ADMIN_URL))
-    name = f"signet_empty_{worker_id}_{os.getpid()}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with scratch_pg_database(f"signet_empty_{worker_id}_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -23,11 +22,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from app.crypto import merkle
 from app.crypto.canonical import canonical_json
+from tests.conftest import scratch_pg_database
 
 from .node_proc import SIGNET, free_port, running_node, serve_process
 
@@ -121,34 +119,6 @@ def test_audit_a_live_node_twice_then_catch_tampering(tmp_path: Path) -> None:
 # --- two processes, one PostgreSQL database ---------------------------------------------------
 
 
-def _pg_admin_url() -> str | None:
-    url = os.environ.get("SIGNET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
-            return url
-    except OSError:
-        return os.environ.get("SIGNET_TEST_POSTGRES_URL")
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    admin_url = _pg_admin_url()
-    if admin_url is None:
-        pytest.skip("no PostgreSQL server")
-    admin = make_url("postgresql+psycopg://" + admin_url.split("://", 1)[1])
-    name = f"signet_audit_e2e_{os.getpid()}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-
 @contextmanager
 def serve(env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
@@ -157,7 +127,7 @@ def serve(env: dict[str, str], log: Path) -> Iterator[str]:
 
 
 def test_two_processes_on_one_postgres_log(tmp_path: Path) -> None:
-    with pg_database() as db_url:
+    with scratch_pg_database(f"signet_audit_e2e_{os.getpid()}") as db_url:
         env = {
             **os.environ,
             "SIGNET_DATA_DIR": str(tmp_path / "data"),  # shared: one node key for both

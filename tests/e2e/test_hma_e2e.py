@@ -34,9 +34,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import PG_ADMIN_URL, scratch_pg_database
 from tests.e2e.node_proc import NodeProc, free_port, running_node
 
 pytestmark = pytest.mark.e2e
@@ -124,15 +123,17 @@ def running_hma(tmp_path: Path) -> Iterator[HMA]:
         pytest.skip("HMA snapshot not on this machine (set SIGNET_HMA_SNAPSHOT)")
     if PG_ADMIN_URL is None:
         pytest.fail("HMA needs PostgreSQL: set SIGNET_TEST_POSTGRES_URL")
+    with (
+        scratch_pg_database(f"signet_hma_{os.getpid()}") as db_url,
+        _hma_on(tmp_path, db_url) as hma,
+    ):
+        yield hma
+
+
+@contextmanager
+def _hma_on(tmp_path: Path, db_url: str) -> Iterator[HMA]:
+    """HMA's app under gunicorn, on the empty PostgreSQL database `db_url` (migrated first)."""
     python = _hma_python()
-    dbname = f"signet_hma_{os.getpid()}"
-    admin = create_engine(
-        "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1], isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
-    db_uri = "postgresql+psycopg2://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
     reference = SNAPSHOT / "reference_omm_configs" / "development_omm_config.py"
     config = tmp_path / "omm_config.py"
     config.write_text(
@@ -151,7 +152,7 @@ def running_hma(tmp_path: Path) -> Iterator[HMA]:
         **{k: v for k, v in os.environ.items() if not k.startswith(("SIGNET_", "OMM_"))},
         "PYTHONPATH": f"{SNAPSHOT / 'src'}{os.pathsep}{REPO}",
         "OMM_CONFIG": str(config),
-        "OMM_DATABASE_URI": f"{db_uri}/{dbname}",
+        "OMM_DATABASE_URI": "postgresql+psycopg2://" + db_url.split("://", 1)[1],
         # HMA's own overrides of its task intervals (defaults: fetch 240 s, index 60 s).
         "OMM_TASK_FETCHER_INTERVAL_SECONDS": "1",
         "OMM_TASK_INDEXER_INTERVAL_SECONDS": "1",
@@ -210,9 +211,6 @@ def running_hma(tmp_path: Path) -> Iterator[HMA]:
             proc.wait(timeout=15)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _eventually(what: str, check: Callable[[], bool], hma: HMA, timeout: float = 60) -> None:
