@@ -16,10 +16,10 @@ for its amber ones (no recipient, no digest in clear).
 Applying. Every record is verified against its ORIGIN's pinned key, whoever relayed it, and
 checked with `audience.may_accept`; it is applied at most once per (origin, kind, id, version)
 and logged as `received` {from, digest, record}, or for amber records the salted commitment
-alone. What a record was received is kept for that dedupe in `received_record`, except for an
+alone. Which records were received is kept for that dedupe in `received_record`, except for an
 open signal that created or replaced its signal row: that row is its receipt (`_signal`). A
-signal older than a version already received or held is counted a duplicate once its signature
-is checked, and not applied. Refusals from an
+signal older than a version already received, held or earlier in the page is counted a
+duplicate once its signature is checked, and not applied. Refusals from an
 authenticated peer are logged too (one `refused` entry per page, first reasons only), so a peer
 cannot fill our log but its misbehaviour is on record. The peer's cursor is stored in the same
 transaction, and only if it still equals the page's `after`: a crash mid-pull loses nothing and
@@ -506,6 +506,13 @@ class _Applier:
             # An older version than one received before, whose row is gone (purged) or was
             # never changed (held retracted): applying it would bring the signal back.
             return False
+        # The same rules for a row this page creates (held is then None).
+        pending = self.new_signals.get((origin, uid))
+        if pending is not None and pending["version"] > version:
+            return False  # an older version than one earlier in this page
+        retracted = (held is not None and held.status == "retracted") or (
+            pending is not None and pending["status"] == "retracted"
+        )
         # Enum `.value` is a descriptor call (~0.4 us): read once per record, not five times.
         tlp = meta.tlp.value
         type_value = canon.type.value
@@ -514,9 +521,9 @@ class _Applier:
         # sender and digest. So an open record gets no row (run() dedupes it by the signal
         # row; purge_before writes one when it deletes the signal). A restricted record keeps
         # its row: its entry is a salted commitment, and the row is the only place its digest
-        # and sender are kept. So does a newer version of a signal held retracted: its row is
-        # not changed, so only the received row remembers this version.
-        receipt = tlp in COMMITTED_TLP or (held is not None and held.status == "retracted")
+        # and sender are kept. So does a newer version of a signal held (or pending in this
+        # page) retracted: its row is not changed, so only the received row remembers it.
+        receipt = tlp in COMMITTED_TLP or retracted
         idx = self._log(record, tlp, key, receipt=receipt)
         key_id = attrs.get("key_id")
         values: dict[str, Any] = {
@@ -545,9 +552,9 @@ class _Applier:
             "hops": env.hops,
             "record": record,
         }
+        if retracted:
+            return True  # a retraction stands for every version
         if held is not None:
-            if held.status == "retracted":
-                return True  # a retraction stands for every version
             for name, value in values.items():
                 setattr(held, name, value)
             held.status = "active"

@@ -250,3 +250,34 @@ def test_forged_older_version_is_refused_not_applied(
     assert _purge(a) == 1
     assert _counts(_apply(a, [forged, v1, v2])) == (0, 2, 1)
     assert _signals(a) == {}
+
+
+def test_an_older_version_later_in_the_same_page_changes_nothing(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
+    """Failed on the code before: the older version replaced the newer one pending in the
+    page (a relay holding both genuine records could downgrade a signal)."""
+    a, b = make_nodes("a.test", "b.test")
+    mesh(a, b)
+    v1, v2 = _signal(b.node.key, 51, 1), _signal(b.node.key, 51, 2)
+    size = _log_size(a)
+    assert _counts(_apply(a, [v2, v1])) == (1, 1, 0)
+    assert _log_size(a) == size + 1
+    held = _signals(a)[v2["id"]]
+    assert (held.version, held.record) == (2, v2)
+
+
+def test_a_newer_version_after_its_retraction_in_the_same_page_stays_retracted(
+    make_nodes: Callable[..., list[TNode]],
+) -> None:
+    """As for a signal held retracted (a retraction stands for every version). Failed on the
+    code before: the newer version replaced the retracted row pending in the page, active."""
+    a, b = make_nodes("a.test", "b.test")
+    mesh(a, b)
+    v1, v2 = _signal(b.node.key, 61, 1), _signal(b.node.key, 61, 2)
+    assert _counts(_apply(a, [v1, _retraction(b, v1), v2])) == (3, 0, 0)
+    held = _signals(a)[v1["id"]]
+    assert (held.version, held.status) == (1, "retracted")
+    # The signal row does not record version 2, so a received row does.
+    assert _received_rows(a)[("signal", v1["id"], 2)].digest == _digest(v2)
+    assert _counts(_apply(a, [v2])) == (0, 1, 0)
