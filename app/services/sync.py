@@ -16,7 +16,10 @@ for its amber ones (no recipient, no digest in clear).
 Applying. Every record is verified against its ORIGIN's pinned key, whoever relayed it, and
 checked with `audience.may_accept`; it is applied at most once per (origin, kind, id, version)
 and logged as `received` {from, digest, record}, or for amber records the salted commitment
-alone. Refusals from an
+alone. Which records were received is kept for that dedupe in `received_record`, except for an
+open signal that created or replaced its signal row: that row is its receipt (`_signal`). A
+signal older than a version already received, held or earlier in the page is counted a
+duplicate once its signature is checked, and not applied. Refusals from an
 authenticated peer are logged too (one `refused` entry per page, first reasons only), so a peer
 cannot fill our log but its misbehaviour is on record. The peer's cursor is stored in the same
 transaction, and only if it still equals the page's `after`: a crash mid-pull loses nothing and
@@ -290,6 +293,8 @@ class _Applier:
         self.new_signals: dict[tuple[str, str], dict[str, Any]] = {}
         self.new_feedback: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []
+        # (origin, id) -> the highest version of that signal with a received_record row
+        self.newest_received: dict[tuple[str, str], int] = {}
         self.seen_keys: set[store.RecordKey] = set()
         self.recount: list[SignalRow] = []
         self.new_tombstones: list[dict[str, Any]] = []
@@ -320,9 +325,12 @@ class _Applier:
                     sig = env.record.get("signal")
                     if isinstance(sig, dict) and isinstance(sig.get("origin"), str):
                         refs.add((sig["origin"], str(sig.get("id"))))
-        have = store.received_keys(session, [k for _, k in parsed if k is not None])
+        have, self.newest_received = store.received_keys(
+            session, [k for _, k in parsed if k is not None]
+        )
         self.signals = store.signals_by_keys(session, refs)
         self.tombstones = tombstone_store.tombstones_for(session, refs)
+        signals = self.signals
         for env, key in parsed:
             try:
                 if key is None:
@@ -330,6 +338,18 @@ class _Applier:
                 if key in have or key in self.seen_keys:
                     self.result.duplicate += 1
                     continue
+                if key[1] == "signal":
+                    # An open signal's receipt is its signal row (see `_signal`): held with
+                    # exactly this version and received from a peer, it was applied before.
+                    # (One of our own records is refused below, as before.)
+                    held = signals.get((key[0], key[2]))
+                    if (
+                        held is not None
+                        and held.version == key[3]
+                        and held.received_from is not None
+                    ):
+                        self.result.duplicate += 1
+                        continue
                 if self._apply(env, key):
                     self.result.applied += 1
                 else:
@@ -377,8 +397,10 @@ class _Applier:
         return found  # type: ignore[return-value]
 
     def _log(
-        self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, dedupe: bool = True
+        self, record: dict[str, Any], tlp: str, key: store.RecordKey, *, receipt: bool = True
     ) -> int:
+        """Append the record's `received` entry; with `receipt`, also its received_record row
+        (the dedupe's; `_signal` says when a signal needs none)."""
         canonical = self.canonical.get(id(record))
         if canonical is None:
             canonical = canonical_json(record)
@@ -389,7 +411,7 @@ class _Applier:
         # in the database (received_record), not in the log.
         extra = {} if tlp in COMMITTED_TLP else {"from": self.peer, "digest": digest}
         idx: int = self.tx.append_record("received", record, tlp, record_bytes=canonical, **extra)
-        if not dedupe:
+        if not receipt:
             return idx
         origin, kind, rid, version = key
         self.received.append(
@@ -480,10 +502,29 @@ class _Applier:
         held = self.signals.get((origin, uid))
         if held is not None and held.version >= version:
             return False  # an older version than we hold (or ours under another record)
+        if self.newest_received.get((origin, uid), 0) > version:
+            # An older version than one received before, whose row is gone (purged) or was
+            # never changed (held retracted): applying it would bring the signal back.
+            return False
+        # The same rules for a row this page creates (held is then None).
+        pending = self.new_signals.get((origin, uid))
+        if pending is not None and pending["version"] > version:
+            return False  # an older version than one earlier in this page
+        retracted = (held is not None and held.status == "retracted") or (
+            pending is not None and pending["status"] == "retracted"
+        )
         # Enum `.value` is a descriptor call (~0.4 us): read once per record, not five times.
         tlp = meta.tlp.value
         type_value = canon.type.value
-        idx = self._log(record, tlp, key)
+        # The signal row this creates or replaces holds what a received_record row would:
+        # origin, id, version, sender, and change_seq = this entry, whose own body has the
+        # sender and digest. So an open record gets no row (run() dedupes it by the signal
+        # row; purge_before writes one when it deletes the signal). A restricted record keeps
+        # its row: its entry is a salted commitment, and the row is the only place its digest
+        # and sender are kept. So does a newer version of a signal held (or pending in this
+        # page) retracted: its row is not changed, so only the received row remembers it.
+        receipt = tlp in COMMITTED_TLP or retracted
+        idx = self._log(record, tlp, key, receipt=receipt)
         key_id = attrs.get("key_id")
         values: dict[str, Any] = {
             "uid": uid,
@@ -511,9 +552,9 @@ class _Applier:
             "hops": env.hops,
             "record": record,
         }
+        if retracted:
+            return True  # a retraction stands for every version
         if held is not None:
-            if held.status == "retracted":
-                return True  # a retraction stands for every version
             for name, value in values.items():
                 setattr(held, name, value)
             held.status = "active"

@@ -276,9 +276,14 @@ class EquivocationRow(SQLModel, table=True):
 
 class ReceivedRecordRow(SQLModel, table=True):
     """A record accepted from a peer, for idempotent apply: one row per (origin, kind, id,
-    version), looked up only by that key. `digest` is the SHA-256 of the canonical record,
-    kept for the operator (a restricted record's log entry is a commitment that names no
-    digest); nothing reads the table by it, so it has no index."""
+    version), looked up only by origin, kind and id. `digest` is the SHA-256 of the canonical
+    record, kept for the operator (a restricted record's log entry is a commitment that names
+    no digest); nothing reads the table by it, so it has no index.
+
+    An open (green/clear) signal that created or replaced its signal row has no row here while
+    that row exists: the signal row (origin, uid, version, received_from, change_seq = its
+    `received` entry, which names the sender and digest) is its receipt. Purging the signal
+    writes the row (`repos.purge_before`). Rows written before that change stay as they are."""
 
     __tablename__ = "received_record"
     __table_args__ = (

@@ -250,14 +250,23 @@ def _by_first(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 RecordKey = tuple[str, str, str, int]  # origin, kind, id, version
 
 
-def received_keys(session: Session, keys: Sequence[RecordKey]) -> set[RecordKey]:
-    """Those of `keys` already applied: one indexed `origin = ? AND kind = ? AND rid IN (...)`
-    per origin and kind (a row-value IN over all four columns scans the table on SQLite)."""
+def received_keys(
+    session: Session, keys: Sequence[RecordKey]
+) -> tuple[set[RecordKey], dict[tuple[str, str], int]]:
+    """Those of `keys` that have a received_record row, and for the signals among them the
+    highest version with a row, by (origin, id): one indexed `origin = ? AND kind = ? AND rid
+    IN (...)` per origin and kind (a row-value IN over all four columns scans the table on
+    SQLite), which returns every version of each id anyway.
+
+    An open signal that created or replaced its signal row has no row here: the signal row is
+    its receipt (app/services/sync.py, `_Applier._signal`), and `purge_before` writes the row
+    when it deletes the signal."""
     wanted = set(keys)
     groups: dict[tuple[str, str], set[str]] = {}
     for origin, kind, rid, _version in wanted:
         groups.setdefault((origin, kind), set()).add(rid)
     found: set[RecordKey] = set()
+    newest: dict[tuple[str, str], int] = {}
     for (origin, kind), rid_set in groups.items():
         rows = select_in(
             session,
@@ -271,7 +280,9 @@ def received_keys(session: Session, keys: Sequence[RecordKey]) -> set[RecordKey]
             key = (origin, kind, str(rid), int(version))
             if key in wanted:
                 found.add(key)
-    return found
+            if kind == "signal" and newest.get((origin, key[2]), 0) < key[3]:
+                newest[(origin, key[2])] = key[3]
+    return found, newest
 
 
 # One executemany per page on the raw driver (app/storage/bulk.py). Going through

@@ -11,8 +11,11 @@ from datetime import datetime
 from sqlalchemy import delete, or_, select
 from sqlmodel import Session, col
 
+from app.crypto.records import record_digest
+from app.storage import peers
 from app.storage.models import ApiKeyRow, FeedbackRow, SignalRow
 from app.storage.sqlplan import unindexed
+from app.storage.types import utcnow
 
 # --- signals -------------------------------------------------------------------------------
 
@@ -93,14 +96,22 @@ def expire_due(session: Session, now: datetime, limit: int | None = None) -> lis
 
 
 def purge_before(session: Session, cutoff: datetime) -> int:
-    """Delete retracted/expired signals (and their feedback) whose end is before `cutoff`."""
-    stmt = select(SignalRow.id, SignalRow.uid, SignalRow.origin).where(  # type: ignore[call-overload]
-        col(SignalRow.status).in_(["retracted", "expired"]), col(SignalRow.updated_at) < cutoff
-    )
+    """Delete retracted/expired signals (and their feedback) whose end is before `cutoff`.
+
+    A signal received from a peer leaves a received_record row behind (`_keep_receipts`): for
+    an open signal its row was the only receipt (app/services/sync.py, `_Applier._signal`), and
+    without one a peer re-sending the record (a new peer pulling an old log) would have it
+    applied and logged again, or an older version applied as new."""
+    stmt = select(  # type: ignore[call-overload]
+        SignalRow.id, SignalRow.uid, SignalRow.origin, SignalRow.received_from
+    ).where(col(SignalRow.status).in_(["retracted", "expired"]), col(SignalRow.updated_at) < cutoff)
     rows = session.execute(stmt).all()
     if not rows:
         return 0
-    for _, uid, origin in rows:
+    received = [r[0] for r in rows if r[3] is not None]
+    for i in range(0, len(received), _PURGE_CHUNK):
+        _keep_receipts(session, received[i : i + _PURGE_CHUNK])
+    for _, uid, origin, _ in rows:
         session.execute(
             delete(FeedbackRow).where(
                 col(FeedbackRow.signal_uid) == uid, col(FeedbackRow.signal_origin) == origin
@@ -108,6 +119,47 @@ def purge_before(session: Session, cutoff: datetime) -> int:
         )
     session.execute(delete(SignalRow).where(col(SignalRow.id).in_([r[0] for r in rows])))
     return len(rows)
+
+
+_PURGE_CHUNK = 500  # records read at once (a vPDQ record is tens of KB)
+
+
+def _keep_receipts(session: Session, ids: list[int]) -> None:
+    """A received_record row for each of these received signals that has none: (origin,
+    'signal', id, version, digest of the stored record, sender, log_idx). `log_idx` is the
+    signal's own `received` entry where the row still knows it: `created_seq` once a
+    retraction moved `change_seq` on, else `change_seq` (expiry does not move it, and a signal
+    that arrived retracted through a tombstone keeps its own entry there). Only a signal whose
+    retraction came in the same page as the signal itself has neither: its `log_idx` is the
+    retraction's entry. Older databases have a row for every record: those are kept as they
+    are."""
+    stmt = select(  # type: ignore[call-overload]
+        SignalRow.origin,
+        SignalRow.uid,
+        SignalRow.version,
+        SignalRow.received_from,
+        SignalRow.created_seq,
+        SignalRow.change_seq,
+        SignalRow.record,
+    ).where(col(SignalRow.id).in_(ids))
+    signals = session.execute(stmt).all()
+    have, _ = peers.received_keys(session, [(s[0], "signal", s[1], s[2]) for s in signals])
+    now = utcnow()
+    rows = [
+        {
+            "origin": origin,
+            "kind": "signal",
+            "rid": uid,
+            "version": version,
+            "digest": record_digest(record).hex(),
+            "received_from": sender,
+            "log_idx": created_seq if created_seq is not None else change_seq,
+            "created_at": now,
+        }
+        for origin, uid, version, sender, created_seq, change_seq, record in signals
+        if (origin, "signal", uid, version) not in have
+    ]
+    peers.add_received(session, rows)
 
 
 # --- API keys ------------------------------------------------------------------------------
