@@ -599,6 +599,7 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
 
     def compaction() -> None:
         window["start"] = time.perf_counter()
+        window["start_wall"] = time.time()
         fill(51)  # over the limit: this write starts the background compaction
         assert index._compactor is not None
         index.wait_for_compaction()
@@ -652,7 +653,9 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
         )
     print(
         f"{n:,} {layout}: base build {build.seconds:.1f} s; delta {filled:,} (limit {limit:,}); "
-        f"background compaction {seconds:.2f} s"
+        f"background compaction {seconds:.2f} s from "
+        + time.strftime("%H:%M:%S", time.gmtime(window["start_wall"]))
+        + f".{int(window['start_wall'] % 1 * 1000):03d} UTC"
         + (f" (populating the new base: {sum(populated):.2f} s)" if populated else ""),
         flush=True,
     )
