@@ -63,8 +63,8 @@ _PAGE: Final = mmap.PAGESIZE
 # Bytes of a mapping populated per madvise call (`populate`): each call is one GIL-free stretch
 # of kernel work, and between two the thread can stop.
 _POPULATE_SLICE: Final = 64 << 20
-# madvise(2) advice: fault a range in "as if reading it" (Linux >= 5.14). Not in Python 3.11's
-# `mmap` module, and `mmap.madvise` keeps the GIL for the call anyway.
+# madvise(2) advice: fault a range in "as if reading it" (Linux >= 5.14). Python 3.11's `mmap`
+# module has no constant for it; it is called through ctypes, which releases the GIL.
 _MADV_POPULATE_READ: Final = 22
 
 Int64Array = NDArray[np.int64]
@@ -168,7 +168,7 @@ class Base:
     def populate(self, stop: Any = None) -> str:
         """Fault every page of a file-backed base's arrays into this process's mapping now,
         on the calling thread, so that the queries that first use this base do not: at 100M
-        codes the first queries on a freshly mapped base took 0.3-0.66 s each, faulting it in.
+        codes the first queries on a freshly mapped base took 0.27-0.66 s each, faulting it in.
         `stop()`, when given, is asked between slices (of `_POPULATE_SLICE` bytes); a true
         answer ends the populating early. Returns how it was done: "madvise", "touch" (the
         kernel lacks MADV_POPULATE_READ), "none" (an in-memory base: its pages are the
