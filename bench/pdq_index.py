@@ -25,6 +25,7 @@ import gc
 import multiprocessing as mp
 import os
 import queue
+import resource
 import shutil
 import sys
 import time
@@ -51,7 +52,7 @@ pin_one_core()
 
 import numpy as np  # noqa: E402
 
-from app.signals.pdq_base import file_id  # noqa: E402
+from app.signals.pdq_base import Base, file_id  # noqa: E402
 from app.signals.pdq_index import MULTI_INDEX, PDQIndex, scan_codes  # noqa: E402
 
 try:
@@ -583,15 +584,33 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
     assert index._compactor is None, "the fill itself started a compaction"
     first_file = file_id(path)
     window: dict[str, float] = {}
+    # How long populating the new base took (code that has `Base.populate`; run with an older
+    # `app` on PYTHONPATH this bench times the old code, which has none).
+    populated: list[float] = []
+    populate = getattr(Base, "populate", None)
+    if populate is not None:
+
+        def timed_populate(self: Base, stop: Any = None) -> str:
+            t0 = time.perf_counter()
+            try:
+                how: str = populate(self, stop)
+                return how
+            finally:
+                populated.append(time.perf_counter() - t0)
+
+        Base.populate = timed_populate  # type: ignore[method-assign]
 
     def compaction() -> None:
         window["start"] = time.perf_counter()
+        window["start_wall"] = time.time()
         fill(51)  # over the limit: this write starts the background compaction
         assert index._compactor is not None
         index.wait_for_compaction()
         window["end"] = time.perf_counter()
 
+    faults = [resource.getrusage(resource.RUSAGE_SELF)]
     during = _streams(index, query_codes, write, compaction)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF))
     seconds = window["end"] - window["start"]
     assert file_id(path) != first_file, "no new base was written"
     # The baseline: a delta of the same size again (the compaction folded it into the base),
@@ -599,8 +618,12 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
     fill(filled - index._snap.delta_len - index._base_dead)
     second_file, compactor = file_id(path), index._compactor
     window["base_start"] = time.perf_counter()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF))
     baseline = _streams(index, query_codes, write, lambda: time.sleep(seconds))
     window["base_end"] = time.perf_counter()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF))
+    if populate is not None:
+        Base.populate = populate  # type: ignore[method-assign]
     assert index._compactor is compactor and file_id(path) == second_file, "it compacted"
 
     for name, (queries, writes), lo, hi in (
@@ -633,7 +656,20 @@ def run_stall(n: int, layout: str, seed: int, base_dir: Path) -> None:
         )
     print(
         f"{n:,} {layout}: base build {build.seconds:.1f} s; delta {filled:,} (limit {limit:,}); "
-        f"background compaction {seconds:.2f} s",
+        f"background compaction {seconds:.2f} s from "
+        + time.strftime("%H:%M:%S", time.gmtime(window["start_wall"]))
+        + f".{int(window['start_wall'] % 1 * 1000):03d} UTC"
+        + (f" (populating the new base: {sum(populated):.2f} s)" if populated else ""),
+        flush=True,
+    )
+    # Page faults of the whole process (every thread): major ones read the base file back
+    # from disk, as when the page cache cannot hold the old base, the new one and the build.
+    print(
+        "page faults, major / minor: during the compaction "
+        f"{faults[1].ru_majflt - faults[0].ru_majflt:,} / "
+        f"{faults[1].ru_minflt - faults[0].ru_minflt:,}; baseline "
+        f"{faults[3].ru_majflt - faults[2].ru_majflt:,} / "
+        f"{faults[3].ru_minflt - faults[2].ru_minflt:,}",
         flush=True,
     )
     # The slowest queries during the compaction, by when they started: a stall at one step of

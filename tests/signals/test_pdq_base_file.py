@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import gc
 import random
 import subprocess
@@ -888,3 +890,174 @@ def test_what_a_swap_replaces_is_freed_with_the_writer_lock_free(tmp_path: Path)
     assert other.refresh_base()
     gc.collect()
     assert noted == {"compaction map": [False], "adoption map": [False], "adoption base": [False]}
+
+
+# ---------------------------------------------------------------- populating a new base
+
+
+def _pages_mapped(a: np.ndarray) -> tuple[int, int]:
+    """(pages present in this process's page tables, pages) under array `a`, read from
+    /proc/self/pagemap (bit 63 of each page's entry: present). Unlike mincore, which tells
+    whether the file's pages are in the page cache (a freshly written base's are), this is
+    whether touching them would still fault."""
+    page = pdq_base_module._PAGE
+    addr = int(a.__array_interface__["data"][0])
+    first, last = addr // page, (addr + a.nbytes - 1) // page
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = np.frombuffer(f.read((last - first + 1) * 8), np.uint64)
+    present = int(np.count_nonzero(entries >> np.uint64(63)))
+    return present, last - first + 1
+
+
+def _arrays(base: Base) -> list[np.ndarray]:
+    arrays = (base.keys, base.codes, base.postings, base.offsets, base.head, base.tail)
+    return [a for a in arrays if a is not None and a.nbytes]
+
+
+needs_pagemap = pytest.mark.skipif(
+    not Path("/proc/self/pagemap").exists(), reason="reads page residency from Linux's pagemap"
+)
+
+
+def _residency_at_swap(index: PDQIndex, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Records, when `index` swaps a base in (`_take`), how much of each of its arrays is
+    mapped: nobody has queried the new base yet, so only populating maps it."""
+    seen: list[tuple[int, int]] = []
+    take = PDQIndex._take
+
+    def recording_take(self: PDQIndex, stage: PDQIndex) -> Any:
+        if self is index:
+            seen.extend(_pages_mapped(a) for a in _arrays(stage._snap.base))
+        return take(self, stage)
+
+    monkeypatch.setattr(PDQIndex, "_take", recording_take)
+    return seen
+
+
+@needs_pagemap
+@pytest.mark.parametrize("layout", ["multi-index", "compact"])
+def test_a_compaction_maps_the_whole_new_base_before_the_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    """At 100M codes the first queries on a new base faulted it in (0.27-0.66 s each); the
+    compaction now populates the new mapping on its own thread before swapping it in."""
+    entries, queries = planted_data(20_000, 2, seed=41)
+    index = _index_of(entries, path=tmp_path / "pdq.pdqbase", min_delta=10**9, layout=layout)
+    index.add(-1, queries[0])
+    entries[-1] = queries[0]
+    seen = _residency_at_swap(index, monkeypatch)
+    index.compact()
+    assert len(seen) == len(_arrays(index._snap.base)) and seen
+    assert all(present == pages for present, pages in seen), seen
+    _check(index, entries, queries)
+
+
+@needs_pagemap
+def test_adopting_a_base_maps_it_before_the_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker adopting a base another one compacted maps the file afresh: it populates it
+    too, on the adopting thread."""
+    entries, queries = planted_data(20_000, 2, seed=43)
+    path = tmp_path / "pdq.pdqbase"
+    builder = _index_of(entries, path=path, min_delta=10**9, tag=1)
+    adopter = PDQIndex(path=path, min_delta=10**9)
+    builder.add(-1, queries[0], tag=2)
+    adopter.add(-1, queries[0], tag=2)
+    entries[-1] = queries[0]
+    builder.compact()
+    seen = _residency_at_swap(adopter, monkeypatch)
+    assert adopter.refresh_base()
+    assert seen and all(present == pages for present, pages in seen), seen
+    assert adopter._snap.base.file_id == builder._snap.base.file_id
+    _check(adopter, entries, queries)
+
+
+def _failing_madvise(code: int, calls: list[tuple[int, int, int]]) -> Any:
+    """A libc madvise that fails with errno `code`, as a kernel without the advice does."""
+
+    def madvise(addr: int, length: int, advice: int) -> int:
+        calls.append((addr, length, advice))
+        ctypes.set_errno(code)
+        return -1
+
+    return madvise
+
+
+@needs_pagemap
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.ENOSYS])
+def test_without_madv_populate_read_the_pages_are_touched_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """Before Linux 5.14 madvise refuses MADV_POPULATE_READ (EINVAL; ENOSYS where there is no
+    madvise): populating falls back to reading a byte a page, asks the kernel only once, and
+    raises nothing."""
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(pdq_base_module, "_libc_madvise", _failing_madvise(code, calls))
+    monkeypatch.setattr(pdq_base_module, "_populate_read_works", None)
+    monkeypatch.setattr(pdq_base_module, "_POPULATE_SLICE", 64 << 10)  # many slices
+    entries, queries = planted_data(20_000, 2, seed=45)
+    index = _index_of(entries, path=tmp_path / "pdq.pdqbase", min_delta=10**9)
+    index.add(-1, queries[0])
+    entries[-1] = queries[0]
+    seen = _residency_at_swap(index, monkeypatch)
+    index.compact()
+    assert [advice for _a, _l, advice in calls] == [22]  # asked once, then not again
+    assert seen and all(present == pages for present, pages in seen), seen
+    assert pdq_base_module._populate_read_works is False
+    assert index._snap.base.populate() == "touch"
+    _check(index, entries, queries)
+    # Not Linux (no libc madvise at all): touched too.
+    monkeypatch.setattr(pdq_base_module, "_libc_madvise", None)
+    assert index._snap.base.populate() == "touch"
+
+
+def test_populating_advises_exactly_each_array_a_slice_at_a_time_and_can_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The madvise calls cover each array's pages, page-aligned, in slices; `stop` is asked
+    between slices. An in-memory base has nothing to populate; another error leaves the
+    pages to the queries without raising."""
+    real = pdq_base_module._libc_madvise
+    if real is None:
+        pytest.skip("no libc madvise here")
+    calls: list[tuple[int, int, int]] = []
+
+    def recording(addr: int, length: int, advice: int) -> int:
+        calls.append((addr, length, advice))
+        result: int = real(addr, length, advice)
+        return result
+
+    slice_ = 64 << 10
+    monkeypatch.setattr(pdq_base_module, "_libc_madvise", recording)
+    monkeypatch.setattr(pdq_base_module, "_POPULATE_SLICE", slice_)
+    monkeypatch.setattr(pdq_base_module, "_populate_read_works", None)
+    entries, _queries = planted_data(20_000, 0, seed=47)
+    index = _index_of(entries, path=tmp_path / "pdq.pdqbase")
+    base = index._snap.base
+    assert base.populate() == "madvise"
+    page = pdq_base_module._PAGE
+    expected = []
+    for a in _arrays(base):
+        start = int(a.__array_interface__["data"][0])
+        aligned = start - start % page
+        end = start + a.nbytes
+        expected += [(lo, min(end, lo + slice_) - lo, 22) for lo in range(aligned, end, slice_)]
+    assert calls == expected
+    assert len(calls) > len(_arrays(base))  # more than one slice for the larger arrays
+
+    calls.clear()
+    asked = []
+    assert base.populate(stop=lambda: len(asked.append(1) or asked) > 3) == "stopped"
+    assert len(calls) == 3
+
+    calls.clear()
+    in_memory = PDQIndex.from_arrays(np.array([1], np.int64), np.zeros((1, 32), np.uint8))
+    assert in_memory._snap.base.populate() == "none"
+    assert calls == []
+
+    # EFAULT (say): not "unsupported", so no fallback and no error; the next call asks again.
+    monkeypatch.setattr(pdq_base_module, "_libc_madvise", _failing_madvise(errno.EFAULT, calls))
+    assert base.populate() == "none"
+    assert len(calls) == 1
