@@ -23,28 +23,7 @@ import app.signals.pdq_base as pdq_base_module
 import app.signals.pdq_index as pdq_index_module
 from app.signals.pdq_base import Base, BaseFileError
 from app.signals.pdq_index import PDQIndex
-
-
-def ref_query(entries: dict[int, bytes], code: bytes, t: int) -> list[tuple[int, int]]:
-    """Brute force with Python ints, independent of the numpy kernels."""
-    q = int.from_bytes(code, "big")
-    hits = [(k, (int.from_bytes(c, "big") ^ q).bit_count()) for k, c in entries.items()]
-    return sorted(((k, d) for k, d in hits if d <= t), key=lambda kd: (kd[1], kd[0]))
-
-
-def flip(code: bytes, count: int, rng: random.Random) -> bytes:
-    value = int.from_bytes(code, "big")
-    for bit in rng.sample(range(256), count):
-        value ^= 1 << bit
-    return value.to_bytes(32, "big")
-
-
-def rand_code(rng: random.Random) -> bytes:
-    return rng.getrandbits(256).to_bytes(32, "big")
-
-
-def as_array(codes: list[bytes]) -> np.ndarray:
-    return np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(-1, 32).copy()
+from tests.signals.pdq_codes import as_array, flip, rand_code, ref_query
 
 
 def planted_data(n: int, n_queries: int, seed: int) -> tuple[dict[int, bytes], list[bytes]]:

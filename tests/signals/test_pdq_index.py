@@ -20,6 +20,7 @@ from app.signals.pdq_index import (
     hamming_distance,
     pdq_hex_to_bytes,
 )
+from tests.signals.pdq_codes import as_array, flip, rand_code, ref_query
 
 # Both kinds of base must give the same answers: the chunk tables, and the compact base that
 # every query scans (through FAISS).
@@ -29,32 +30,6 @@ THRESHOLDS = (0, 1, 15, 16, 31, 32, 47, 64, 256)
 
 
 # --------------------------------------------------------------------------- reference
-
-
-def ref_query(entries: dict[int, bytes], code: bytes, t: int) -> list[tuple[int, int]]:
-    """Brute force with Python ints: independent of the numpy kernels under test."""
-    q = int.from_bytes(code, "big")
-    hits = []
-    for key, c in entries.items():
-        d = (int.from_bytes(c, "big") ^ q).bit_count()
-        if d <= t:
-            hits.append((key, d))
-    return sorted(hits, key=lambda kd: (kd[1], kd[0]))
-
-
-def flip(code: bytes, count: int, rng: random.Random) -> bytes:
-    value = int.from_bytes(code, "big")
-    for bit in rng.sample(range(256), count):
-        value ^= 1 << bit
-    return value.to_bytes(32, "big")
-
-
-def rand_code(rng: random.Random) -> bytes:
-    return rng.getrandbits(256).to_bytes(32, "big")
-
-
-def as_array(codes: list[bytes]) -> np.ndarray:
-    return np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(-1, 32).copy()
 
 
 def check_all(index: PDQIndex, entries: dict[int, bytes], queries: list[bytes]) -> None:
