@@ -24,6 +24,7 @@ from app.services.node import open_node
 from app.services.tx import transaction
 from app.settings import load_settings
 from tests.e2e.node_proc import SIGNET, NodeProc, free_port, running_node
+from tests.signal_bodies import signal_body
 
 pytestmark = pytest.mark.e2e
 
@@ -123,23 +124,13 @@ def test_conformance_passes_on_a_node_and_names_a_broken_canonical_form(tmp_path
         )
         node = open_node(settings, migrate=False)
         try:
-            body = {
-                "kind": "signal",
-                "v": 1,
-                "id": "01jq00000000000000000000zz",
-                "version": 1,
-                "type": "pdq",
-                "value": PDQ,
-                "attrs": {"quality": 90},
-                "categories": ["csam"],
-                "indicators": [],
-                "opinion": "positive",
-                "confidence": 50,
-                "reviewed": False,
-                "valid_from": "2026-01-01T00:00:00Z",
-                "valid_until": "2099-01-01T00:00:00Z",
-                "audience": {"tlp": "green", "peers": [], "hops": 1},
-            }
+            body = signal_body(
+                id="01jq00000000000000000000zz",
+                type="pdq",
+                value=PDQ,
+                attrs={"quality": 90},
+                valid_until="2099-01-01T00:00:00Z",
+            )
             with transaction(node) as tx:
                 tx.append_record("signal", sign_record(body, node.key, node.origin), "green")
         finally:

@@ -10,29 +10,18 @@ from typing import Any
 import pytest
 
 from app.federation import validate
+from tests.signal_bodies import signal_body
 
 
 def _record(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "signal",
-        "v": 1,
-        "id": "01shared0000000000000000001",
-        "version": 1,
-        "type": "md5",
-        "value": "0" * 32,
-        "attrs": {},
-        "categories": ["csam", "grooming"],
-        "indicators": [],
-        "opinion": "positive",
-        "confidence": 50,
-        "reviewed": False,
-        "valid_from": "2026-01-01T00:00:00Z",
-        "valid_until": "2030-01-01T00:00:00Z",
-        "audience": {"tlp": "clear", "peers": [], "hops": 1},
-        "origin": "b.test",
-        "key_id": "00000000",
-        "signature": "AAAA",
-    }
+    body = signal_body(
+        id="01shared0000000000000000001",
+        categories=["csam", "grooming"],
+        audience={"tlp": "clear", "peers": [], "hops": 1},
+        origin="b.test",
+        key_id="00000000",
+        signature="AAAA",
+    )
     body.update(fields)
     return body
 

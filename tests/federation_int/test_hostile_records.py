@@ -21,28 +21,17 @@ from app.federation.pages import RecordEnvelope, RecordsPage
 from app.services import apikeys, sync
 from app.storage.models import SignalRow
 from tests.federation_int.conftest import TNode, mesh
+from tests.signal_bodies import signal_body
 
 MiB = 1024 * 1024
 
 
 def _signal(key: NodeKey, origin: str, n: int, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "signal",
-        "v": 1,
-        "id": f"01hostile{n:018d}",
-        "version": 1,
-        "type": "md5",
-        "value": f"{n:032x}",
-        "attrs": {},
-        "categories": ["csam"],
-        "indicators": [],
-        "opinion": "positive",
-        "confidence": 50,
-        "reviewed": False,
-        "valid_from": "2026-01-01T00:00:00Z",
-        "valid_until": "2030-01-01T00:00:00Z",
-        "audience": {"tlp": "clear", "peers": [], "hops": 1},
-    }
+    body = signal_body(
+        id=f"01hostile{n:018d}",
+        value=f"{n:032x}",
+        audience={"tlp": "clear", "peers": [], "hops": 1},
+    )
     body.update(fields)
     return sign_record(body, key, origin)
 

@@ -24,29 +24,19 @@ from app.storage import repos
 from app.storage.models import ReceivedRecordRow, SignalRow
 from app.storage.types import utcnow
 from tests.federation_int.conftest import TNode, mesh
+from tests.signal_bodies import signal_body
 
 OPEN = {"tlp": "green", "peers": [], "hops": 1}
 AMBER = {"tlp": "amber", "peers": ["a.test"], "hops": 1}
 
 
 def _signal(key: NodeKey, n: int, version: int = 1, audience: Any = OPEN) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "signal",
-        "v": 1,
-        "id": f"01received{n:017d}",
-        "version": version,
-        "type": "md5",
-        "value": f"{n:024x}{version:08x}",
-        "attrs": {},
-        "categories": ["csam"],
-        "indicators": [],
-        "opinion": "positive",
-        "confidence": 50,
-        "reviewed": False,
-        "valid_from": "2026-01-01T00:00:00Z",
-        "valid_until": "2030-01-01T00:00:00Z",
-        "audience": audience,
-    }
+    body = signal_body(
+        id=f"01received{n:017d}",
+        version=version,
+        value=f"{n:024x}{version:08x}",
+        audience=audience,
+    )
     return sign_record(body, key, "b.test")
 
 

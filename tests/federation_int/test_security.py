@@ -15,6 +15,7 @@ from app.federation.httpsig import sign_request
 from app.federation.pages import RecordEnvelope, RecordsPage
 from app.services import sync
 from tests.federation_int.conftest import TNode, mesh
+from tests.signal_bodies import signal_body
 
 RECORDS = "/federation/v1/records?after=0&limit=10"
 
@@ -168,23 +169,12 @@ def _page(*records: dict[str, Any], hops: int = 1, after: int = 0) -> RecordsPag
 
 
 def _signal(origin: str, key: NodeKey, **audience: Any) -> dict[str, Any]:
-    body = {
-        "kind": "signal",
-        "v": 1,
-        "id": "01forged0000000000000000000",
-        "version": 1,
-        "type": "md5",
-        "value": "ee" * 16,
-        "attrs": {},
-        "categories": ["csam"],
-        "indicators": [],
-        "opinion": "positive",
-        "confidence": 50,
-        "reviewed": False,
-        "valid_from": "2026-01-01T00:00:00Z",
-        "valid_until": "2099-01-01T00:00:00Z",
-        "audience": {"tlp": "green", "peers": [], "hops": 1, **audience},
-    }
+    body = signal_body(
+        id="01forged0000000000000000000",
+        value="ee" * 16,
+        valid_until="2099-01-01T00:00:00Z",
+        audience={"tlp": "green", "peers": [], "hops": 1, **audience},
+    )
     return sign_record(body, key, origin)
 
 
