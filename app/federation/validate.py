@@ -187,7 +187,7 @@ def check_record_size(record: Mapping[str, Any], max_bytes: int) -> bytes:
     `VPDQ_MAX_RECORD_BYTES`, if larger); returns that canonical form, for callers that need it
     again (a received record's digest and log entry: app/services/sync.py)."""
     try:
-        canonical = canonical_json(dict(record))
+        canonical = canonical_json(record if type(record) is dict else dict(record))
     except SignetError:
         raise RecordInvalid("record", "not canonical JSON") from None
     check_canonical_size(record, canonical, max_bytes)

@@ -222,6 +222,54 @@ def test_verify_record_with_canonical_bytes() -> None:
         verify_record(tampered, resolve, canonical=canonical_json(tampered))
 
 
+def _respelled(signature: str) -> str:
+    """Another base64 spelling of the same 64 bytes: the last data character's unused low
+    bits set (it decodes to the same bytes unless decoding is strict about them)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(signature[85])
+    return signature[:85] + alphabet[last | 0b1111] + "=="
+
+
+@pytest.mark.parametrize("with_canonical", [True, False])
+def test_verify_record_refuses_another_spelling_of_the_signature(with_canonical: bool) -> None:
+    """A signature has one spelling: the same bytes spelled otherwise are refused, whether the
+    signed bytes are cut out of the canonical ones (a receiver's fast path) or encoded."""
+    record = sign_record(BODY, KEY, ORIGIN)
+    other = {**record, "signature": _respelled(record["signature"])}
+    assert other["signature"] != record["signature"]
+    assert base64.b64decode(other["signature"]) == base64.b64decode(record["signature"])
+    with pytest.raises(VerificationError, match="not canonical base64"):
+        verify_record(other, resolve, canonical=canonical_json(other) if with_canonical else None)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        # The signature member also nested in the record: cutting it out would be ambiguous,
+        # so the signed bytes are encoded afresh.
+        {"attrs": {"copy": None}},
+        {"aa": "x"},  # a member sorting before "signature" and after the rest: still cut out
+    ],
+)
+def test_verify_record_with_canonical_bytes_in_every_shape(extra: dict[str, Any]) -> None:
+    body = {**BODY, **extra}
+    record = sign_record(body, KEY, ORIGIN)
+    if "attrs" in extra:
+        # Re-sign with the record's own signature nested inside it (the member occurs twice).
+        nested = {**body, "attrs": {"copy": {"signature": record["signature"]}}}
+        record = sign_record(nested, KEY, ORIGIN)
+        record["attrs"]["copy"]["signature"] = record["signature"]
+        with pytest.raises(VerificationError):  # changed after signing: must not verify
+            verify_record(record, resolve, canonical=canonical_json(record))
+        return
+    verify_record(record, resolve, canonical=canonical_json(record))
+    for name, value in (("confidence", 91), ("signature", _respelled(record["signature"]))):
+        tampered = {**record, name: value}
+        with pytest.raises(VerificationError):
+            verify_record(tampered, resolve, canonical=canonical_json(tampered))
+
+
 # --- sign_record_canonical: the signed record and its canonical bytes from one encoding
 
 

@@ -7,7 +7,12 @@ import json
 from typing import Any
 from unittest import mock
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from app.crypto.canonical import canonical_json
+from app.services import tx as tx_module
 from app.services.node import Node
 from app.services.tx import transaction
 from app.storage import log as log_store
@@ -82,3 +87,18 @@ def test_templated_entry_is_the_canonical_entry(node: Node) -> None:
         for p, f in pairs:
             assert rows[p] == rows[f]
             assert canonical_json(json.loads(rows[f])).decode() == rows[f]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=12) | st.text(st.characters(max_codepoint=0x80), max_size=12))
+def test_bare_strings_is_the_bare_pattern(value: str) -> None:
+    """The template takes a value as its own canonical text only when RFC 8785 writes it so:
+    `_bare_strings` (str methods) must agree with `_BARE` (the regex that specifies it)."""
+    assert tx_module._bare_strings({"v": value}) == (tx_module._BARE.fullmatch(value) is not None)
+
+
+@pytest.mark.parametrize("value", ["", " ", "~", "\x1f", "\x7f", '"', "\\", "\u00e9", "a b"])
+def test_bare_strings_at_the_edges(value: str) -> None:
+    assert tx_module._bare_strings({"v": value}) == (tx_module._BARE.fullmatch(value) is not None)
+    if tx_module._bare_strings({"v": value}):  # what it lets through is written as itself
+        assert canonical_json(value) == f'"{value}"'.encode()
