@@ -43,7 +43,7 @@ MAX_PAGE_RECORDS = 1000
 MAX_PAGE_BYTES = 8 * 1024 * 1024
 MAX_CHECKPOINT_CHARS = 64 * 1024
 _MAX_NOTIFY_BYTES = 128 * 1024
-_RECORD_STRING_FIELDS = ("origin", "key_id", "signature")  # unrolled in RecordEnvelope.from_dict
+_RECORD_STRING_FIELDS = ("origin", "key_id", "signature")
 
 
 def _reject_constant(name: str) -> Any:
@@ -134,38 +134,22 @@ class RecordEnvelope:
 
     @classmethod
     def from_dict(cls, obj: Any, index: int = 0) -> RecordEnvelope:
-        # The usual envelope first, checked without building its name (a page holds a
-        # thousand); anything else goes through the checks that word the refusal.
-        if type(obj) is dict and obj.keys() == _ENVELOPE_KEYS:
-            hops, record = obj["hops"], obj["record"]
-            if type(hops) is int and hops >= 1 and type(record) is dict:
-                # _RECORD_STRING_FIELDS, unrolled
-                origin, key_id, sig = (
-                    record.get("origin"),
-                    record.get("key_id"),
-                    record.get("signature"),
-                )
-                if (
-                    type(origin) is str
-                    and origin
-                    and type(key_id) is str
-                    and key_id
-                    and type(sig) is str
-                    and sig
-                ):
-                    return cls(record, hops)
-        where = f"records[{index}]"
+        # The envelope's name is built only for a refusal (a page holds a thousand).
         if not isinstance(obj, dict):
-            raise MalformedPage(f"{where} must be an object")
-        _exact_keys(obj, _ENVELOPE_KEYS, where)
-        hops = _int(obj["hops"], f"{where}.hops", minimum=1)
+            raise MalformedPage(f"records[{index}] must be an object")
+        if obj.keys() != _ENVELOPE_KEYS:
+            _exact_keys(obj, _ENVELOPE_KEYS, f"records[{index}]")
+        hops = obj["hops"]
+        if type(hops) is not int or hops < 1:
+            hops = _int(hops, f"records[{index}].hops", minimum=1)
         record = obj["record"]
         if not isinstance(record, dict):
-            raise MalformedPage(f"{where}.record must be an object")
+            raise MalformedPage(f"records[{index}].record must be an object")
         for name in _RECORD_STRING_FIELDS:
-            if not isinstance(record.get(name), str) or not record[name]:
-                raise MalformedPage(f"{where}.record.{name} must be a non-empty string")
-        return cls(record=record, hops=hops)
+            value = record.get(name)
+            if not isinstance(value, str) or not value:
+                raise MalformedPage(f"records[{index}].record.{name} must be a non-empty string")
+        return cls(record, hops)
 
 
 _ENVELOPE_KEYS = frozenset({"hops", "record"})
